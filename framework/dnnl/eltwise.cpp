@@ -1,0 +1,54 @@
+// oneDNN eltwise primitives with backward, cached per layout and algorithm.
+#include "eltwise.h"
+
+#include <fmt/format.h>
+
+#include "context.h"
+
+namespace dermis::dnnl_ctx {
+
+namespace {
+using dnnl::memory;
+using FwdPrim = Prim<dnnl::eltwise_forward::primitive_desc, dnnl::eltwise_forward>;
+using BwdPrim = Prim<dnnl::eltwise_backward::primitive_desc, dnnl::eltwise_backward>;
+
+std::string key_of(dnnl::algorithm a, float alpha, float beta, const memory::desc& md) {
+  return fmt::format("{}|{}|{}|{}", static_cast<int>(a), alpha, beta, md_key(md));
+}
+
+FwdPrim& fwd_prim(dnnl::algorithm a, float alpha, float beta, const memory::desc& md, dnnl::prop_kind prop) {
+  return cached<FwdPrim>(with_threads(fmt::format("elt_fwd{}|{}", static_cast<int>(prop), key_of(a, alpha, beta, md))),
+                         [&] {
+                           dnnl::eltwise_forward::desc d(prop, a, md, alpha, beta);
+                           return FwdPrim(dnnl::eltwise_forward::primitive_desc(d, engine()));
+                         });
+}
+}  // namespace
+
+Var eltwise(const Var& x, dnnl::algorithm algo, float alpha, float beta, bool use_dst, const char* name) {
+  DERMIS_CHECK(x.defined(), "{}: input is undefined", name);
+  const Tensor& xv = x.value();
+  const bool grad = autograd::needs_grad({&x});
+  const memory::desc md = xv.desc();
+  auto& f = fwd_prim(algo, alpha, beta, md, grad ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
+  Tensor y = Tensor::with_desc(xv.shape(), f.pd.dst_desc());
+  execute(f.prim, {{DNNL_ARG_SRC, xv.memory()}, {DNNL_ARG_DST, y.memory()}}, name);
+  if (!grad) return Var(y);
+  Tensor saved = use_dst ? y : xv;
+  return autograd::make_result(y, name, {x}, [=](Node& self) {
+    auto& b = cached<BwdPrim>(with_threads("elt_bwd|" + key_of(algo, alpha, beta, md)), [&] {
+      dnnl::eltwise_backward::desc d(algo, md, md, alpha, beta);
+      return BwdPrim(dnnl::eltwise_backward::primitive_desc(
+          d, engine(), fwd_prim(algo, alpha, beta, md, dnnl::prop_kind::forward_training).pd));
+    });
+    Tensor dy = self.grad.to_desc(md);
+    Tensor dx = Tensor::with_desc(saved.shape(), b.pd.diff_src_desc());
+    execute(b.prim,
+            {{use_dst ? DNNL_ARG_DST : DNNL_ARG_SRC, saved.memory()}, {DNNL_ARG_DIFF_DST, dy.memory()},
+             {DNNL_ARG_DIFF_SRC, dx.memory()}},
+            name);
+    autograd::accumulate(autograd::input(self, 0), dx);
+  });
+}
+
+}  // namespace dermis::dnnl_ctx

@@ -1,0 +1,94 @@
+// The functional API of dermis: every differentiable op, one line of doc and its shapes each.
+// Forward and backward of each op live side by side in ops/<op>.cpp.
+//
+// Shapes: N batch, C channels, H/W height/width, K classes, IC/OC input/output features.
+// Ops accept tensors in plain or oneDNN blocked layouts; oneDNN-backed ops keep blocked layouts.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "autograd.h"
+
+namespace dermis {
+
+// ---- convolution ---------------------------------------------------------------------------
+struct Conv2dParams {
+  int64_t stride = 1;
+  int64_t pad = 0;
+  int64_t dilation = 1;
+  int64_t groups = 1;
+};
+// x (N, C, H, W), w (OC, C/groups, KH, KW), b (OC) or undefined  ->  (N, OC, Ho, Wo),
+// Ho = (H + 2*pad - dilation*(KH-1) - 1) / stride + 1.
+Var conv2d(const Var& x, const Var& w, const Var& b = {}, Conv2dParams p = {});
+
+// ---- pooling -------------------------------------------------------------------------------
+struct Pool2dParams {
+  int64_t kernel = 2;
+  int64_t stride = 0;  // 0: same as kernel
+  int64_t pad = 0;
+  bool count_include_pad = true;  // avg_pool2d only (PyTorch's default)
+};
+// x (N, C, H, W) -> (N, C, Ho, Wo), Ho = (H + 2*pad - kernel) / stride + 1.
+Var max_pool2d(const Var& x, Pool2dParams p);
+Var avg_pool2d(const Var& x, Pool2dParams p);
+// x (N, C, H, W) -> (N, C, 1, 1): mean / max over H and W.
+Var global_avg_pool2d(const Var& x);
+Var global_max_pool2d(const Var& x);
+
+// ---- dense ---------------------------------------------------------------------------------
+// x (N, IC), w (OC, IC), b (OC) or undefined -> (N, OC): x w^T + b (oneDNN inner product).
+Var linear(const Var& x, const Var& w, const Var& b = {});
+
+// ---- normalisation -------------------------------------------------------------------------
+struct BatchNormParams {
+  bool training = true;   // batch statistics (and running-stat update) vs running statistics
+  float momentum = 0.1f;  // running = (1 - momentum) * running + momentum * batch (PyTorch's rule)
+  float eps = 1e-5f;
+};
+// x (N, C, H, W), weight/bias (C), running_mean/var (C) updated in place when training
+// (running_var takes the unbiased batch variance, as PyTorch does) -> (N, C, H, W).
+Var batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& running_mean, Tensor& running_var,
+                 BatchNormParams p = {});
+
+// ---- elementwise ---------------------------------------------------------------------------
+Var relu(const Var& x);     // any shape
+Var sigmoid(const Var& x);  // any shape
+// a + b and a * b with broadcasting: equal ranks, each dimension equal or 1 in one of them,
+// e.g. (N, C, H, W) with (N, C, 1, 1) or (N, 1, H, W).
+Var add(const Var& a, const Var& b);
+Var mul(const Var& a, const Var& b);
+inline Var operator+(const Var& a, const Var& b) { return add(a, b); }
+inline Var operator*(const Var& a, const Var& b) { return mul(a, b); }
+
+// ---- shape ---------------------------------------------------------------------------------
+// xs[i] (N, Ci, H, W) -> (N, sum Ci, H, W).
+Var concat_channels(const std::vector<Var>& xs);
+// x (N, C, H, W) -> (N, 1, H, W): mean / max over channels (keepdim).
+Var channel_mean(const Var& x);
+Var channel_max(const Var& x);
+// Same elements, new shape (one -1 may be inferred); flatten keeps dim 0: (N, ...) -> (N, rest).
+Var reshape(const Var& x, const Shape& shape);
+Var flatten(const Var& x);
+
+// ---- regularisation ------------------------------------------------------------------------
+// Zeroes each element with probability p and scales the rest by 1/(1-p) when training; identity
+// otherwise. Masks come from the default generator (seeded by manual_seed), so runs repeat exactly.
+Var dropout(const Var& x, float p, bool training);
+
+// ---- loss ----------------------------------------------------------------------------------
+struct CrossEntropyParams {
+  std::vector<float> class_weights;  // empty, or one weight per class
+  float label_smoothing = 0.f;       // in [0, 1)
+};
+// logits (N, K), targets N ints in [0, K) -> scalar mean loss, with PyTorch's F.cross_entropy
+// semantics for weights and label smoothing (weighted mean over sum of target weights).
+Var softmax_cross_entropy(const Var& logits, const std::vector<int>& targets, const CrossEntropyParams& p = {});
+
+// ---- threads -------------------------------------------------------------------------------
+// The OpenMP thread count used by every op (default: OMP_NUM_THREADS or the core count).
+void set_num_threads(int n);
+int num_threads();
+
+}  // namespace dermis

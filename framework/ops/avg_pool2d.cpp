@@ -1,0 +1,14 @@
+// avg_pool2d: oneDNN average pooling (padding counted in the divisor by default, like PyTorch).
+#include "../dnnl/pooling.h"
+#include "../ops.h"
+
+namespace dermis {
+
+Var avg_pool2d(const Var& x, Pool2dParams p) {
+  const int64_t s = p.stride ? p.stride : p.kernel;
+  const auto algo = p.count_include_pad ? dnnl::algorithm::pooling_avg_include_padding
+                                        : dnnl::algorithm::pooling_avg_exclude_padding;
+  return dnnl_ctx::pool2d(x, {algo, p.kernel, p.kernel, s, s, p.pad, p.pad, "avg_pool2d"});
+}
+
+}  // namespace dermis

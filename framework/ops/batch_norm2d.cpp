@@ -1,0 +1,105 @@
+// batch_norm2d: oneDNN batch normalization (scale and shift), training with batch statistics and a
+// PyTorch-style running-statistics update, or inference with the running statistics.
+#include <fmt/format.h>
+
+#include "../dnnl/context.h"
+#include "../ops.h"
+
+namespace dermis {
+
+namespace {
+using dnnl::memory;
+namespace ctx = dnnl_ctx;
+using FwdPrim = ctx::Prim<dnnl::batch_normalization_forward::primitive_desc, dnnl::batch_normalization_forward>;
+using BwdPrim = ctx::Prim<dnnl::batch_normalization_backward::primitive_desc, dnnl::batch_normalization_backward>;
+
+dnnl::normalization_flags flags_for(bool training) {
+  auto f = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+  if (!training) f = f | dnnl::normalization_flags::use_global_stats;
+  return f;
+}
+
+FwdPrim& fwd_prim(const memory::desc& md, float eps, bool training, dnnl::prop_kind prop) {
+  return ctx::cached<FwdPrim>(
+      ctx::with_threads(fmt::format("bn_fwd{}|{}|{}|{}", static_cast<int>(prop), training, eps, ctx::md_key(md))), [&] {
+        dnnl::batch_normalization_forward::desc d(prop, md, eps, flags_for(training));
+        return FwdPrim(dnnl::batch_normalization_forward::primitive_desc(d, ctx::engine()));
+      });
+}
+
+void check_vec(const Tensor& t, int64_t C, const char* what) {
+  DERMIS_CHECK(t.defined() && t.ndim() == 1 && t.dim(0) == C && t.is_plain(),
+               "batch_norm2d: {} must be a plain tensor of shape ({}), got {}", what, C,
+               t.defined() ? to_string(t.shape()) : "undefined");
+}
+}  // namespace
+
+Var batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& running_mean, Tensor& running_var,
+                 BatchNormParams p) {
+  DERMIS_CHECK(x.defined() && weight.defined() && bias.defined(), "batch_norm2d: input, weight and bias must be defined");
+  const Tensor& xv = x.value();
+  DERMIS_CHECK(xv.ndim() == 4, "batch_norm2d: input must be 4-D (N, C, H, W), got shape {}", to_string(xv.shape()));
+  const int64_t C = xv.dim(1);
+  DERMIS_CHECK(weight.ndim() == 1 && weight.dim(0) == C && bias.ndim() == 1 && bias.dim(0) == C,
+               "batch_norm2d: input has {} channels but weight is {} and bias is {}", C, to_string(weight.shape()),
+               to_string(bias.shape()));
+  check_vec(running_mean, C, "running_mean");
+  check_vec(running_var, C, "running_var");
+  const int64_t count = xv.dim(0) * xv.dim(2) * xv.dim(3);
+  DERMIS_CHECK(!p.training || count > 1,
+               "batch_norm2d: training needs more than one value per channel (input {}); use eval mode or a larger batch",
+               to_string(xv.shape()));
+
+  const bool grad = autograd::needs_grad({&x, &weight, &bias});
+  const auto prop = (grad || p.training) ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
+  const memory::desc md = xv.desc();
+  auto& f = fwd_prim(md, p.eps, p.training, prop);
+  Tensor scale = weight.value().plain(), shift = bias.value().plain();
+  Tensor dst = Tensor::with_desc(xv.shape(), f.pd.dst_desc());
+  Tensor mean = p.training ? Tensor::empty({C}) : running_mean;
+  Tensor var = p.training ? Tensor::empty({C}) : running_var;
+  ctx::execute(f.prim,
+               {{DNNL_ARG_SRC, xv.memory()}, {DNNL_ARG_DST, dst.memory()}, {DNNL_ARG_SCALE, scale.memory()},
+                {DNNL_ARG_SHIFT, shift.memory()}, {DNNL_ARG_MEAN, mean.memory()}, {DNNL_ARG_VARIANCE, var.memory()}},
+               "batch_norm2d forward");
+  if (p.training) {
+    const float m = p.momentum, unbias = static_cast<float>(count) / static_cast<float>(count - 1);
+    float *rm = running_mean.data(), *rv = running_var.data();
+    const float *bm = mean.data(), *bv = var.data();
+    for (int64_t c = 0; c < C; ++c) {
+      rm[c] = (1.f - m) * rm[c] + m * bm[c];
+      rv[c] = (1.f - m) * rv[c] + m * bv[c] * unbias;
+    }
+  } else {
+    // Running statistics may change later (another training step); keep what this forward used.
+    mean = mean.clone();
+    var = var.clone();
+  }
+  if (!grad) return Var(dst);
+
+  const float eps = p.eps;
+  const bool training = p.training;
+  Tensor src = xv;
+  return autograd::make_result(dst, "batch_norm2d", {x, weight, bias}, [=](Node& self) {
+    auto& b = ctx::cached<BwdPrim>(
+        ctx::with_threads(fmt::format("bn_bwd|{}|{}|{}", training, eps, ctx::md_key(md))), [&] {
+          dnnl::batch_normalization_backward::desc d(dnnl::prop_kind::backward, md, md, eps, flags_for(training));
+          return BwdPrim(dnnl::batch_normalization_backward::primitive_desc(
+              d, ctx::engine(), fwd_prim(md, eps, training, dnnl::prop_kind::forward_training).pd));
+        });
+    Tensor dy = self.grad.to_desc(b.pd.diff_dst_desc());
+    Tensor dx = Tensor::with_desc(src.shape(), b.pd.diff_src_desc());
+    Tensor dscale = Tensor::empty({src.dim(1)}), dshift = Tensor::empty({src.dim(1)});
+    ctx::execute(b.prim,
+                 {{DNNL_ARG_SRC, src.memory()}, {DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_SCALE, scale.memory()},
+                  {DNNL_ARG_MEAN, mean.memory()}, {DNNL_ARG_VARIANCE, var.memory()},
+                  {DNNL_ARG_DIFF_SRC, dx.memory()}, {DNNL_ARG_DIFF_SCALE, dscale.memory()},
+                  {DNNL_ARG_DIFF_SHIFT, dshift.memory()}},
+                 "batch_norm2d backward");
+    autograd::accumulate(autograd::input(self, 0), dx);
+    autograd::accumulate(autograd::input(self, 1), dscale);
+    autograd::accumulate(autograd::input(self, 2), dshift);
+  });
+}
+
+}  // namespace dermis

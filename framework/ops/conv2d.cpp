@@ -1,0 +1,156 @@
+// conv2d: oneDNN convolution forward, backward-data and backward-weights (+bias).
+//
+// Source, weights and destination descriptors use format_tag::any so oneDNN picks its fastest
+// (blocked) layouts; the output stays in that layout. Weights are kept plain (OIHW) as parameters
+// and reordered to the primitive's layout when it differs. Backward primitives take the forward
+// primitive descriptor as their hint.
+#include <fmt/format.h>
+
+#include "../dnnl/context.h"
+#include "../ops.h"
+
+namespace dermis {
+
+namespace {
+using dnnl::memory;
+using tag = memory::format_tag;
+namespace ctx = dnnl_ctx;
+
+struct ConvGeom {
+  int64_t N, C, H, W, OC, KH, KW, Ho, Wo;
+  Conv2dParams p;
+  bool bias;
+  memory::dims src() const { return {N, C, H, W}; }
+  memory::dims wei() const {
+    return p.groups == 1 ? memory::dims{OC, C, KH, KW} : memory::dims{p.groups, OC / p.groups, C / p.groups, KH, KW};
+  }
+  memory::dims dst() const { return {N, OC, Ho, Wo}; }
+  memory::dims strides() const { return {p.stride, p.stride}; }
+  memory::dims dil() const { return {p.dilation - 1, p.dilation - 1}; }
+  memory::dims pad_l() const { return {p.pad, p.pad}; }
+  memory::dims pad_r() const {
+    // oneDNN wants the right padding that makes the output size exact.
+    return {(Ho - 1) * p.stride + (KH - 1) * p.dilation + 1 - H - p.pad,
+            (Wo - 1) * p.stride + (KW - 1) * p.dilation + 1 - W - p.pad};
+  }
+  memory::desc any(const memory::dims& d) const { return memory::desc(d, memory::data_type::f32, tag::any); }
+  memory::desc user_wei() const {
+    return memory::desc(wei(), memory::data_type::f32, p.groups == 1 ? tag::oihw : tag::goihw);
+  }
+  std::string key() const {
+    return fmt::format("{},{},{},{}|{},{},{}|s{}p{}d{}g{}|b{}", N, C, H, W, OC, KH, KW, p.stride, p.pad, p.dilation,
+                       p.groups, bias);
+  }
+};
+
+ConvGeom geometry(const Tensor& x, const Tensor& w, const Var& b, const Conv2dParams& p) {
+  DERMIS_CHECK(x.ndim() == 4, "conv2d: input must be 4-D (N, C, H, W), got shape {}", to_string(x.shape()));
+  DERMIS_CHECK(w.ndim() == 4, "conv2d: weight must be 4-D (OC, C/groups, KH, KW), got shape {}", to_string(w.shape()));
+  DERMIS_CHECK(p.stride >= 1 && p.pad >= 0 && p.dilation >= 1 && p.groups >= 1,
+               "conv2d: need stride >= 1, pad >= 0, dilation >= 1, groups >= 1 (got stride={}, pad={}, dilation={}, "
+               "groups={})",
+               p.stride, p.pad, p.dilation, p.groups);
+  ConvGeom g{x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(2), w.dim(3), 0, 0, p, b.defined()};
+  DERMIS_CHECK(g.C == w.dim(1) * p.groups,
+               "conv2d: channel mismatch: input {} has {} channels but weight {} expects {} (C/groups={} x groups={})",
+               to_string(x.shape()), g.C, to_string(w.shape()), w.dim(1) * p.groups, w.dim(1), p.groups);
+  DERMIS_CHECK(g.OC % p.groups == 0, "conv2d: {} output channels do not divide into {} groups", g.OC, p.groups);
+  if (b.defined())
+    DERMIS_CHECK(b.ndim() == 1 && b.dim(0) == g.OC, "conv2d: bias must have shape ({}), got {}", g.OC,
+                 to_string(b.shape()));
+  g.Ho = (g.H + 2 * p.pad - p.dilation * (g.KH - 1) - 1) / p.stride + 1;
+  g.Wo = (g.W + 2 * p.pad - p.dilation * (g.KW - 1) - 1) / p.stride + 1;
+  DERMIS_CHECK(g.Ho >= 1 && g.Wo >= 1,
+               "conv2d: input {} is too small for a {}x{} kernel with pad={} dilation={} (output would be {}x{})",
+               to_string(x.shape()), g.KH, g.KW, p.pad, p.dilation, g.Ho, g.Wo);
+  return g;
+}
+
+using FwdPrim = ctx::Prim<dnnl::convolution_forward::primitive_desc, dnnl::convolution_forward>;
+using BwdDataPrim = ctx::Prim<dnnl::convolution_backward_data::primitive_desc, dnnl::convolution_backward_data>;
+using BwdWeiPrim = ctx::Prim<dnnl::convolution_backward_weights::primitive_desc, dnnl::convolution_backward_weights>;
+
+FwdPrim& forward_prim(const ConvGeom& g, dnnl::prop_kind prop) {
+  return ctx::cached<FwdPrim>(ctx::with_threads(fmt::format("conv_fwd{}|{}", static_cast<int>(prop), g.key())), [&] {
+    auto bias_md = g.bias ? g.any({g.OC}) : memory::desc();
+    dnnl::convolution_forward::desc d(prop, dnnl::algorithm::convolution_direct, g.any(g.src()), g.any(g.wei()),
+                                      bias_md, g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r());
+    return FwdPrim(dnnl::convolution_forward::primitive_desc(d, ctx::engine()));
+  });
+}
+
+BwdDataPrim& bwd_data_prim(const ConvGeom& g) {
+  return ctx::cached<BwdDataPrim>(ctx::with_threads("conv_bwd_data|" + g.key()), [&] {
+    dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, g.any(g.src()), g.any(g.wei()),
+                                            g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r());
+    return BwdDataPrim(dnnl::convolution_backward_data::primitive_desc(
+        d, ctx::engine(), forward_prim(g, dnnl::prop_kind::forward_training).pd));
+  });
+}
+
+BwdWeiPrim& bwd_wei_prim(const ConvGeom& g) {
+  return ctx::cached<BwdWeiPrim>(ctx::with_threads("conv_bwd_wei|" + g.key()), [&] {
+    auto bias_md = g.bias ? g.any({g.OC}) : memory::desc();
+    dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, g.any(g.src()), g.any(g.wei()),
+                                               bias_md, g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r());
+    return BwdWeiPrim(dnnl::convolution_backward_weights::primitive_desc(
+        d, ctx::engine(), forward_prim(g, dnnl::prop_kind::forward_training).pd));
+  });
+}
+
+// A plain weight tensor viewed with the primitive's logical weight dims (goihw for groups > 1).
+Tensor weight_as_user(const Tensor& w, const ConvGeom& g) { return w.plain().view_desc(g.user_wei()); }
+}  // namespace
+
+Var conv2d(const Var& x, const Var& w, const Var& b, Conv2dParams p) {
+  DERMIS_CHECK(x.defined() && w.defined(), "conv2d: input and weight must be defined");
+  const ConvGeom g = geometry(x.value(), w.value(), b, p);
+  const bool train = autograd::needs_grad({&x, &w, &b});
+  auto& fwd = forward_prim(g, train ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
+
+  Tensor src = x.value().to_desc(fwd.pd.src_desc());
+  Tensor wei = weight_as_user(w.value(), g).to_desc(fwd.pd.weights_desc());
+  Tensor dst = Tensor::with_desc({g.N, g.OC, g.Ho, g.Wo}, fwd.pd.dst_desc());
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src.memory()}, {DNNL_ARG_WEIGHTS, wei.memory()},
+                                       {DNNL_ARG_DST, dst.memory()}};
+  if (b.defined()) args[DNNL_ARG_BIAS] = b.value().to_desc(fwd.pd.bias_desc()).memory();
+  ctx::execute(fwd.prim, args, "conv2d forward");
+  if (!train) return Var(dst);
+
+  return autograd::make_result(dst, "conv2d", {x, w, b}, [g, src, wei](Node& self) {
+    Node& nx = autograd::input(self, 0);
+    Node& nw = autograd::input(self, 1);
+    Node& nb = autograd::input(self, 2);
+    if (nx.requires_grad) {
+      auto& bd = bwd_data_prim(g);
+      Tensor dy = self.grad.to_desc(bd.pd.diff_dst_desc());
+      Tensor wb = wei.to_desc(bd.pd.weights_desc());
+      Tensor dx = Tensor::with_desc(nx.value.shape(), bd.pd.diff_src_desc());
+      ctx::execute(bd.prim, {{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_WEIGHTS, wb.memory()},
+                             {DNNL_ARG_DIFF_SRC, dx.memory()}}, "conv2d backward data");
+      autograd::accumulate(nx, dx);
+    }
+    if (nw.requires_grad || nb.requires_grad) {
+      auto& bw = bwd_wei_prim(g);
+      Tensor dy = self.grad.to_desc(bw.pd.diff_dst_desc());
+      Tensor s = src.to_desc(bw.pd.src_desc());
+      Tensor dw = Tensor::with_desc(nw.value.shape(), bw.pd.diff_weights_desc());
+      std::unordered_map<int, memory> a{{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_SRC, s.memory()},
+                                        {DNNL_ARG_DIFF_WEIGHTS, dw.memory()}};
+      Tensor db;
+      if (g.bias) {
+        db = Tensor::with_desc({g.OC}, bw.pd.diff_bias_desc());
+        a[DNNL_ARG_DIFF_BIAS] = db.memory();
+      }
+      ctx::execute(bw.prim, a, "conv2d backward weights");
+      if (nw.requires_grad) {
+        // diff weights -> the user's plain (OC, C/g, KH, KW) layout
+        Tensor dwu = dw.to_desc(g.user_wei()).view_desc(plain_desc(nw.value.shape()));
+        autograd::accumulate(nw, dwu);
+      }
+      if (g.bias && nb.requires_grad) autograd::accumulate(nb, db.plain());
+    }
+  });
+}
+
+}  // namespace dermis

@@ -1,0 +1,94 @@
+// linear: oneDNN inner product forward, backward-data and backward-weights (+bias).
+#include <fmt/format.h>
+
+#include "../dnnl/context.h"
+#include "../ops.h"
+
+namespace dermis {
+
+namespace {
+using dnnl::memory;
+using tag = memory::format_tag;
+namespace ctx = dnnl_ctx;
+using FwdPrim = ctx::Prim<dnnl::inner_product_forward::primitive_desc, dnnl::inner_product_forward>;
+using BwdDataPrim = ctx::Prim<dnnl::inner_product_backward_data::primitive_desc, dnnl::inner_product_backward_data>;
+using BwdWeiPrim =
+    ctx::Prim<dnnl::inner_product_backward_weights::primitive_desc, dnnl::inner_product_backward_weights>;
+
+struct IpGeom {
+  int64_t N, IC, OC;
+  bool bias;
+  memory::desc src() const { return memory::desc({N, IC}, memory::data_type::f32, tag::ab); }
+  memory::desc wei() const { return memory::desc({OC, IC}, memory::data_type::f32, tag::ab); }
+  memory::desc b() const { return bias ? memory::desc({OC}, memory::data_type::f32, tag::a) : memory::desc(); }
+  memory::desc dst() const { return memory::desc({N, OC}, memory::data_type::f32, tag::ab); }
+  std::string key() const { return fmt::format("{},{},{},{}", N, IC, OC, bias); }
+};
+
+FwdPrim& fwd_prim(const IpGeom& g, dnnl::prop_kind prop) {
+  return ctx::cached<FwdPrim>(ctx::with_threads(fmt::format("ip_fwd{}|{}", static_cast<int>(prop), g.key())), [&] {
+    dnnl::inner_product_forward::desc d(prop, g.src(), g.wei(), g.b(), g.dst());
+    return FwdPrim(dnnl::inner_product_forward::primitive_desc(d, ctx::engine()));
+  });
+}
+}  // namespace
+
+Var linear(const Var& x, const Var& w, const Var& b) {
+  DERMIS_CHECK(x.defined() && w.defined(), "linear: input and weight must be defined");
+  DERMIS_CHECK(x.ndim() == 2, "linear: input must be 2-D (N, IC), got shape {}; use flatten() first",
+               to_string(x.shape()));
+  DERMIS_CHECK(w.ndim() == 2, "linear: weight must be 2-D (OC, IC), got shape {}", to_string(w.shape()));
+  DERMIS_CHECK(x.dim(1) == w.dim(1), "linear: input has {} features but weight {} expects {}", x.dim(1),
+               to_string(w.shape()), w.dim(1));
+  if (b.defined())
+    DERMIS_CHECK(b.ndim() == 1 && b.dim(0) == w.dim(0), "linear: bias must have shape ({}), got {}", w.dim(0),
+                 to_string(b.shape()));
+  const IpGeom g{x.dim(0), x.dim(1), w.dim(0), b.defined()};
+  const bool train = autograd::needs_grad({&x, &w, &b});
+  auto& f = fwd_prim(g, train ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
+  Tensor src = x.value().plain(), wei = w.value().plain();
+  Tensor dst = Tensor::empty({g.N, g.OC});
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src.memory()}, {DNNL_ARG_WEIGHTS, wei.memory()},
+                                       {DNNL_ARG_DST, dst.memory()}};
+  if (b.defined()) args[DNNL_ARG_BIAS] = b.value().plain().memory();
+  ctx::execute(f.prim, args, "linear forward");
+  if (!train) return Var(dst);
+
+  return autograd::make_result(dst, "linear", {x, w, b}, [g, src, wei](Node& self) {
+    Node& nx = autograd::input(self, 0);
+    Node& nw = autograd::input(self, 1);
+    Node& nb = autograd::input(self, 2);
+    Tensor dy = self.grad.plain();
+    if (nx.requires_grad) {
+      auto& bd = ctx::cached<BwdDataPrim>(ctx::with_threads("ip_bwd_data|" + g.key()), [&] {
+        dnnl::inner_product_backward_data::desc d(g.src(), g.wei(), g.dst());
+        return BwdDataPrim(dnnl::inner_product_backward_data::primitive_desc(
+            d, ctx::engine(), fwd_prim(g, dnnl::prop_kind::forward_training).pd));
+      });
+      Tensor dx = Tensor::empty({g.N, g.IC});
+      ctx::execute(bd.prim, {{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_WEIGHTS, wei.memory()},
+                             {DNNL_ARG_DIFF_SRC, dx.memory()}}, "linear backward data");
+      autograd::accumulate(nx, dx);
+    }
+    if (nw.requires_grad || nb.requires_grad) {
+      auto& bw = ctx::cached<BwdWeiPrim>(ctx::with_threads("ip_bwd_wei|" + g.key()), [&] {
+        dnnl::inner_product_backward_weights::desc d(g.src(), g.wei(), g.b(), g.dst());
+        return BwdWeiPrim(dnnl::inner_product_backward_weights::primitive_desc(
+            d, ctx::engine(), fwd_prim(g, dnnl::prop_kind::forward_training).pd));
+      });
+      Tensor dw = Tensor::empty({g.OC, g.IC});
+      std::unordered_map<int, memory> a{{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_SRC, src.memory()},
+                                        {DNNL_ARG_DIFF_WEIGHTS, dw.memory()}};
+      Tensor db;
+      if (g.bias) {
+        db = Tensor::empty({g.OC});
+        a[DNNL_ARG_DIFF_BIAS] = db.memory();
+      }
+      ctx::execute(bw.prim, a, "linear backward weights");
+      autograd::accumulate(nw, dw);
+      if (g.bias) autograd::accumulate(nb, db);
+    }
+  });
+}
+
+}  // namespace dermis
