@@ -16,6 +16,19 @@ bool grad_enabled() { return g_grad_enabled; }
 NoGrad::NoGrad() : prev_(g_grad_enabled) { g_grad_enabled = false; }
 NoGrad::~NoGrad() { g_grad_enabled = prev_; }
 
+Node::~Node() {
+  std::vector<std::shared_ptr<Node>> pending = std::move(inputs);
+  while (!pending.empty()) {
+    std::shared_ptr<Node> n = std::move(pending.back());
+    pending.pop_back();
+    if (n && n.use_count() == 1) {  // last owner: adopt its inputs before it dies
+      for (auto& c : n->inputs) pending.push_back(std::move(c));
+      n->inputs.clear();
+      n->backward = nullptr;
+    }
+  }
+}
+
 Var::Var(Tensor value, bool requires_grad) : node_(std::make_shared<Node>()) {
   DERMIS_CHECK(value.defined(), "Var: cannot wrap an undefined tensor");
   node_->value = std::move(value);

@@ -29,6 +29,11 @@ struct Node {
   const char* op = "leaf";
   std::vector<std::shared_ptr<Node>> inputs;
   BackwardFn backward;
+
+  Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  ~Node();  // releases long input chains iteratively (no deep recursion)
 };
 
 class Var {

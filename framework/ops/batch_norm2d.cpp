@@ -58,10 +58,15 @@ Var batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& runni
   Tensor dst = Tensor::with_desc(xv.shape(), f.pd.dst_desc());
   Tensor mean = p.training ? Tensor::empty({C}) : running_mean;
   Tensor var = p.training ? Tensor::empty({C}) : running_var;
-  ctx::execute(f.prim,
-               {{DNNL_ARG_SRC, xv.memory()}, {DNNL_ARG_DST, dst.memory()}, {DNNL_ARG_SCALE, scale.memory()},
-                {DNNL_ARG_SHIFT, shift.memory()}, {DNNL_ARG_MEAN, mean.memory()}, {DNNL_ARG_VARIANCE, var.memory()}},
-               "batch_norm2d forward");
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xv.memory()},     {DNNL_ARG_DST, dst.memory()},
+                                       {DNNL_ARG_SCALE, scale.memory()}, {DNNL_ARG_SHIFT, shift.memory()},
+                                       {DNNL_ARG_MEAN, mean.memory()},   {DNNL_ARG_VARIANCE, var.memory()}};
+  memory ws;  // some implementations keep state for backward even without a fused ReLU
+  if (f.pd.workspace_desc().get_size() > 0) {
+    ws = memory(f.pd.workspace_desc(), ctx::engine());
+    args[DNNL_ARG_WORKSPACE] = ws;
+  }
+  ctx::execute(f.prim, args, "batch_norm2d forward");
   if (p.training) {
     const float m = p.momentum, unbias = static_cast<float>(count) / static_cast<float>(count - 1);
     float *rm = running_mean.data(), *rv = running_var.data();
@@ -90,12 +95,13 @@ Var batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& runni
     Tensor dy = self.grad.to_desc(b.pd.diff_dst_desc());
     Tensor dx = Tensor::with_desc(src.shape(), b.pd.diff_src_desc());
     Tensor dscale = Tensor::empty({src.dim(1)}), dshift = Tensor::empty({src.dim(1)});
-    ctx::execute(b.prim,
-                 {{DNNL_ARG_SRC, src.memory()}, {DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_SCALE, scale.memory()},
-                  {DNNL_ARG_MEAN, mean.memory()}, {DNNL_ARG_VARIANCE, var.memory()},
-                  {DNNL_ARG_DIFF_SRC, dx.memory()}, {DNNL_ARG_DIFF_SCALE, dscale.memory()},
-                  {DNNL_ARG_DIFF_SHIFT, dshift.memory()}},
-                 "batch_norm2d backward");
+    std::unordered_map<int, memory> a{
+        {DNNL_ARG_SRC, src.memory()},     {DNNL_ARG_DIFF_DST, dy.memory()},         {DNNL_ARG_SCALE, scale.memory()},
+        {DNNL_ARG_SHIFT, shift.memory()},  // oneDNN 2.6 refuses to run without it when use_shift is set
+        {DNNL_ARG_MEAN, mean.memory()},   {DNNL_ARG_VARIANCE, var.memory()},        {DNNL_ARG_DIFF_SRC, dx.memory()},
+        {DNNL_ARG_DIFF_SCALE, dscale.memory()}, {DNNL_ARG_DIFF_SHIFT, dshift.memory()}};
+    if (ws) a[DNNL_ARG_WORKSPACE] = ws;
+    ctx::execute(b.prim, a, "batch_norm2d backward");
     autograd::accumulate(autograd::input(self, 0), dx);
     autograd::accumulate(autograd::input(self, 1), dscale);
     autograd::accumulate(autograd::input(self, 2), dshift);

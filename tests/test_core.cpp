@@ -1,0 +1,210 @@
+// Core behaviour: tensors and layouts, autograd semantics (accumulation, graph freeing, no_grad),
+// clear errors on misuse, determinism, the primitive cache and the SGD update rule.
+#define BOOST_TEST_MODULE core
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <memory>
+#include <string>
+
+#include "framework/dnnl/context.h"
+#include "framework/ops.h"
+#include "framework/optim/sgd.h"
+#include "framework/random.h"
+
+using namespace dermis;
+
+namespace {
+// Checks that f throws dermis::Error whose message contains `needle`.
+template <class F>
+void expect_error(F&& f, const std::string& needle) {
+  try {
+    f();
+    BOOST_ERROR("expected dermis::Error containing '" << needle << "', nothing was thrown");
+  } catch (const Error& e) {
+    BOOST_TEST(std::string(e.what()).find(needle) != std::string::npos,
+               "message '" << e.what() << "' lacks '" << needle << "'");
+  }
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(tensor_basics) {
+  Tensor t = Tensor::from_vector({2, 3}, {1, 2, 3, 4, 5, 6});
+  BOOST_TEST(t.numel() == 6);
+  BOOST_TEST(t.is_plain());
+  Tensor r = t.reshape({3, -1});
+  BOOST_TEST(r.dim(1) == 2);
+  BOOST_TEST(r.shares_storage(t));
+  BOOST_TEST(Tensor::zeros({4}).to_vector() == std::vector<float>(4, 0.f));
+  expect_error([] { Tensor::empty({2, 0}); }, "every dimension must be positive");
+  expect_error([&] { t.reshape({4, -1}); }, "cannot infer");
+  expect_error([&] { t.item(); }, "one-element");
+}
+
+BOOST_AUTO_TEST_CASE(blocked_layout_round_trip) {
+  Generator g(1);
+  Tensor x = Tensor::randn({2, 5, 3, 4}, g);  // 5 channels: nChw16c pads to 16
+  auto blocked = dnnl::memory::desc({2, 5, 3, 4}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::nChw16c);
+  Tensor b = x.to_desc(blocked);
+  BOOST_TEST(!b.is_plain());
+  BOOST_TEST(b.bytes() > x.bytes());
+  BOOST_TEST(b.to_vector() == x.to_vector());
+  expect_error([&] { b.data(); }, "plain layout");
+  // add_ across layouts reorders the other operand
+  Tensor s = b.clone();
+  s.add_(x);
+  auto v = s.to_vector(), xv = x.to_vector();
+  for (size_t i = 0; i < v.size(); ++i) BOOST_TEST(v[i] == 2 * xv[i]);
+}
+
+BOOST_AUTO_TEST_CASE(fan_out_accumulates) {
+  // y = sum(x * x + x) -> dy/dx = 2x + 1
+  Var x = Var::parameter(Tensor::from_vector({1, 1, 1, 3}, {1.f, -2.f, 0.5f}));
+  Var y = global_avg_pool2d(x * x + x);  // (1,1,1,1), mean over 3 values
+  y.backward();
+  auto g = x.grad().to_vector();
+  const float expect[] = {3.f / 3, -3.f / 3, 2.f / 3};
+  for (int i = 0; i < 3; ++i) BOOST_TEST(g[i] == expect[i], boost::test_tools::tolerance(1e-6f));
+  // A second backward pass through a new graph adds to the existing gradient.
+  Var y2 = global_avg_pool2d(x * x + x);
+  y2.backward();
+  g = x.grad().to_vector();
+  for (int i = 0; i < 3; ++i) BOOST_TEST(g[i] == 2 * expect[i], boost::test_tools::tolerance(1e-6f));
+}
+
+BOOST_AUTO_TEST_CASE(graph_is_freed_after_backward) {
+  Generator g(2);
+  Var x = Var::parameter(Tensor::randn({2, 3, 4, 4}, g));
+  Var w = Var::parameter(Tensor::randn({4, 3, 3, 3}, g));
+  Var h = conv2d(x, w, {}, {.pad = 1});
+  std::weak_ptr<Node> hidden = h.node();
+  Var y = global_avg_pool2d(relu(h));
+  Var loss = flatten(y);
+  h = Var();  // only the graph holds the conv node now
+  BOOST_TEST(!hidden.expired());
+  loss.backward(Tensor::full(loss.shape(), 1.f));
+  BOOST_TEST(hidden.expired());  // intermediate nodes and their saved tensors are gone
+  BOOST_TEST(loss.node()->inputs.empty());
+  BOOST_TEST(x.grad().defined());
+  BOOST_TEST(w.grad().defined());
+}
+
+BOOST_AUTO_TEST_CASE(no_grad_records_nothing) {
+  Generator g(3);
+  Var x = Var::parameter(Tensor::randn({2, 3}, g));
+  {
+    NoGrad ng;
+    Var y = relu(x);
+    BOOST_TEST(!y.requires_grad());
+    BOOST_TEST(y.node()->inputs.empty());
+  }
+  Var y = relu(x);
+  BOOST_TEST(y.requires_grad());
+  Var c = Var(Tensor::randn({2, 3}, g));  // constant
+  BOOST_TEST(!relu(c).requires_grad());
+  BOOST_TEST(!x.detach().requires_grad());
+}
+
+BOOST_AUTO_TEST_CASE(long_chain_backward_and_teardown) {
+  // 20000 nodes deep: iterative backward and iterative node release, no stack overflow.
+  Var x = Var::parameter(Tensor::full({4}, 1.f));
+  Var y = x;
+  for (int i = 0; i < 20000; ++i) y = y + x;
+  Var s = reshape(y, {1, 4});
+  s.backward(Tensor::full({1, 4}, 1.f));
+  BOOST_TEST(x.grad().to_vector() == std::vector<float>(4, 20001.f));
+  Var z = x;
+  for (int i = 0; i < 20000; ++i) z = z + x;
+  z = Var();  // dropped without backward
+}
+
+BOOST_AUTO_TEST_CASE(misuse_gets_clear_errors) {
+  Generator g(4);
+  Var x = Var::parameter(Tensor::randn({2, 3, 8, 8}, g));
+  Var w = Var::parameter(Tensor::randn({4, 5, 3, 3}, g));
+  expect_error([&] { conv2d(x, w); }, "channel mismatch");
+  expect_error([&] { conv2d(Var(Tensor::randn({3, 8, 8}, g)), w); }, "must be 4-D");
+  expect_error([&] { conv2d(x, Var(Tensor::randn({4, 3, 9, 9}, g))); }, "too small");
+  expect_error([&] { x + Var(Tensor::randn({2, 4, 8, 8}, g)); }, "do not broadcast");
+  expect_error([&] { x * Var(Tensor::randn({2, 3, 8}, g)); }, "same rank");
+  expect_error([&] { linear(Var(Tensor::randn({2, 5}, g)), Var(Tensor::randn({3, 6}, g))); }, "5 features");
+  expect_error([&] { linear(x, Var(Tensor::randn({3, 6}, g))); }, "flatten");
+  expect_error([&] { relu(x).backward(); }, "scalar output");
+  expect_error([&] { softmax_cross_entropy(Var(Tensor::randn({2, 3}, g)), {0, 3}); }, "outside [0, 3)");
+  expect_error([&] { softmax_cross_entropy(Var(Tensor::randn({2, 3}, g)), {0}); }, "1 targets for 2 rows");
+  Tensor rm = Tensor::zeros({4}), rv = Tensor::zeros({4});
+  expect_error([&] { batch_norm2d(x, Var(Tensor::zeros({4})), Var(Tensor::zeros({4})), rm, rv); }, "3 channels");
+  expect_error([&] { max_pool2d(x, {.kernel = 3, .pad = 3}); }, "smaller than the kernel");
+  expect_error([&] { dropout(x, 1.5f, true); }, "[0, 1)");
+  expect_error([&] { concat_channels({x, Var(Tensor::randn({2, 3, 4, 8}, g))}); }, "must match");
+  expect_error([&] { reshape(x, {7, -1}); }, "cannot infer");
+  expect_error([] { set_num_threads(0); }, "at least one thread");
+}
+
+namespace {
+std::vector<float> run_small_step(int threads) {
+  set_num_threads(threads);
+  Generator g(5);
+  Var x = Var(Tensor::randn({4, 3, 12, 12}, g));
+  Var w1 = Var::parameter(Tensor::randn({16, 3, 3, 3}, g, 0, 0.3f));
+  Var w2 = Var::parameter(Tensor::randn({5, 16}, g, 0, 0.3f));
+  Tensor rm = Tensor::zeros({16}), rv = Tensor::full({16}, 1.f);
+  Var gamma = Var::parameter(Tensor::full({16}, 1.f)), beta = Var::parameter(Tensor::zeros({16}));
+  manual_seed(17);
+  Var h = relu(batch_norm2d(conv2d(x, w1, {}, {.stride = 2, .pad = 1}), gamma, beta, rm, rv));
+  h = dropout(flatten(global_avg_pool2d(h)), 0.2f, true);
+  Var loss = softmax_cross_entropy(linear(h, w2), {0, 1, 2, 4});
+  loss.backward();
+  std::vector<float> out = {loss.item()};
+  for (auto& v : {w1, w2, gamma, beta})
+    for (float f : v.grad().to_vector()) out.push_back(f);
+  return out;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(deterministic_for_fixed_seed_and_threads) {
+  const int saved = num_threads();
+  for (int t : {1, 2}) {
+    auto a = run_small_step(t), b = run_small_step(t);
+    BOOST_TEST(a == b, "two runs with " << t << " thread(s) differ");
+  }
+  set_num_threads(saved);
+}
+
+BOOST_AUTO_TEST_CASE(primitive_cache_reuses) {
+  Generator g(6);
+  Var x = Var::parameter(Tensor::randn({2, 8, 10, 10}, g));
+  Var w = Var::parameter(Tensor::randn({8, 8, 3, 3}, g));
+  auto step = [&] {
+    Var y = flatten(global_avg_pool2d(relu(conv2d(x, w, {}, {.pad = 1}))));
+    y.backward(Tensor::full(y.shape(), 1.f));
+  };
+  step();
+  const size_t n = dnnl_ctx::cache_size();
+  step();
+  step();
+  BOOST_TEST(dnnl_ctx::cache_size() == n);
+}
+
+BOOST_AUTO_TEST_CASE(sgd_matches_pytorch_rule) {
+  // Two steps by hand with momentum 0.9, weight decay 0.1, and Nesterov on/off.
+  for (bool nesterov : {false, true}) {
+    Var w = Var::parameter(Tensor::from_vector({2}, {1.f, -2.f}));
+    optim::SGD opt({w}, {.lr = 0.5f, .momentum = 0.9f, .weight_decay = 0.1f, .nesterov = nesterov});
+    double ref[2] = {1, -2}, buf[2] = {0, 0};
+    const float grads[2][2] = {{0.3f, -0.1f}, {-0.2f, 0.4f}};
+    for (int s = 0; s < 2; ++s) {
+      w.set_grad(Tensor::from_vector({2}, {grads[s][0], grads[s][1]}));
+      opt.step();
+      for (int i = 0; i < 2; ++i) {
+        const double d = grads[s][i] + 0.1 * ref[i];
+        buf[i] = s == 0 ? d : 0.9 * buf[i] + d;
+        ref[i] -= 0.5 * (nesterov ? d + 0.9 * buf[i] : buf[i]);
+      }
+      auto v = w.value().to_vector();
+      for (int i = 0; i < 2; ++i) BOOST_TEST(v[i] == ref[i], boost::test_tools::tolerance(1e-5));
+    }
+  }
+  expect_error([] { optim::SGD({}, {.lr = NAN}); }, "learning rate");
+  expect_error([] { optim::SGD({}, {.lr = 0.1f, .nesterov = true}); }, "Nesterov");
+}

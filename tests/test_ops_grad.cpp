@@ -1,0 +1,190 @@
+// Finite-difference gradient checks of every op, for every input and parameter (see gradcheck.h
+// for the method and the tolerances), over several shapes including odd sizes, stride 2 and padding.
+#define BOOST_TEST_MODULE ops_grad
+#include "gradcheck.h"
+
+using namespace dermis;
+using gradcheck::check;
+using gradcheck::Options;
+using gradcheck::spaced_values;
+
+namespace {
+Generator& gen() {
+  static Generator g(7);
+  return g;
+}
+Tensor rnd(const Shape& s, float std = 1.f) { return Tensor::randn(s, gen(), 0.f, std); }
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(conv2d_grad) {
+  struct Case {
+    Shape x, w;
+    Conv2dParams p;
+    bool bias;
+  };
+  const std::vector<Case> cases = {
+      {{2, 3, 7, 6}, {4, 3, 3, 3}, {.stride = 1, .pad = 1}, true},
+      {{2, 3, 7, 7}, {5, 3, 3, 3}, {.stride = 2, .pad = 1}, false},
+      {{1, 2, 9, 8}, {3, 2, 3, 3}, {.stride = 1, .pad = 2, .dilation = 2}, true},
+      {{2, 4, 6, 5}, {6, 2, 3, 3}, {.stride = 1, .pad = 1, .groups = 2}, true},
+      {{2, 5, 6, 6}, {3, 5, 1, 1}, {.stride = 2, .pad = 0}, false},
+      {{2, 2, 9, 9}, {1, 2, 7, 7}, {.stride = 1, .pad = 3}, false},  // CBAM's spatial-gate conv
+      {{2, 16, 5, 5}, {16, 16, 3, 3}, {.stride = 1, .pad = 1}, true},  // blocked layouts (C = 16)
+  };
+  for (const auto& c : cases) {
+    std::vector<Tensor> in = {rnd(c.x), rnd(c.w, 0.3f)};
+    if (c.bias) in.push_back(rnd({c.w[0]}));
+    const Conv2dParams p = c.p;
+    const bool bias = c.bias;
+    Options o;
+    o.max_elems = 200;
+    check("conv2d x" + to_string(c.x) + " w" + to_string(c.w),
+          [p, bias](const std::vector<Var>& v) { return conv2d(v[0], v[1], bias ? v[2] : Var(), p); }, in, o);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(max_pool2d_grad) {
+  struct Case {
+    Shape x;
+    Pool2dParams p;
+  };
+  for (const auto& c : std::vector<Case>{{{2, 3, 6, 6}, {.kernel = 2}},
+                                         {{2, 3, 7, 5}, {.kernel = 3, .stride = 2, .pad = 1}},
+                                         {{1, 16, 9, 9}, {.kernel = 3, .stride = 2, .pad = 1}}}) {
+    const Pool2dParams p = c.p;
+    check("max_pool2d " + to_string(c.x), [p](const std::vector<Var>& v) { return max_pool2d(v[0], p); },
+          {spaced_values(c.x, 11)});
+  }
+}
+
+BOOST_AUTO_TEST_CASE(avg_pool2d_grad) {
+  struct Case {
+    Shape x;
+    Pool2dParams p;
+  };
+  for (const auto& c : std::vector<Case>{{{2, 3, 6, 6}, {.kernel = 2}},
+                                         {{2, 3, 7, 5}, {.kernel = 3, .stride = 2, .pad = 1}},
+                                         {{1, 2, 7, 7}, {.kernel = 3, .stride = 2, .pad = 1, .count_include_pad = false}}}) {
+    const Pool2dParams p = c.p;
+    check("avg_pool2d " + to_string(c.x), [p](const std::vector<Var>& v) { return avg_pool2d(v[0], p); }, {rnd(c.x)});
+  }
+}
+
+BOOST_AUTO_TEST_CASE(global_pool_grad) {
+  for (const Shape& s : std::vector<Shape>{{2, 3, 5, 7}, {3, 4, 1, 1}, {2, 16, 4, 4}}) {
+    check("global_avg_pool2d " + to_string(s), [](const std::vector<Var>& v) { return global_avg_pool2d(v[0]); },
+          {rnd(s)});
+    check("global_max_pool2d " + to_string(s), [](const std::vector<Var>& v) { return global_max_pool2d(v[0]); },
+          {spaced_values(s, 3)});
+  }
+}
+
+BOOST_AUTO_TEST_CASE(linear_grad) {
+  for (auto [n, ic, oc] : std::vector<std::array<int64_t, 3>>{{4, 5, 3}, {1, 7, 2}, {3, 16, 9}}) {
+    check("linear with bias", [](const std::vector<Var>& v) { return linear(v[0], v[1], v[2]); },
+          {rnd({n, ic}), rnd({oc, ic}, 0.5f), rnd({oc})});
+    check("linear no bias", [](const std::vector<Var>& v) { return linear(v[0], v[1]); },
+          {rnd({n, ic}), rnd({oc, ic}, 0.5f)});
+  }
+}
+
+BOOST_AUTO_TEST_CASE(batch_norm2d_grad) {
+  for (const Shape& s : std::vector<Shape>{{4, 3, 3, 3}, {2, 5, 4, 3}, {3, 16, 2, 2}}) {
+    const int64_t C = s[1];
+    Tensor rm = Tensor::zeros({C}), rv = Tensor::full({C}, 1.f);
+    check("batch_norm2d train " + to_string(s),
+          [&](const std::vector<Var>& v) { return batch_norm2d(v[0], v[1], v[2], rm, rv, {.training = true}); },
+          {rnd(s, 2.f), Tensor::uniform({C}, gen(), 0.5f, 1.5f), rnd({C})});
+    Tensor em = rnd({C}, 0.3f), ev = Tensor::uniform({C}, gen(), 0.5f, 2.f);
+    check("batch_norm2d eval " + to_string(s),
+          [&](const std::vector<Var>& v) { return batch_norm2d(v[0], v[1], v[2], em, ev, {.training = false}); },
+          {rnd(s), Tensor::uniform({C}, gen(), 0.5f, 1.5f), rnd({C})});
+  }
+}
+
+BOOST_AUTO_TEST_CASE(relu_sigmoid_grad) {
+  for (const Shape& s : std::vector<Shape>{{2, 3, 5, 5}, {7}, {3, 4}}) {
+    check("relu " + to_string(s), [](const std::vector<Var>& v) { return relu(v[0]); }, {spaced_values(s, 5)});
+    check("sigmoid " + to_string(s), [](const std::vector<Var>& v) { return sigmoid(v[0]); }, {rnd(s, 2.f)});
+  }
+}
+
+BOOST_AUTO_TEST_CASE(add_mul_broadcast_grad) {
+  const std::vector<std::pair<Shape, Shape>> pairs = {
+      {{2, 3, 4, 5}, {2, 3, 4, 5}}, {{2, 3, 4, 5}, {2, 3, 1, 1}}, {{2, 3, 4, 5}, {2, 1, 4, 5}},
+      {{2, 1, 4, 5}, {2, 3, 4, 5}}, {{3, 4}, {1, 4}},             {{2, 3, 1, 5}, {1, 3, 4, 1}},
+  };
+  for (const auto& [a, b] : pairs) {
+    check("add " + to_string(a) + " + " + to_string(b), [](const std::vector<Var>& v) { return v[0] + v[1]; },
+          {rnd(a), rnd(b)});
+    check("mul " + to_string(a) + " * " + to_string(b), [](const std::vector<Var>& v) { return v[0] * v[1]; },
+          {rnd(a), rnd(b)});
+  }
+  // The same Var on both sides (fan-out into one node).
+  check("mul x * x", [](const std::vector<Var>& v) { return v[0] * v[0]; }, {rnd({2, 3, 2, 2})});
+  check("add x + x", [](const std::vector<Var>& v) { return v[0] + v[0]; }, {rnd({2, 3, 2, 2})});
+}
+
+BOOST_AUTO_TEST_CASE(concat_grad) {
+  check("concat 3 inputs", [](const std::vector<Var>& v) { return concat_channels({v[0], v[1], v[2]}); },
+        {rnd({2, 1, 3, 5}), rnd({2, 3, 3, 5}), rnd({2, 2, 3, 5})});
+  check("concat same input twice", [](const std::vector<Var>& v) { return concat_channels({v[0], v[0]}); },
+        {rnd({2, 2, 3, 3})});
+}
+
+BOOST_AUTO_TEST_CASE(channel_reduce_grad) {
+  for (const Shape& s : std::vector<Shape>{{2, 3, 4, 5}, {1, 7, 3, 3}, {2, 1, 2, 2}}) {
+    check("channel_mean " + to_string(s), [](const std::vector<Var>& v) { return channel_mean(v[0]); }, {rnd(s)});
+    check("channel_max " + to_string(s), [](const std::vector<Var>& v) { return channel_max(v[0]); },
+          {spaced_values(s, 9)});
+  }
+}
+
+BOOST_AUTO_TEST_CASE(reshape_flatten_grad) {
+  check("reshape", [](const std::vector<Var>& v) { return reshape(v[0], {3, -1}); }, {rnd({2, 3, 2, 2})});
+  // flatten of a (possibly blocked) conv output feeding a linear layer
+  check("flatten after conv",
+        [](const std::vector<Var>& v) { return linear(flatten(conv2d(v[0], v[1], {}, {.pad = 1})), v[2]); },
+        {rnd({2, 3, 3, 3}), rnd({16, 3, 3, 3}, 0.3f), rnd({4, 16 * 9}, 0.1f)}, {.max_elems = 100});
+}
+
+BOOST_AUTO_TEST_CASE(dropout_grad) {
+  // The mask must be the same in every evaluation: reseed inside f.
+  check("dropout p=0.3",
+        [](const std::vector<Var>& v) {
+          manual_seed(99);
+          return dropout(v[0], 0.3f, true);
+        },
+        {rnd({4, 3, 5})});
+}
+
+BOOST_AUTO_TEST_CASE(cross_entropy_grad) {
+  const std::vector<int> t = {0, 2, 1, 2, 3};
+  check("cross entropy", [&](const std::vector<Var>& v) { return softmax_cross_entropy(v[0], t); }, {rnd({5, 4}, 2.f)});
+  check("cross entropy weighted + smoothing",
+        [&](const std::vector<Var>& v) {
+          return softmax_cross_entropy(v[0], t, {.class_weights = {0.5f, 2.f, 1.f, 3.f}, .label_smoothing = 0.1f});
+        },
+        {rnd({5, 4}, 2.f)});
+}
+
+BOOST_AUTO_TEST_CASE(small_network_grad) {
+  // conv -> bn -> relu -> maxpool -> conv (+ residual 1x1) -> global avg -> linear -> loss: the
+  // blocked layouts, reorders and fan-out of a real network, checked end to end.
+  Tensor rm = Tensor::zeros({8}), rv = Tensor::full({8}, 1.f);
+  const std::vector<int> t = {1, 0, 2};
+  auto f = [&](const std::vector<Var>& v) {
+    Var h = conv2d(v[0], v[1], {}, {.pad = 1});
+    h = relu(batch_norm2d(h, v[2], v[3], rm, rv));
+    h = max_pool2d(h, {.kernel = 2});
+    Var r = conv2d(h, v[4], {}, {.pad = 1}) + conv2d(h, v[5]);
+    Var g = flatten(global_avg_pool2d(relu(r)));
+    return softmax_cross_entropy(linear(g, v[6], v[7]), t);
+  };
+  check("small network", f,
+        {rnd({3, 3, 8, 8}), rnd({8, 3, 3, 3}, 0.4f), Tensor::uniform({8}, gen(), 0.5f, 1.5f), rnd({8}, 0.1f),
+         rnd({8, 8, 3, 3}, 0.3f), rnd({8, 8, 1, 1}, 0.3f), rnd({3, 8}, 0.5f), rnd({3}, 0.1f)},
+        // relu and max pooling inside: a smaller step keeps perturbations from crossing kinks, at
+        // the price of 10x more rounding noise in the difference quotient, hence the looser atol.
+        {.eps = 1e-3, .rtol = 2e-2, .atol = 5e-3, .max_elems = 60});
+}
