@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 
 #include "../dnnl/context.h"
-#include "../ops.h"
+#include "conv2d.h"
 
 namespace dermis {
 
@@ -43,21 +43,21 @@ struct ConvGeom {
   }
 };
 
-ConvGeom geometry(const Tensor& x, const Tensor& w, const Var& b, const Conv2dParams& p) {
+// b: the bias shape, or nullptr without bias.
+ConvGeom geometry(const Tensor& x, const Tensor& w, const Shape* b, const Conv2dParams& p) {
   DERMIS_CHECK(x.ndim() == 4, "conv2d: input must be 4-D (N, C, H, W), got shape {}", to_string(x.shape()));
   DERMIS_CHECK(w.ndim() == 4, "conv2d: weight must be 4-D (OC, C/groups, KH, KW), got shape {}", to_string(w.shape()));
   DERMIS_CHECK(p.stride >= 1 && p.pad >= 0 && p.dilation >= 1 && p.groups >= 1,
                "conv2d: need stride >= 1, pad >= 0, dilation >= 1, groups >= 1 (got stride={}, pad={}, dilation={}, "
                "groups={})",
                p.stride, p.pad, p.dilation, p.groups);
-  ConvGeom g{x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(2), w.dim(3), 0, 0, p, b.defined()};
+  ConvGeom g{x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(2), w.dim(3), 0, 0, p, b != nullptr};
   DERMIS_CHECK(g.C == w.dim(1) * p.groups,
                "conv2d: channel mismatch: input {} has {} channels but weight {} expects {} (C/groups={} x groups={})",
                to_string(x.shape()), g.C, to_string(w.shape()), w.dim(1) * p.groups, w.dim(1), p.groups);
   DERMIS_CHECK(g.OC % p.groups == 0, "conv2d: {} output channels do not divide into {} groups", g.OC, p.groups);
-  if (b.defined())
-    DERMIS_CHECK(b.ndim() == 1 && b.dim(0) == g.OC, "conv2d: bias must have shape ({}), got {}", g.OC,
-                 to_string(b.shape()));
+  if (b)
+    DERMIS_CHECK(b->size() == 1 && (*b)[0] == g.OC, "conv2d: bias must have shape ({}), got {}", g.OC, to_string(*b));
   g.Ho = (g.H + 2 * p.pad - p.dilation * (g.KH - 1) - 1) / p.stride + 1;
   g.Wo = (g.W + 2 * p.pad - p.dilation * (g.KW - 1) - 1) / p.stride + 1;
   DERMIS_CHECK(g.Ho >= 1 && g.Wo >= 1,
@@ -102,54 +102,72 @@ BwdWeiPrim& bwd_wei_prim(const ConvGeom& g) {
 Tensor weight_as_user(const Tensor& w, const ConvGeom& g) { return w.plain().view_desc(g.user_wei()); }
 }  // namespace
 
-Var conv2d(const Var& x, const Var& w, const Var& b, Conv2dParams p) {
-  DERMIS_CHECK(x.defined() && w.defined(), "conv2d: input and weight must be defined");
-  const ConvGeom g = geometry(x.value(), w.value(), b, p);
-  const bool train = autograd::needs_grad({&x, &w, &b});
-  auto& fwd = forward_prim(g, train ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
+namespace detail {
 
-  Tensor src = x.value().to_desc(fwd.pd.src_desc());
-  Tensor wei = weight_as_user(w.value(), g).to_desc(fwd.pd.weights_desc());
+Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, bool training) {
+  const ConvGeom g = geometry(x, w, b.defined() ? &b.shape() : nullptr, p);
+  auto& fwd = forward_prim(g, training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
+  Tensor src = x.to_desc(fwd.pd.src_desc());
+  Tensor wei = weight_as_user(w, g).to_desc(fwd.pd.weights_desc());
   Tensor dst = Tensor::with_desc({g.N, g.OC, g.Ho, g.Wo}, fwd.pd.dst_desc());
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src.memory()}, {DNNL_ARG_WEIGHTS, wei.memory()},
                                        {DNNL_ARG_DST, dst.memory()}};
-  if (b.defined()) args[DNNL_ARG_BIAS] = b.value().to_desc(fwd.pd.bias_desc()).memory();
+  if (b.defined()) args[DNNL_ARG_BIAS] = b.to_desc(fwd.pd.bias_desc()).memory();
   ctx::execute(fwd.prim, args, "conv2d forward");
-  if (!train) return Var(dst);
+  return dst;
+}
 
-  return autograd::make_result(dst, "conv2d", {x, w, b}, [g, src, wei](Node& self) {
+void conv2d_backward(const Tensor& x, const Tensor& w, bool has_bias, const Tensor& dy_in, const Conv2dParams& p,
+                     Tensor* dx, Tensor* dw, Tensor* db) {
+  const Shape bshape{w.dim(0)};
+  const ConvGeom g = geometry(x, w, has_bias ? &bshape : nullptr, p);
+  if (dx) {
+    auto& bd = bwd_data_prim(g);
+    Tensor dy = dy_in.to_desc(bd.pd.diff_dst_desc());
+    Tensor wb = weight_as_user(w, g).to_desc(bd.pd.weights_desc());
+    *dx = Tensor::with_desc(x.shape(), bd.pd.diff_src_desc());
+    ctx::execute(bd.prim, {{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_WEIGHTS, wb.memory()},
+                           {DNNL_ARG_DIFF_SRC, dx->memory()}}, "conv2d backward data");
+  }
+  if (dw || db) {
+    auto& bw = bwd_wei_prim(g);
+    Tensor dy = dy_in.to_desc(bw.pd.diff_dst_desc());
+    Tensor s = x.to_desc(bw.pd.src_desc());
+    Tensor dwb = Tensor::with_desc(w.shape(), bw.pd.diff_weights_desc());
+    std::unordered_map<int, memory> a{{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_SRC, s.memory()},
+                                      {DNNL_ARG_DIFF_WEIGHTS, dwb.memory()}};
+    Tensor dbb;
+    if (g.bias) {
+      dbb = Tensor::with_desc({g.OC}, bw.pd.diff_bias_desc());
+      a[DNNL_ARG_DIFF_BIAS] = dbb.memory();
+    }
+    ctx::execute(bw.prim, a, "conv2d backward weights");
+    // diff weights -> the user's plain (OC, C/g, KH, KW) layout
+    if (dw) *dw = dwb.to_desc(g.user_wei()).view_desc(plain_desc(w.shape()));
+    if (db && g.bias) *db = dbb.plain();
+  }
+}
+
+}  // namespace detail
+
+Var conv2d(const Var& x, const Var& w, const Var& b, Conv2dParams p) {
+  DERMIS_CHECK(x.defined() && w.defined(), "conv2d: input and weight must be defined");
+  geometry(x.value(), w.value(), b.defined() ? &b.shape() : nullptr, p);  // validates first
+  const bool train = autograd::needs_grad({&x, &w, &b});
+  Tensor dst = detail::conv2d_forward(x.value(), w.value(), b.defined() ? b.value() : Tensor(), p, train);
+  if (!train) return Var(dst);
+  Tensor src = x.value(), wei = w.value().plain();
+  const bool has_bias = b.defined();
+  return autograd::make_result(dst, "conv2d", {x, w, b}, [src, wei, has_bias, p](Node& self) {
     Node& nx = autograd::input(self, 0);
     Node& nw = autograd::input(self, 1);
     Node& nb = autograd::input(self, 2);
-    if (nx.requires_grad) {
-      auto& bd = bwd_data_prim(g);
-      Tensor dy = self.grad.to_desc(bd.pd.diff_dst_desc());
-      Tensor wb = wei.to_desc(bd.pd.weights_desc());
-      Tensor dx = Tensor::with_desc(nx.value.shape(), bd.pd.diff_src_desc());
-      ctx::execute(bd.prim, {{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_WEIGHTS, wb.memory()},
-                             {DNNL_ARG_DIFF_SRC, dx.memory()}}, "conv2d backward data");
-      autograd::accumulate(nx, dx);
-    }
-    if (nw.requires_grad || nb.requires_grad) {
-      auto& bw = bwd_wei_prim(g);
-      Tensor dy = self.grad.to_desc(bw.pd.diff_dst_desc());
-      Tensor s = src.to_desc(bw.pd.src_desc());
-      Tensor dw = Tensor::with_desc(nw.value.shape(), bw.pd.diff_weights_desc());
-      std::unordered_map<int, memory> a{{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_SRC, s.memory()},
-                                        {DNNL_ARG_DIFF_WEIGHTS, dw.memory()}};
-      Tensor db;
-      if (g.bias) {
-        db = Tensor::with_desc({g.OC}, bw.pd.diff_bias_desc());
-        a[DNNL_ARG_DIFF_BIAS] = db.memory();
-      }
-      ctx::execute(bw.prim, a, "conv2d backward weights");
-      if (nw.requires_grad) {
-        // diff weights -> the user's plain (OC, C/g, KH, KW) layout
-        Tensor dwu = dw.to_desc(g.user_wei()).view_desc(plain_desc(nw.value.shape()));
-        autograd::accumulate(nw, dwu);
-      }
-      if (g.bias && nb.requires_grad) autograd::accumulate(nb, db.plain());
-    }
+    Tensor dx, dw, db;
+    detail::conv2d_backward(src, wei, has_bias, self.grad, p, nx.requires_grad ? &dx : nullptr,
+                            nw.requires_grad ? &dw : nullptr, has_bias && nb.requires_grad ? &db : nullptr);
+    if (dx.defined()) autograd::accumulate(nx, dx);
+    if (dw.defined()) autograd::accumulate(nw, dw);
+    if (db.defined()) autograd::accumulate(nb, db);
   });
 }
 
