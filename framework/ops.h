@@ -86,6 +86,32 @@ struct CrossEntropyParams {
 // semantics for weights and label smoothing (weighted mean over sum of target weights).
 Var softmax_cross_entropy(const Var& logits, const std::vector<int>& targets, const CrossEntropyParams& p = {});
 
+// ---- attention ------------------------------------------------------------------------------
+// CBAM (Woo et al., ECCV 2018), with the semantics of the official implementation
+// (Jongchan/attention-module, MODELS/cbam.py):
+//   channel gate: a = MLP(avgpool_hw(x)) + MLP(maxpool_hw(x)), MLP = fc2(relu(fc1(.))),
+//                 x1 = x * sigmoid(a)                              (N, C, 1, 1) broadcast
+//   spatial gate: s = concat(max_c(x1), mean_c(x1))                (N, 2, H, W)
+//                 out = x1 * sigmoid(bn(conv_kxk(s)))              (N, 1, H, W) broadcast
+// fc1 (Cr, C) + bias (Cr), fc2 (C, Cr) + bias (C), conv (1, 2, k, k) without bias, bn over one
+// channel with weight/bias (1) and running statistics (1) updated in place when training.
+struct CbamWeights {
+  Var fc1_w, fc1_b, fc2_w, fc2_b;  // channel gate MLP
+  Var conv_w, bn_w, bn_b;          // spatial gate (unused when channel_only)
+};
+struct CbamParams {
+  bool channel_only = false;  // skip the spatial gate
+  bool training = true;       // spatial-gate BN: batch statistics (and running update) vs running stats
+  float bn_momentum = 0.01f;  // the official BasicConv's BatchNorm2d momentum
+  float bn_eps = 1e-5f;
+};
+// Fused forward and hand-written backward: x (N, C, H, W) in plain or nChw8c/nChw16c layout ->
+// same shape and layout.
+Var cbam(const Var& x, const CbamWeights& w, Tensor& bn_running_mean, Tensor& bn_running_var, const CbamParams& p = {});
+// The same block composed from the primitive ops above (for tests and benchmarks).
+Var cbam_composed(const Var& x, const CbamWeights& w, Tensor& bn_running_mean, Tensor& bn_running_var,
+                  const CbamParams& p = {});
+
 // ---- threads -------------------------------------------------------------------------------
 // The OpenMP thread count used by every op (default: OMP_NUM_THREADS or the core count).
 void set_num_threads(int n);

@@ -1,0 +1,185 @@
+// safetensors reader and atomic writer (F32).
+#include "safetensors.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "../error.h"
+#include "json.h"
+
+namespace dermis::io {
+
+const Tensor* TensorFile::find(const std::string& name) const {
+  for (auto& [n, t] : tensors)
+    if (n == name) return &t;
+  return nullptr;
+}
+
+const Tensor& TensorFile::at(const std::string& name) const {
+  const Tensor* t = find(name);
+  DERMIS_CHECK(t != nullptr, "{}: no tensor named '{}' in the file", path, name);
+  return *t;
+}
+
+void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  // The header is written directly (names quoted with json::quote); the parser reads it back.
+  std::string h = "{";
+  if (!metadata.empty()) {
+    h += "\"__metadata__\":{";
+    bool first = true;
+    for (auto& [k, v] : metadata) {
+      if (!first) h += ',';
+      first = false;
+      h += json::quote(k);
+      h += ':';
+      h += json::quote(v);
+    }
+    h += "}";
+  }
+  std::vector<Tensor> plain;
+  std::vector<std::string> seen;
+  size_t offset = 0;
+  for (auto& [name, t] : tensors) {
+    DERMIS_CHECK(t.defined() && t.dtype() == DType::f32, "save_safetensors: tensor '{}' must be a defined f32 tensor",
+                 name);
+    DERMIS_CHECK(name != "__metadata__" && std::find(seen.begin(), seen.end(), name) == seen.end(),
+                 "save_safetensors: duplicate or reserved name '{}'", name);
+    seen.push_back(name);
+    plain.push_back(t.plain());
+    const size_t bytes = static_cast<size_t>(t.numel()) * sizeof(float);
+    if (h.size() > 1) h += ',';
+    h += json::quote(name);
+    h += ":{\"dtype\":\"F32\",\"shape\":[";
+    for (size_t i = 0; i < t.shape().size(); ++i) {
+      if (i) h += ',';
+      h += std::to_string(t.shape()[i]);
+    }
+    h += fmt::format("],\"data_offsets\":[{},{}]}}", offset, offset + bytes);
+    offset += bytes;
+  }
+  h += "}";
+  while ((8 + h.size()) % 8) h += ' ';  // keeps the data 8-byte aligned (allowed by the format)
+
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  DERMIS_CHECK(fd >= 0, "cannot write {}: {} (check that the folder exists and is writable)", tmp,
+               std::strerror(errno));
+  auto write_all = [&](const void* p, size_t n) {
+    const char* c = static_cast<const char*>(p);
+    while (n > 0) {
+      const ssize_t w = ::write(fd, c, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        const int e = errno;
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        DERMIS_FAIL("writing {} failed: {} (disk full?); the previous file, if any, is untouched", path,
+                    std::strerror(e));
+      }
+      c += w;
+      n -= static_cast<size_t>(w);
+    }
+  };
+  uint64_t len = h.size();
+  unsigned char le[8];
+  for (int i = 0; i < 8; ++i) le[i] = static_cast<unsigned char>(len >> (8 * i));
+  write_all(le, 8);
+  write_all(h.data(), h.size());
+  for (auto& t : plain) write_all(t.data(), static_cast<size_t>(t.numel()) * sizeof(float));
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    DERMIS_FAIL("writing {} failed: {}; the previous file, if any, is untouched", path, std::strerror(errno));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    DERMIS_FAIL("cannot move {} into place as {}: {}", tmp, path, std::strerror(e));
+  }
+}
+
+TensorFile load_safetensors(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  DERMIS_CHECK(f.good(), "cannot open {}: {}", path, std::strerror(errno));
+  f.seekg(0, std::ios::end);
+  const int64_t size = f.tellg();
+  f.seekg(0);
+  DERMIS_CHECK(size >= 8, "{} is not a safetensors file: only {} bytes (truncated?)", path, size);
+  unsigned char le[8];
+  f.read(reinterpret_cast<char*>(le), 8);
+  uint64_t hlen = 0;
+  for (int i = 0; i < 8; ++i) hlen |= static_cast<uint64_t>(le[i]) << (8 * i);
+  DERMIS_CHECK(hlen >= 2 && hlen <= static_cast<uint64_t>(size - 8) && hlen <= (100u << 20),
+               "{} is damaged or not a safetensors file: header length {} does not fit the {}-byte file", path, hlen,
+               size);
+  std::string h(hlen, '\0');
+  f.read(h.data(), static_cast<std::streamsize>(hlen));
+  DERMIS_CHECK(f.good(), "{}: could not read the header (truncated?)", path);
+  json::Value header;
+  try {
+    header = json::parse(h, path + " header");
+  } catch (const Error& e) {
+    DERMIS_FAIL("{} is damaged or not a safetensors file: {}", path, e.what());
+  }
+  DERMIS_CHECK(header.is_object(), "{} is damaged: the header is not a JSON object", path);
+  const uint64_t data_size = static_cast<uint64_t>(size) - 8 - hlen;
+
+  TensorFile out;
+  out.path = path;
+  struct Entry {
+    std::string name;
+    Shape shape;
+    uint64_t begin, end;
+  };
+  std::vector<Entry> entries;
+  for (auto& [name, v] : header.object()) {
+    if (name == "__metadata__") {
+      for (auto& [k, m] : v.object("__metadata__")) out.metadata[k] = m.string("metadata value");
+      continue;
+    }
+    try {
+      const std::string& dt = v.find("dtype") ? v.find("dtype")->string("dtype") : "";
+      DERMIS_CHECK(dt == "F32", "dtype {} is not supported (dermis reads F32)", dt.empty() ? "(missing)" : dt);
+      DERMIS_CHECK(v.find("shape") && v.find("data_offsets"), "shape or data_offsets missing");
+      Entry e{name, {}, 0, 0};
+      for (auto& d : v.find("shape")->array("shape")) {
+        const int64_t x = d.integer("shape entry");
+        DERMIS_CHECK(x > 0 && x < (int64_t{1} << 40), "bad dimension {}", x);
+        e.shape.push_back(x);
+      }
+      const auto& offs = v.find("data_offsets")->array("data_offsets");
+      DERMIS_CHECK(offs.size() == 2, "data_offsets must have two entries");
+      const int64_t b = offs[0].integer("offset"), en = offs[1].integer("offset");
+      DERMIS_CHECK(b >= 0 && en >= b && static_cast<uint64_t>(en) <= data_size,
+                   "data_offsets [{}, {}] fall outside the {} data bytes (truncated file?)", b, en, data_size);
+      DERMIS_CHECK(static_cast<uint64_t>(en - b) == static_cast<uint64_t>(numel_of(e.shape)) * 4,
+                   "{} bytes stored for shape {}", en - b, to_string(e.shape));
+      e.begin = static_cast<uint64_t>(b);
+      e.end = static_cast<uint64_t>(en);
+      entries.push_back(std::move(e));
+    } catch (const Error& err) {
+      DERMIS_FAIL("{} is damaged: tensor '{}': {}", path, name, err.what());
+    }
+  }
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
+  for (size_t i = 1; i < entries.size(); ++i)
+    DERMIS_CHECK(entries[i].begin >= entries[i - 1].end, "{} is damaged: tensors '{}' and '{}' overlap", path,
+                 entries[i - 1].name, entries[i].name);
+  for (auto& e : entries) {
+    Tensor t = Tensor::empty(e.shape);
+    f.seekg(static_cast<std::streamoff>(8 + hlen + e.begin));
+    f.read(reinterpret_cast<char*>(t.data()), static_cast<std::streamsize>(e.end - e.begin));
+    DERMIS_CHECK(f.good(), "{}: could not read tensor '{}' (truncated?)", path, e.name);
+    out.tensors.emplace_back(e.name, t);
+  }
+  return out;
+}
+
+}  // namespace dermis::io

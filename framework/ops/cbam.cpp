@@ -1,0 +1,420 @@
+// cbam: the fused CBAM block (channel gate + spatial gate), forward and hand-written backward.
+//
+// x is read in its own layout: plain NCHW, or oneDNN's channel-blocked nChw8c / nChw16c (other
+// layouts are reordered to plain). Element (n, c, hw) of a layout with channel block B lives at
+// ((n * CB + c / B) * HW + hw) * B + c % B, CB = ceil(C / B); B = 1 is plain NCHW. The output has
+// x's layout, so a blocked network stays blocked.
+//
+// Forward (3 passes over x):  P1 avg/max over H,W per (n, c)  ->  MLP  ->  att_c (N, C)
+//                             P2 max/mean over C of x * att_c per (n, hw)  ->  7x7 conv (oneDNN)
+//                                -> BN (one channel) -> att_s (N, HW)
+//                             P3 out = x * att_c * att_s
+// Backward (3 passes):        Q1 d_att_s = sum_c dy * x * att_c  -> BN, conv backward -> ds
+//                             Q2 dx1 = dy * att_s + pool_c^T(ds); d_att_c = sum_hw dx1 * x;
+//                                dx = dx1 * att_c  -> MLP backward -> d_avg, d_max
+//                             Q3 dx += d_avg / HW, dx[argmax_hw] += d_max
+// x1 = x * att_c is never stored. Every reduction is owned by one thread in a fixed order, so
+// results do not depend on the thread count.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "../ops.h"
+#include "conv2d.h"
+
+namespace dermis {
+
+namespace {
+using dnnl::memory;
+
+int channel_block(const Tensor& t) {
+  if (t.is_plain()) return 1;
+  const memory::dims d(t.shape().begin(), t.shape().end());
+  if (t.desc() == memory::desc(d, memory::data_type::f32, memory::format_tag::nChw16c)) return 16;
+  if (t.desc() == memory::desc(d, memory::data_type::f32, memory::format_tag::nChw8c)) return 8;
+  return 0;
+}
+
+inline float sigm(float v) { return 1.f / (1.f + std::exp(-v)); }
+
+// Everything backward needs, computed by the forward.
+struct Saved {
+  int64_t N, C, H, W, HW, B, CB, Cp, Cr, k;
+  Tensor x;                             // input, layout with block B
+  std::vector<float> att_c;             // (N, Cp), zero in padded channels
+  std::vector<int32_t> amax_hw;         // (N, C) argmax over HW for the max pool
+  std::vector<float> mlp_in, mlp_h;     // (2N, C) [avg; max], (2N, Cr) post-ReLU
+  Tensor fc1_w, fc2_w, conv_w;          // plain weights
+  float bn_gamma = 0, inv_std = 0;
+  bool channel_only = false, training = true;
+  Tensor s;                             // (N, 2, H, W) spatial pooling, plain
+  std::vector<int32_t> carg;            // (N, HW) argmax over channels of x1
+  std::vector<float> zhat, att_s;       // (N, HW)
+};
+
+// y (rows, out) = x (rows, in) W^T + b, W (out, in).
+void dense(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t in, int64_t out) {
+#pragma omp parallel for collapse(2) schedule(static) if (rows * in * out > 65536)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t o = 0; o < out; ++o) {
+      const float* xr = x + r * in;
+      const float* wo = w + o * in;
+      float acc = b ? b[o] : 0.f;
+      for (int64_t i = 0; i < in; ++i) acc += xr[i] * wo[i];
+      y[r * out + o] = acc;
+    }
+}
+
+void check_weights(const Tensor& x, const CbamWeights& w, const CbamParams& p, const Tensor& rm, const Tensor& rv) {
+  DERMIS_CHECK(x.ndim() == 4, "cbam: input must be 4-D (N, C, H, W), got {}", to_string(x.shape()));
+  const int64_t C = x.dim(1);
+  DERMIS_CHECK(w.fc1_w.defined() && w.fc1_b.defined() && w.fc2_w.defined() && w.fc2_b.defined(),
+               "cbam: the channel-gate MLP weights and biases must all be defined");
+  const int64_t Cr = w.fc1_w.dim(0);
+  DERMIS_CHECK(w.fc1_w.shape() == Shape({Cr, C}) && w.fc1_b.shape() == Shape({Cr}) &&
+                   w.fc2_w.shape() == Shape({C, Cr}) && w.fc2_b.shape() == Shape({C}),
+               "cbam: input has {} channels but the MLP is fc1 {} + {}, fc2 {} + {}; expected ({}, {}), ({}), ({}, {}), ({})",
+               C, to_string(w.fc1_w.shape()), to_string(w.fc1_b.shape()), to_string(w.fc2_w.shape()),
+               to_string(w.fc2_b.shape()), Cr, C, Cr, C, Cr, C);
+  if (p.channel_only) return;
+  DERMIS_CHECK(w.conv_w.defined() && w.bn_w.defined() && w.bn_b.defined(),
+               "cbam: the spatial gate needs conv_w, bn_w and bn_b (or set channel_only)");
+  const int64_t k = w.conv_w.value().ndim() == 4 ? w.conv_w.dim(2) : 0;
+  DERMIS_CHECK(w.conv_w.shape() == Shape({1, 2, k, k}) && k % 2 == 1,
+               "cbam: spatial conv weight must be (1, 2, k, k) with odd k, got {}", to_string(w.conv_w.shape()));
+  DERMIS_CHECK(w.bn_w.shape() == Shape({1}) && w.bn_b.shape() == Shape({1}) && rm.defined() && rv.defined() &&
+                   rm.shape() == Shape({1}) && rv.shape() == Shape({1}),
+               "cbam: spatial batch norm weight, bias and running statistics must have shape (1)");
+  DERMIS_CHECK(!p.training || x.dim(0) * x.dim(2) * x.dim(3) > 1,
+               "cbam: training the spatial gate's batch norm needs more than one value (input {})", to_string(x.shape()));
+}
+}  // namespace
+
+Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& bn_running_var, const CbamParams& p) {
+  DERMIS_CHECK(xv.defined(), "cbam: input is undefined");
+  check_weights(xv.value(), w, p, bn_running_mean, bn_running_var);
+  auto S = std::make_shared<Saved>();
+  Saved& s = *S;
+  s.x = xv.value();
+  s.B = channel_block(s.x);
+  if (s.B == 0) {
+    s.x = s.x.plain();
+    s.B = 1;
+  }
+  s.N = s.x.dim(0), s.C = s.x.dim(1), s.H = s.x.dim(2), s.W = s.x.dim(3), s.HW = s.H * s.W;
+  s.CB = (s.C + s.B - 1) / s.B, s.Cp = s.CB * s.B, s.Cr = w.fc1_w.dim(0);
+  s.channel_only = p.channel_only;
+  s.training = p.training;
+  const int64_t N = s.N, C = s.C, HW = s.HW, B = s.B, CB = s.CB, Cp = s.Cp, Cr = s.Cr;
+  const float* px = static_cast<const float*>(s.x.raw());
+
+  // P1: average and max over H, W.
+  s.mlp_in.assign(2 * N * C, 0.f);
+  s.amax_hw.assign(N * C, 0);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t cb = 0; cb < CB; ++cb) {
+      float sum[16], mx[16];
+      int32_t arg[16];
+      for (int64_t i = 0; i < B; ++i) sum[i] = 0.f, mx[i] = -std::numeric_limits<float>::infinity(), arg[i] = 0;
+      const float* blk = px + (n * CB + cb) * HW * B;
+      for (int64_t hw = 0; hw < HW; ++hw)
+        for (int64_t i = 0; i < B; ++i) {
+          const float v = blk[hw * B + i];
+          sum[i] += v;
+          if (v > mx[i]) mx[i] = v, arg[i] = static_cast<int32_t>(hw);
+        }
+      for (int64_t i = 0; i < B && cb * B + i < C; ++i) {
+        const int64_t c = cb * B + i;
+        s.mlp_in[n * C + c] = sum[i] / static_cast<float>(HW);
+        s.mlp_in[(N + n) * C + c] = mx[i];
+        s.amax_hw[n * C + c] = arg[i];
+      }
+    }
+
+  // Shared MLP on [avg; max] (2N rows), summed per sample, sigmoid.
+  s.fc1_w = w.fc1_w.value().plain();
+  s.fc2_w = w.fc2_w.value().plain();
+  Tensor b1 = w.fc1_b.value().plain(), b2 = w.fc2_b.value().plain();
+  s.mlp_h.resize(2 * N * Cr);
+  std::vector<float> o(2 * N * C);
+  dense(s.mlp_in.data(), s.fc1_w.data(), b1.data(), s.mlp_h.data(), 2 * N, C, Cr);
+  for (auto& v : s.mlp_h) v = std::max(v, 0.f);
+  dense(s.mlp_h.data(), s.fc2_w.data(), b2.data(), o.data(), 2 * N, Cr, C);
+  s.att_c.assign(N * Cp, 0.f);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) s.att_c[n * Cp + c] = sigm(o[n * C + c] + o[(N + n) * C + c]);
+
+  Tensor out = Tensor::with_desc(s.x.shape(), s.x.desc());
+  float* py = static_cast<float*>(out.raw());
+  const float* ac = s.att_c.data();
+
+  if (!p.channel_only) {
+    // P2: max and mean over channels of x1 = x * att_c, per (n, hw); chunks of hw per thread.
+    s.s = Tensor::empty({N, 2, s.H, s.W});
+    s.carg.assign(N * HW, 0);
+    float* ps = s.s.data();
+    constexpr int64_t kChunk = 512;
+    const int64_t chunks = (HW + kChunk - 1) / kChunk;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t q = 0; q < chunks; ++q) {
+        const int64_t h0 = q * kChunk, h1 = std::min(HW, h0 + kChunk);
+        float* smax = ps + n * 2 * HW;
+        float* smean = smax + HW;
+        int32_t* arg = s.carg.data() + n * HW;
+        for (int64_t hw = h0; hw < h1; ++hw) smax[hw] = -std::numeric_limits<float>::infinity(), smean[hw] = 0.f;
+        for (int64_t cb = 0; cb < CB; ++cb) {
+          const float* blk = px + (n * CB + cb) * HW * B;
+          const float* a = ac + n * Cp + cb * B;
+          const int64_t nb = std::min(B, C - cb * B);
+          for (int64_t hw = h0; hw < h1; ++hw)
+            for (int64_t i = 0; i < nb; ++i) {
+              const float v = blk[hw * B + i] * a[i];
+              smean[hw] += v;
+              if (v > smax[hw]) smax[hw] = v, arg[hw] = static_cast<int32_t>(cb * B + i);
+            }
+        }
+        for (int64_t hw = h0; hw < h1; ++hw) smean[hw] /= static_cast<float>(C);
+      }
+
+    // k x k conv (oneDNN), then batch norm over the single channel, then sigmoid.
+    s.conv_w = w.conv_w.value().plain();
+    s.k = s.conv_w.dim(2);
+    Tensor z = detail::conv2d_forward(s.s, s.conv_w, Tensor(), {.pad = s.k / 2}, true).plain();
+    const float* pz = z.data();
+    const int64_t M = N * HW;
+    double mean, var;
+    if (p.training) {
+      double sum = 0, sq = 0;
+      for (int64_t i = 0; i < M; ++i) sum += pz[i];
+      mean = sum / M;
+      for (int64_t i = 0; i < M; ++i) sq += (pz[i] - mean) * (pz[i] - mean);
+      var = sq / M;
+      float* rm = bn_running_mean.data();
+      float* rv = bn_running_var.data();
+      rm[0] = static_cast<float>((1 - p.bn_momentum) * rm[0] + p.bn_momentum * mean);
+      rv[0] = static_cast<float>((1 - p.bn_momentum) * rv[0] + p.bn_momentum * var * M / (M - 1));
+    } else {
+      mean = bn_running_mean.data()[0];
+      var = bn_running_var.data()[0];
+    }
+    s.inv_std = static_cast<float>(1.0 / std::sqrt(var + p.bn_eps));
+    s.bn_gamma = w.bn_w.value().plain().data()[0];
+    const float beta = w.bn_b.value().plain().data()[0];
+    s.zhat.resize(M);
+    s.att_s.resize(M);
+    for (int64_t i = 0; i < M; ++i) {
+      s.zhat[i] = static_cast<float>((pz[i] - mean) * s.inv_std);
+      s.att_s[i] = sigm(s.bn_gamma * s.zhat[i] + beta);
+    }
+  }
+
+  // P3: out = x * att_c (* att_s).
+  const float* as = s.att_s.data();
+  const bool spatial = !p.channel_only;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t cb = 0; cb < CB; ++cb) {
+      const int64_t base = (n * CB + cb) * HW * B;
+      const float* a = ac + n * Cp + cb * B;
+      for (int64_t hw = 0; hw < HW; ++hw) {
+        const float sp = spatial ? as[n * HW + hw] : 1.f;
+        for (int64_t i = 0; i < B; ++i) py[base + hw * B + i] = px[base + hw * B + i] * a[i] * sp;
+      }
+    }
+
+  std::vector<Var> inputs = {xv, w.fc1_w, w.fc1_b, w.fc2_w, w.fc2_b};
+  if (spatial) inputs.insert(inputs.end(), {w.conv_w, w.bn_w, w.bn_b});
+  if (!autograd::needs_grad({&xv, &w.fc1_w, &w.fc1_b, &w.fc2_w, &w.fc2_b, &w.conv_w, &w.bn_w, &w.bn_b}))
+    return Var(out);
+
+  return autograd::make_result(out, "cbam", inputs, [S](Node& self) {
+    const Saved& s = *S;
+    const int64_t N = s.N, C = s.C, HW = s.HW, B = s.B, CB = s.CB, Cp = s.Cp, Cr = s.Cr;
+    Tensor dyt = self.grad.to_desc(s.x.desc());
+    const float* dy = static_cast<const float*>(dyt.raw());
+    const float* px = static_cast<const float*>(s.x.raw());
+    const float* ac = s.att_c.data();
+    const bool spatial = !s.channel_only;
+
+    // Spatial gate backward: Q1, BN, conv.
+    std::vector<float> ds0(spatial ? N * HW : 0), ds1(spatial ? N * HW : 0);
+    float dgamma = 0, dbeta = 0;
+    Tensor dconv;
+    if (spatial) {
+      std::vector<float> datt(N * HW);
+      constexpr int64_t kChunk = 512;
+      const int64_t chunks = (HW + kChunk - 1) / kChunk;
+#pragma omp parallel for collapse(2) schedule(static)
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t q = 0; q < chunks; ++q) {
+          const int64_t h0 = q * kChunk, h1 = std::min(HW, h0 + kChunk);
+          float* d = datt.data() + n * HW;
+          for (int64_t hw = h0; hw < h1; ++hw) d[hw] = 0.f;
+          for (int64_t cb = 0; cb < CB; ++cb) {
+            const int64_t base = (n * CB + cb) * HW * B;
+            const float* a = ac + n * Cp + cb * B;
+            for (int64_t hw = h0; hw < h1; ++hw) {
+              float acc = 0.f;
+              for (int64_t i = 0; i < B; ++i) acc += dy[base + hw * B + i] * px[base + hw * B + i] * a[i];
+              d[hw] += acc;
+            }
+          }
+        }
+      const int64_t M = N * HW;
+      std::vector<float> dzb(M);
+      double sum_d = 0, sum_dz = 0;
+      for (int64_t i = 0; i < M; ++i) {
+        dzb[i] = datt[i] * s.att_s[i] * (1.f - s.att_s[i]);
+        sum_d += dzb[i];
+        sum_dz += static_cast<double>(dzb[i]) * s.zhat[i];
+      }
+      dgamma = static_cast<float>(sum_dz);
+      dbeta = static_cast<float>(sum_d);
+      Tensor dz = Tensor::empty({N, 1, s.H, s.W});
+      float* pdz = dz.data();
+      const float g = s.bn_gamma * s.inv_std;
+      for (int64_t i = 0; i < M; ++i)
+        pdz[i] = s.training ? static_cast<float>(g * (dzb[i] - sum_d / M - s.zhat[i] * sum_dz / M)) : g * dzb[i];
+      Tensor dsv;
+      Node& nconv = autograd::input(self, 5);
+      detail::conv2d_backward(s.s, s.conv_w, false, dz, {.pad = s.k / 2}, &dsv,
+                              nconv.requires_grad ? &dconv : nullptr, nullptr);
+      Tensor dsp = dsv.plain();
+      for (int64_t n = 0; n < N; ++n) {
+        std::memcpy(ds0.data() + n * HW, dsp.data() + n * 2 * HW, HW * sizeof(float));
+        std::memcpy(ds1.data() + n * HW, dsp.data() + n * 2 * HW + HW, HW * sizeof(float));
+      }
+    }
+
+    // Q2: dx1 = dy * att_s + channel-pool backward; d_att_c = sum_hw dx1 * x; dx = dx1 * att_c.
+    Tensor dx = Tensor::with_desc(s.x.shape(), s.x.desc());
+    float* pdx = static_cast<float*>(dx.raw());
+    std::vector<float> datt_c(N * C);
+    const float invC = 1.f / static_cast<float>(C);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t cb = 0; cb < CB; ++cb) {
+        const int64_t base = (n * CB + cb) * HW * B;
+        const float* a = ac + n * Cp + cb * B;
+        const int64_t nb = std::min(B, C - cb * B);
+        float acc[16] = {};
+        for (int64_t hw = 0; hw < HW; ++hw) {
+          const float sp = spatial ? s.att_s[n * HW + hw] : 1.f;
+          const float dmean = spatial ? ds1[n * HW + hw] * invC : 0.f;
+          const int32_t am = spatial ? s.carg[n * HW + hw] : -1;
+          for (int64_t i = 0; i < nb; ++i) {
+            const int64_t e = base + hw * B + i;
+            float d1 = dy[e] * sp + dmean;
+            if (am == cb * B + i) d1 += ds0[n * HW + hw];
+            acc[i] += d1 * px[e];
+            pdx[e] = d1 * a[i];
+          }
+        }
+        for (int64_t i = 0; i < nb; ++i) datt_c[n * C + cb * B + i] = acc[i];
+      }
+
+    // MLP backward. Both halves (avg rows, max rows) get the same d_o.
+    std::vector<float> d_o(2 * N * C), dh(2 * N * Cr), din(2 * N * C);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c) {
+        const float a = ac[n * Cp + c];
+        d_o[n * C + c] = d_o[(N + n) * C + c] = datt_c[n * C + c] * a * (1.f - a);
+      }
+    const float* w2 = s.fc2_w.data();
+    const float* w1 = s.fc1_w.data();
+    // dh (2N, Cr) = d_o (2N, C) W2 (C, Cr), masked by ReLU
+#pragma omp parallel for schedule(static) if (2 * N * C * Cr > 65536)
+    for (int64_t r = 0; r < 2 * N; ++r)
+      for (int64_t j = 0; j < Cr; ++j) {
+        float acc = 0.f;
+        if (s.mlp_h[r * Cr + j] > 0.f)
+          for (int64_t c = 0; c < C; ++c) acc += d_o[r * C + c] * w2[c * Cr + j];
+        dh[r * Cr + j] = acc;
+      }
+    // din (2N, C) = dh (2N, Cr) W1 (Cr, C)
+#pragma omp parallel for schedule(static) if (2 * N * C * Cr > 65536)
+    for (int64_t r = 0; r < 2 * N; ++r) {
+      float* d = din.data() + r * C;
+      for (int64_t c = 0; c < C; ++c) d[c] = 0.f;
+      for (int64_t j = 0; j < Cr; ++j) {
+        const float h = dh[r * Cr + j];
+        if (h != 0.f)
+          for (int64_t c = 0; c < C; ++c) d[c] += h * w1[j * C + c];
+      }
+    }
+    Node &n1w = autograd::input(self, 1), &n1b = autograd::input(self, 2), &n2w = autograd::input(self, 3),
+         &n2b = autograd::input(self, 4);
+    if (n2w.requires_grad || n2b.requires_grad) {
+      Tensor dw2 = Tensor::zeros({C, Cr}), db2 = Tensor::zeros({C});
+      float *pw = dw2.data(), *pb = db2.data();
+#pragma omp parallel for schedule(static) if (2 * N * C * Cr > 65536)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t r = 0; r < 2 * N; ++r) {
+          const float g = d_o[r * C + c];
+          pb[c] += g;
+          for (int64_t j = 0; j < Cr; ++j) pw[c * Cr + j] += g * s.mlp_h[r * Cr + j];
+        }
+      autograd::accumulate(n2w, dw2);
+      autograd::accumulate(n2b, db2);
+    }
+    if (n1w.requires_grad || n1b.requires_grad) {
+      Tensor dw1 = Tensor::zeros({Cr, C}), db1 = Tensor::zeros({Cr});
+      float *pw = dw1.data(), *pb = db1.data();
+#pragma omp parallel for schedule(static) if (2 * N * C * Cr > 65536)
+      for (int64_t j = 0; j < Cr; ++j)
+        for (int64_t r = 0; r < 2 * N; ++r) {
+          const float g = dh[r * Cr + j];
+          pb[j] += g;
+          if (g != 0.f)
+            for (int64_t c = 0; c < C; ++c) pw[j * C + c] += g * s.mlp_in[r * C + c];
+        }
+      autograd::accumulate(n1w, dw1);
+      autograd::accumulate(n1b, db1);
+    }
+
+    // Q3: pooling backward into dx.
+    const float invHW = 1.f / static_cast<float>(HW);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t cb = 0; cb < CB; ++cb) {
+        const int64_t base = (n * CB + cb) * HW * B;
+        const int64_t nb = std::min(B, C - cb * B);
+        float davg[16];
+        for (int64_t i = 0; i < nb; ++i) davg[i] = din[n * C + cb * B + i] * invHW;
+        for (int64_t hw = 0; hw < HW; ++hw)
+          for (int64_t i = 0; i < nb; ++i) pdx[base + hw * B + i] += davg[i];
+        for (int64_t i = 0; i < nb; ++i) {
+          const int64_t c = cb * B + i;
+          pdx[base + s.amax_hw[n * C + c] * B + i] += din[(N + n) * C + c];
+        }
+      }
+    autograd::accumulate(autograd::input(self, 0), dx);
+    if (spatial) {
+      if (dconv.defined()) autograd::accumulate(autograd::input(self, 5), dconv);
+      autograd::accumulate(autograd::input(self, 6), Tensor::full({1}, dgamma));
+      autograd::accumulate(autograd::input(self, 7), Tensor::full({1}, dbeta));
+    }
+  });
+}
+
+Var cbam_composed(const Var& x, const CbamWeights& w, Tensor& bn_running_mean, Tensor& bn_running_var,
+                  const CbamParams& p) {
+  DERMIS_CHECK(x.defined(), "cbam_composed: input is undefined");
+  check_weights(x.value(), w, p, bn_running_mean, bn_running_var);
+  auto mlp = [&](const Var& v) { return linear(relu(linear(v, w.fc1_w, w.fc1_b)), w.fc2_w, w.fc2_b); };
+  const int64_t N = x.dim(0), C = x.dim(1);
+  Var a = mlp(flatten(global_avg_pool2d(x))) + mlp(flatten(global_max_pool2d(x)));
+  Var x1 = x * reshape(sigmoid(a), {N, C, 1, 1});
+  if (p.channel_only) return x1;
+  Var s = concat_channels({channel_max(x1), channel_mean(x1)});
+  Var z = conv2d(s, w.conv_w, {}, {.pad = w.conv_w.dim(2) / 2});
+  z = batch_norm2d(z, w.bn_w, w.bn_b, bn_running_mean, bn_running_var,
+                   {.training = p.training, .momentum = p.bn_momentum, .eps = p.bn_eps});
+  return x1 * sigmoid(z);
+}
+
+}  // namespace dermis

@@ -1,0 +1,192 @@
+// CBAM: the fused op against (1) a PyTorch reference (golden file from tests/make_cbam_golden.py),
+// (2) the same block composed from primitive ops, forward and every gradient, and (3) finite
+// differences for x and every parameter.
+#define BOOST_TEST_MODULE cbam
+#include <cmath>
+#include <string>
+
+#include "framework/io/json.h"
+#include "framework/io/safetensors.h"
+#include "gradcheck.h"
+
+using namespace dermis;
+
+#ifndef DERMIS_TEST_DATA
+#error "DERMIS_TEST_DATA must point at tests/"
+#endif
+
+namespace {
+
+// Max-norm relative error: max_i |a_i - b_i| / max_i |b_i|.
+double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    num = std::max(num, std::abs(static_cast<double>(a[i]) - b[i]));
+    den = std::max(den, std::abs(static_cast<double>(b[i])));
+  }
+  return den > 0 ? num / den : num;
+}
+
+Tensor formula(const Shape& s, double a, double b, double scale, bool cosine) {
+  Tensor t = Tensor::empty(s);
+  for (int64_t i = 0; i < t.numel(); ++i)
+    t.data()[i] = static_cast<float>(scale * (cosine ? std::cos(a * i + b) : std::sin(a * i + b)));
+  return t;
+}
+
+struct Block {
+  CbamWeights w;
+  Tensor rm, rv;
+};
+
+Block random_block(int64_t C, int64_t Cr, int64_t k, Generator& g) {
+  Block b;
+  b.w.fc1_w = Var::parameter(Tensor::randn({Cr, C}, g, 0, 0.5f));
+  b.w.fc1_b = Var::parameter(Tensor::randn({Cr}, g, 0, 0.2f));
+  b.w.fc2_w = Var::parameter(Tensor::randn({C, Cr}, g, 0, 0.5f));
+  b.w.fc2_b = Var::parameter(Tensor::randn({C}, g, 0, 0.2f));
+  b.w.conv_w = Var::parameter(Tensor::randn({1, 2, k, k}, g, 0, 0.2f));
+  b.w.bn_w = Var::parameter(Tensor::full({1}, 0.9f));
+  b.w.bn_b = Var::parameter(Tensor::full({1}, 0.1f));
+  b.rm = Tensor::zeros({1});
+  b.rv = Tensor::full({1}, 1.f);
+  return b;
+}
+
+std::vector<Var> params_of(const CbamWeights& w) {
+  return {w.fc1_w, w.fc1_b, w.fc2_w, w.fc2_b, w.conv_w, w.bn_w, w.bn_b};
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(matches_pytorch_golden) {
+  // Tolerance: 1e-4 relative in the max norm (|a - b| <= 1e-4 * max|b| per tensor). dermis runs in
+  // f32, the golden values come from float64; the measured error is printed.
+  const auto f = io::load_safetensors(std::string(DERMIS_TEST_DATA) + "/golden/cbam_torch.safetensors");
+  const json::Value cases = json::parse(f.metadata.at("cases"), "golden metadata");
+  for (const auto& [name, c] : cases.object()) {
+    Shape shape;
+    for (auto& d : c.find("shape")->array()) shape.push_back(d.integer());
+    const bool channel_only = c.find("channel_only")->boolean();
+    const std::string p = name + ".param.";
+    CbamWeights w;
+    w.fc1_w = Var::parameter(f.at(p + "ChannelGate.mlp.1.weight").clone());
+    w.fc1_b = Var::parameter(f.at(p + "ChannelGate.mlp.1.bias").clone());
+    w.fc2_w = Var::parameter(f.at(p + "ChannelGate.mlp.3.weight").clone());
+    w.fc2_b = Var::parameter(f.at(p + "ChannelGate.mlp.3.bias").clone());
+    Tensor rm = Tensor::zeros({1}), rv = Tensor::full({1}, 1.f);
+    if (!channel_only) {
+      w.conv_w = Var::parameter(f.at(p + "SpatialGate.conv.weight").clone());
+      w.bn_w = Var::parameter(f.at(p + "SpatialGate.bn.weight").clone());
+      w.bn_b = Var::parameter(f.at(p + "SpatialGate.bn.bias").clone());
+    }
+    Var x = Var::parameter(formula(shape, 0.37, 0.1, 2.0, false));
+    Var y = cbam(x, w, rm, rv, {.channel_only = channel_only, .training = true, .bn_momentum = 0.01f});
+    y.backward(formula(shape, 0.11, 0.0, 1.0, true));
+    std::vector<std::pair<std::string, Var>> grads = {{"x", x},
+                                                      {"ChannelGate.mlp.1.weight", w.fc1_w},
+                                                      {"ChannelGate.mlp.1.bias", w.fc1_b},
+                                                      {"ChannelGate.mlp.3.weight", w.fc2_w},
+                                                      {"ChannelGate.mlp.3.bias", w.fc2_b}};
+    if (!channel_only)
+      grads.insert(grads.end(),
+                   {{"SpatialGate.conv.weight", w.conv_w}, {"SpatialGate.bn.weight", w.bn_w}, {"SpatialGate.bn.bias", w.bn_b}});
+    const double e_out = max_rel(y.value().to_vector(), f.at(name + ".out").to_vector());
+    BOOST_TEST_MESSAGE("case " << name << " " << to_string(shape) << " out: max-norm relative error " << e_out);
+    BOOST_TEST(e_out <= 1e-4, "case " << name << " output error " << e_out);
+    for (auto& [g, v] : grads) {
+      const double e = max_rel(v.grad().to_vector(), f.at(name + ".grad." + g).to_vector());
+      BOOST_TEST_MESSAGE("case " << name << " grad " << g << ": " << e);
+      BOOST_TEST(e <= 1e-4, "case " << name << " gradient of " << g << " error " << e);
+    }
+    if (!channel_only) {
+      BOOST_TEST(max_rel(rm.to_vector(), f.at(name + ".buffer.SpatialGate.bn.running_mean").to_vector()) <= 1e-4);
+      BOOST_TEST(max_rel(rv.to_vector(), f.at(name + ".buffer.SpatialGate.bn.running_var").to_vector()) <= 1e-4);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(fused_equals_composed) {
+  // Forward, every gradient and the running statistics, for plain and blocked inputs (a conv
+  // output with 16 or 20 channels is nChw16c, padded for 20), training and eval, channel-only.
+  // Both compute in f32 with different summation orders: 1e-5 max-norm relative.
+  struct Case {
+    int64_t N, C, H, W, Cr, k;
+    bool via_conv, training, channel_only;
+  };
+  const std::vector<Case> cases = {
+      {2, 8, 5, 6, 2, 7, false, true, false},  {3, 16, 7, 7, 1, 7, true, true, false},
+      {2, 20, 6, 5, 4, 3, true, true, false},  {2, 16, 4, 4, 2, 7, true, false, false},
+      {2, 12, 5, 5, 3, 7, false, true, true},  {4, 32, 3, 3, 2, 5, true, true, false},
+  };
+  for (const auto& c : cases) {
+    Generator g(100 + c.C);
+    Tensor x0 = Tensor::randn({c.N, c.via_conv ? 3 : c.C, c.H, c.W}, g);
+    Tensor cw = Tensor::randn({c.C, 3, 3, 3}, g, 0, 0.3f);
+    Block blk = random_block(c.C, c.Cr, c.k, g);
+    const CbamParams p{.channel_only = c.channel_only, .training = c.training};
+    auto run = [&](bool fused) {
+      Var x = Var::parameter(x0.clone()), w = Var::parameter(cw.clone());
+      Block b = blk;
+      CbamWeights wts;
+      for (auto [dst, src] : {std::pair{&wts.fc1_w, &b.w.fc1_w}, {&wts.fc1_b, &b.w.fc1_b}, {&wts.fc2_w, &b.w.fc2_w},
+                              {&wts.fc2_b, &b.w.fc2_b}, {&wts.conv_w, &b.w.conv_w}, {&wts.bn_w, &b.w.bn_w},
+                              {&wts.bn_b, &b.w.bn_b}})
+        *dst = Var::parameter(src->value().clone());
+      Tensor rm = b.rm.clone(), rv = b.rv.clone();
+      Var in = c.via_conv ? conv2d(x, w, {}, {.pad = 1}) : x;
+      Var y = fused ? cbam(in, wts, rm, rv, p) : cbam_composed(in, wts, rm, rv, p);
+      Generator gr(7);
+      y.backward(Tensor::randn(y.shape(), gr));
+      std::vector<std::vector<float>> out = {y.value().to_vector(), x.grad().to_vector(), rm.to_vector(), rv.to_vector()};
+      if (c.via_conv) out.push_back(w.grad().to_vector());
+      for (auto& v : params_of(wts))
+        if (v.grad().defined()) out.push_back(v.grad().to_vector());
+      return std::make_pair(out, !y.value().is_plain());
+    };
+    auto [fused, fused_blocked] = run(true);
+    auto [composed, composed_blocked] = run(false);
+    BOOST_TEST_CONTEXT("N=" << c.N << " C=" << c.C << " " << c.H << "x" << c.W << " conv-input=" << c.via_conv
+                            << " training=" << c.training << " channel_only=" << c.channel_only) {
+      BOOST_REQUIRE(fused.size() == composed.size());
+      if (c.via_conv) BOOST_TEST(fused_blocked, "a blocked input should give a blocked output");
+      for (size_t i = 0; i < fused.size(); ++i) {
+        const double e = max_rel(fused[i], composed[i]);
+        BOOST_TEST(e <= 1e-5, "result " << i << " differs: max-norm relative error " << e);
+      }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(fused_gradcheck) {
+  // Finite differences (gradcheck.h) for x and every parameter. x takes spaced values, so no ties in
+  // the max poolings. Training-mode BN over N*H*W = 40 values.
+  for (bool channel_only : {false, true}) {
+    Generator g(5);
+    Block b = random_block(12, 3, 7, g);
+    std::vector<Tensor> in = {gradcheck::spaced_values({2, 12, 4, 5}, 3, 0.02f)};
+    for (auto& v : params_of(b.w)) in.push_back(v.value().clone());
+    if (channel_only) in.resize(5);
+    Tensor rm = b.rm, rv = b.rv;
+    gradcheck::check(
+        channel_only ? "cbam channel-only" : "cbam",
+        [&](const std::vector<Var>& v) {
+          CbamWeights w{v[1], v[2], v[3], v[4]};
+          if (!channel_only) w.conv_w = v[5], w.bn_w = v[6], w.bn_b = v[7];
+          return cbam(v[0], w, rm, rv, {.channel_only = channel_only});
+        },
+        in, {.eps = 1e-3, .rtol = 2e-2, .atol = 5e-3});
+  }
+}
+
+BOOST_AUTO_TEST_CASE(bad_weights_are_reported) {
+  Generator g(1);
+  Block b = random_block(8, 2, 7, g);
+  Var x(Tensor::randn({2, 6, 4, 4}, g));
+  try {
+    cbam(x, b.w, b.rm, b.rv);
+    BOOST_ERROR("expected an error for a channel mismatch");
+  } catch (const Error& e) {
+    BOOST_TEST(std::string(e.what()).find("input has 6 channels") != std::string::npos, e.what());
+  }
+}
