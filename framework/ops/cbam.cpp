@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "../ops.h"
+#include "../profile.h"
 #include "conv2d.h"
 
 namespace dermis {
@@ -211,6 +212,10 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
       s.att_s[i] = sigm(s.bn_gamma * s.zhat[i] + beta);
     }
   }
+
+  // The MLP's two dense layers over 2N rows (the spatial conv counts itself; like the usual MAC
+  // counters, elementwise gating is not counted).
+  profile::add_macs(2 * (2 * N * C * Cr));
 
   // P3: out = x * att_c (* att_s).
   const float* as = s.att_s.data();

@@ -9,6 +9,8 @@
 #include "../dnnl/context.h"
 #include "conv2d.h"
 
+#include "../profile.h"
+
 namespace dermis {
 
 namespace {
@@ -114,6 +116,7 @@ Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const C
                                        {DNNL_ARG_DST, dst.memory()}};
   if (b.defined()) args[DNNL_ARG_BIAS] = b.to_desc(fwd.pd.bias_desc()).memory();
   ctx::execute(fwd.prim, args, "conv2d forward");
+  profile::add_macs(g.N * g.OC * g.Ho * g.Wo * (g.C / g.p.groups) * g.KH * g.KW);
   return dst;
 }
 

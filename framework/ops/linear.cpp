@@ -3,6 +3,7 @@
 
 #include "../dnnl/context.h"
 #include "../ops.h"
+#include "../profile.h"
 
 namespace dermis {
 
@@ -52,6 +53,7 @@ Var linear(const Var& x, const Var& w, const Var& b) {
                                        {DNNL_ARG_DST, dst.memory()}};
   if (b.defined()) args[DNNL_ARG_BIAS] = b.value().plain().memory();
   ctx::execute(f.prim, args, "linear forward");
+  profile::add_macs(g.N * g.IC * g.OC);
   if (!train) return Var(dst);
 
   return autograd::make_result(dst, "linear", {x, w, b}, [g, src, wei](Node& self) {

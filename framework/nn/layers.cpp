@@ -1,0 +1,118 @@
+// Layer constructors (initialisation) and forwards.
+#include "layers.h"
+
+#include <cmath>
+
+#include "../random.h"
+
+namespace dermis::nn {
+
+namespace {
+Tensor uniform_init(const Shape& s, float bound) { return Tensor::uniform(s, default_generator(), -bound, bound); }
+}  // namespace
+
+Conv2d::Conv2d(int64_t in, int64_t out, int64_t kernel, Conv2dOptions o) : options(o) {
+  DERMIS_CHECK(in > 0 && out > 0 && kernel > 0 && o.groups > 0 && in % o.groups == 0 && out % o.groups == 0,
+               "Conv2d({}, {}, kernel={}, groups={}): channels must be positive and divisible by groups", in, out,
+               kernel, o.groups);
+  const float fan_out = static_cast<float>(out / o.groups * kernel * kernel);
+  weight = Var::parameter(Tensor::randn({out, in / o.groups, kernel, kernel}, default_generator(), 0.f,
+                                        std::sqrt(2.f / fan_out)));  // Kaiming normal, fan_out, ReLU gain
+  register_parameter("weight", &weight);
+  if (o.bias) {
+    bias = Var::parameter(Tensor::zeros({out}));
+    register_parameter("bias", &bias);
+  }
+}
+
+Var Conv2d::forward(const Var& x) {
+  return conv2d(x, weight, bias,
+                {.stride = options.stride, .pad = options.pad, .dilation = options.dilation, .groups = options.groups});
+}
+
+BatchNorm2d::BatchNorm2d(int64_t channels, BatchNormOptions o) : options(o) {
+  DERMIS_CHECK(channels > 0, "BatchNorm2d({}): channels must be positive", channels);
+  weight = Var::parameter(Tensor::full({channels}, 1.f));
+  bias = Var::parameter(Tensor::zeros({channels}));
+  running_mean = Tensor::zeros({channels});
+  running_var = Tensor::full({channels}, 1.f);
+  register_parameter("weight", &weight);
+  register_parameter("bias", &bias);
+  register_buffer("running_mean", &running_mean);
+  register_buffer("running_var", &running_var);
+}
+
+Var BatchNorm2d::forward(const Var& x) {
+  return batch_norm2d(x, weight, bias, running_mean, running_var,
+                      {.training = is_training(), .momentum = options.momentum, .eps = options.eps});
+}
+
+Linear::Linear(int64_t in, int64_t out, bool with_bias) {
+  DERMIS_CHECK(in > 0 && out > 0, "Linear({}, {}): sizes must be positive", in, out);
+  const float bound = 1.f / std::sqrt(static_cast<float>(in));  // PyTorch's default
+  weight = Var::parameter(uniform_init({out, in}, bound));
+  register_parameter("weight", &weight);
+  if (with_bias) {
+    bias = Var::parameter(uniform_init({out}, bound));
+    register_parameter("bias", &bias);
+  }
+}
+
+Var Linear::forward(const Var& x) { return linear(x, weight, bias); }
+
+Dropout::Dropout(float prob) : p(prob) {
+  DERMIS_CHECK(std::isfinite(prob) && prob >= 0.f && prob < 1.f, "Dropout({}): probability must be in [0, 1)", prob);
+}
+
+Sequential::Sequential(std::initializer_list<std::shared_ptr<Module>> modules) {
+  for (auto& m : modules) push_back(m);
+}
+
+void Sequential::push_back(std::shared_ptr<Module> m) {
+  register_module(std::to_string(items_.size()), m);
+  items_.push_back(std::move(m));
+}
+
+Var Sequential::forward(const Var& x) {
+  Var h = x;
+  for (auto& m : items_) h = m->forward(h);
+  return h;
+}
+
+CBAM::CBAM(int64_t channels, CBAMOptions o) : options(o) {
+  DERMIS_CHECK(channels > 0 && o.reduction > 0 && o.kernel > 0 && o.kernel % 2 == 1,
+               "CBAM({}, reduction={}, kernel={}): need positive channels and reduction and an odd kernel", channels,
+               o.reduction, o.kernel);
+  const int64_t hidden = std::max<int64_t>(channels / o.reduction, 1);
+  const float b1 = 1.f / std::sqrt(static_cast<float>(channels)), b2 = 1.f / std::sqrt(static_cast<float>(hidden));
+  w.fc1_w = Var::parameter(uniform_init({hidden, channels}, b1));
+  w.fc1_b = Var::parameter(uniform_init({hidden}, b1));
+  w.fc2_w = Var::parameter(uniform_init({channels, hidden}, b2));
+  w.fc2_b = Var::parameter(uniform_init({channels}, b2));
+  register_parameter("ChannelGate.mlp.1.weight", &w.fc1_w);
+  register_parameter("ChannelGate.mlp.1.bias", &w.fc1_b);
+  register_parameter("ChannelGate.mlp.3.weight", &w.fc2_w);
+  register_parameter("ChannelGate.mlp.3.bias", &w.fc2_b);
+  if (!o.channel_only) {
+    const float fan_out = static_cast<float>(o.kernel * o.kernel);
+    w.conv_w = Var::parameter(Tensor::randn({1, 2, o.kernel, o.kernel}, default_generator(), 0.f,
+                                            std::sqrt(2.f / fan_out)));
+    w.bn_w = Var::parameter(Tensor::full({1}, 1.f));
+    w.bn_b = Var::parameter(Tensor::zeros({1}));
+    bn_running_mean = Tensor::zeros({1});
+    bn_running_var = Tensor::full({1}, 1.f);
+    register_parameter("SpatialGate.spatial.conv.weight", &w.conv_w);
+    register_parameter("SpatialGate.spatial.bn.weight", &w.bn_w);
+    register_parameter("SpatialGate.spatial.bn.bias", &w.bn_b);
+    register_buffer("SpatialGate.spatial.bn.running_mean", &bn_running_mean);
+    register_buffer("SpatialGate.spatial.bn.running_var", &bn_running_var);
+  }
+}
+
+Var CBAM::forward(const Var& x) {
+  const CbamParams p{.channel_only = options.channel_only, .training = is_training(), .bn_momentum = options.bn_momentum};
+  return options.fused ? cbam(x, w, bn_running_mean, bn_running_var, p)
+                       : cbam_composed(x, w, bn_running_mean, bn_running_var, p);
+}
+
+}  // namespace dermis::nn

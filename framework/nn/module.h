@@ -1,0 +1,65 @@
+// nn::Module: the base of layers and models, in the manner of torch.nn.Module.
+//
+// A module owns parameters (Vars that require grad), buffers (tensors such as BatchNorm running
+// statistics) and child modules, each under a name; named_parameters() and state() give stable
+// dotted names like "layer1.0.conv1.weight", matching PyTorch's conventions. Members are registered
+// by address, so a layer keeps plain members (`Var weight;`) and loading a state copies values into
+// them in place (optimisers holding the same Vars stay valid).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../autograd.h"
+
+namespace dermis::nn {
+
+class Module {
+ public:
+  Module() = default;
+  virtual ~Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  // Single-input forward; modules with other signatures define their own.
+  virtual Var forward(const Var& x);
+  Var operator()(const Var& x) { return forward(x); }
+  virtual std::string type_name() const { return "Module"; }
+
+  std::vector<Var> parameters() const;
+  std::vector<std::pair<std::string, Var>> named_parameters() const;
+  std::vector<std::pair<std::string, Tensor*>> named_buffers();
+  int64_t num_parameters() const;
+
+  // Parameters and buffers by name (checkpoints). load_state copies values in place; with
+  // `strict`, missing or unexpected names and shape mismatches are errors naming the tensor.
+  std::vector<std::pair<std::string, Tensor>> state();
+  void load_state(const std::vector<std::pair<std::string, Tensor>>& state, bool strict = true);
+
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+
+ protected:
+  void register_parameter(const std::string& name, Var* p);
+  void register_buffer(const std::string& name, Tensor* b);
+  template <class M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    add_child(name, m);
+    return m;
+  }
+
+ private:
+  void add_child(const std::string& name, std::shared_ptr<Module> m);
+  void collect(const std::string& prefix, std::vector<std::pair<std::string, Var>>* params,
+               std::vector<std::pair<std::string, Tensor*>>* buffers);
+
+  bool training_ = true;
+  std::vector<std::pair<std::string, Var*>> params_;
+  std::vector<std::pair<std::string, Tensor*>> buffers_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+};
+
+}  // namespace dermis::nn
