@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../ops.h"
@@ -91,6 +92,245 @@ void check_weights(const Tensor& x, const CbamWeights& w, const CbamParams& p, c
   DERMIS_CHECK(!p.training || x.dim(0) * x.dim(2) * x.dim(3) > 1,
                "cbam: training the spatial gate's batch norm needs more than one value (input {})", to_string(x.shape()));
 }
+
+template <class F>
+void with_block(int64_t B, F&& f) {
+  if (B == 1) f(std::integral_constant<int, 1>{});
+  else if (B == 8) f(std::integral_constant<int, 8>{});
+  else f(std::integral_constant<int, 16>{});
+}
+
+constexpr int64_t kChunk = 512;  // pixels per work item in the per-pixel passes
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Geometry of x in a layout with channel block B (see the top of the file).
+struct Geo {
+  int64_t N, C, HW, CB, Cp;
+  int64_t base(int64_t n, int64_t cb, int64_t B) const { return (n * CB + cb) * HW * B; }
+  int64_t chunks() const { return (HW + kChunk - 1) / kChunk; }
+};
+
+template <int B>
+struct Kernels {
+  // P1: mean and max (first argmax) over HW per (n, c): avg/mx (N, C), amax (N, C).
+  static void pool_hw(const Geo& g, const float* px, float* avg, float* mx, int32_t* amax) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t cb = 0; cb < g.CB; ++cb) {
+        const float* blk = px + g.base(n, cb, B);
+        if constexpr (B == 1) {
+          float s = 0.f, m = kNegInf;
+#pragma omp simd reduction(+ : s) reduction(max : m)
+          for (int64_t hw = 0; hw < g.HW; ++hw) {
+            s += blk[hw];
+            m = std::max(m, blk[hw]);
+          }
+          int64_t a = 0;
+          while (a < g.HW - 1 && !(blk[a] == m)) ++a;
+          avg[n * g.C + cb] = s / static_cast<float>(g.HW);
+          mx[n * g.C + cb] = m;
+          amax[n * g.C + cb] = static_cast<int32_t>(a);
+        } else {
+          float sum[B], m[B];
+          int32_t arg[B];
+          for (int i = 0; i < B; ++i) sum[i] = 0.f, m[i] = kNegInf, arg[i] = 0;
+          for (int64_t hw = 0; hw < g.HW; ++hw) {
+#pragma omp simd
+            for (int i = 0; i < B; ++i) {
+              const float v = blk[hw * B + i];
+              sum[i] += v;
+              const bool gt = v > m[i];
+              m[i] = gt ? v : m[i];
+              arg[i] = gt ? static_cast<int32_t>(hw) : arg[i];
+            }
+          }
+          for (int64_t i = 0; i < B && cb * B + i < g.C; ++i) {
+            const int64_t c = cb * B + i;
+            avg[n * g.C + c] = sum[i] / static_cast<float>(g.HW);
+            mx[n * g.C + c] = m[i];
+            amax[n * g.C + c] = arg[i];
+          }
+        }
+      }
+  }
+
+  // P2: max (first argmax) and mean over channels of x * att_c per (n, hw): s (N, 2, HW), carg (N, HW).
+  static void pool_c(const Geo& g, const float* px, const float* ac, float* ps, int32_t* carg) {
+    const int64_t chunks = g.chunks();
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t q = 0; q < chunks; ++q) {
+        const int64_t h0 = q * kChunk, h1 = std::min(g.HW, h0 + kChunk);
+        float* smax = ps + n * 2 * g.HW;
+        float* smean = smax + g.HW;
+        int32_t* arg = carg + n * g.HW;
+        for (int64_t hw = h0; hw < h1; ++hw) smax[hw] = kNegInf, smean[hw] = 0.f, arg[hw] = 0;
+        for (int64_t cb = 0; cb < g.CB; ++cb) {
+          const float* blk = px + g.base(n, cb, B);
+          const float* a = ac + n * g.Cp + cb * B;
+          if constexpr (B == 1) {
+            const float av = a[0];
+            const int32_t c = static_cast<int32_t>(cb);
+#pragma omp simd
+            for (int64_t hw = h0; hw < h1; ++hw) {
+              const float v = blk[hw] * av;
+              smean[hw] += v;
+              const bool gt = v > smax[hw];
+              smax[hw] = gt ? v : smax[hw];
+              arg[hw] = gt ? c : arg[hw];
+            }
+          } else {
+            const int64_t nb = std::min<int64_t>(B, g.C - cb * B);
+            for (int64_t hw = h0; hw < h1; ++hw) {
+              float m = smax[hw], sum = 0.f;
+              int32_t ag = arg[hw];
+              for (int64_t i = 0; i < nb; ++i) {
+                const float v = blk[hw * B + i] * a[i];
+                sum += v;
+                if (v > m) m = v, ag = static_cast<int32_t>(cb * B + i);
+              }
+              smax[hw] = m, arg[hw] = ag, smean[hw] += sum;
+            }
+          }
+        }
+        const float invC = 1.f / static_cast<float>(g.C);
+        for (int64_t hw = h0; hw < h1; ++hw) smean[hw] *= invC;
+      }
+  }
+
+  // P3: y = x * att_c (* att_s when as != nullptr).
+  static void gate(const Geo& g, const float* px, const float* ac, const float* as, float* py) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t cb = 0; cb < g.CB; ++cb) {
+        const int64_t base = g.base(n, cb, B);
+        const float* a = ac + n * g.Cp + cb * B;
+        const float* sp = as ? as + n * g.HW : nullptr;
+        if constexpr (B == 1) {
+          const float av = a[0];
+          if (sp) {
+#pragma omp simd
+            for (int64_t hw = 0; hw < g.HW; ++hw) py[base + hw] = px[base + hw] * av * sp[hw];
+          } else {
+#pragma omp simd
+            for (int64_t hw = 0; hw < g.HW; ++hw) py[base + hw] = px[base + hw] * av;
+          }
+        } else {
+          for (int64_t hw = 0; hw < g.HW; ++hw) {
+            const float s = sp ? sp[hw] : 1.f;
+#pragma omp simd
+            for (int i = 0; i < B; ++i) py[base + hw * B + i] = px[base + hw * B + i] * a[i] * s;
+          }
+        }
+      }
+  }
+
+  // Q1: d_att_s (N, HW) = sum_c dy * x * att_c.
+  static void datt_s(const Geo& g, const float* dy, const float* px, const float* ac, float* datt) {
+    const int64_t chunks = g.chunks();
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t q = 0; q < chunks; ++q) {
+        const int64_t h0 = q * kChunk, h1 = std::min(g.HW, h0 + kChunk);
+        float* d = datt + n * g.HW;
+        for (int64_t hw = h0; hw < h1; ++hw) d[hw] = 0.f;
+        for (int64_t cb = 0; cb < g.CB; ++cb) {
+          const int64_t base = g.base(n, cb, B);
+          const float* a = ac + n * g.Cp + cb * B;
+          if constexpr (B == 1) {
+            const float av = a[0];
+#pragma omp simd
+            for (int64_t hw = h0; hw < h1; ++hw) d[hw] += dy[base + hw] * px[base + hw] * av;
+          } else {
+            for (int64_t hw = h0; hw < h1; ++hw) {
+              float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+              for (int i = 0; i < B; ++i) acc += dy[base + hw * B + i] * px[base + hw * B + i] * a[i];
+              d[hw] += acc;
+            }
+          }
+        }
+      }
+  }
+
+  // Q2: dx1 = dy * att_s + channel-pool backward (ds0 to the argmax channel, ds1 / C to all);
+  // d_att_c (N, C) = sum_hw dx1 * x; dx = dx1 * att_c. Without the spatial gate dx1 = dy.
+  static void dx_channel(const Geo& g, const float* dy, const float* px, const float* ac, const float* as,
+                         const float* ds0, const float* ds1, const int32_t* carg, float* pdx, float* datt_c) {
+    const float invC = 1.f / static_cast<float>(g.C);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t cb = 0; cb < g.CB; ++cb) {
+        const int64_t base = g.base(n, cb, B);
+        const float* a = ac + n * g.Cp + cb * B;
+        const float* sp = as ? as + n * g.HW : nullptr;
+        const float* d0 = as ? ds0 + n * g.HW : nullptr;
+        const float* d1m = as ? ds1 + n * g.HW : nullptr;
+        const int32_t* am = as ? carg + n * g.HW : nullptr;
+        if constexpr (B == 1) {
+          const float av = a[0];
+          const int32_t c = static_cast<int32_t>(cb);
+          float acc = 0.f;
+          if (sp) {
+#pragma omp simd reduction(+ : acc)
+            for (int64_t hw = 0; hw < g.HW; ++hw) {
+              const float d1 = dy[base + hw] * sp[hw] + d1m[hw] * invC + (am[hw] == c ? d0[hw] : 0.f);
+              acc += d1 * px[base + hw];
+              pdx[base + hw] = d1 * av;
+            }
+          } else {
+#pragma omp simd reduction(+ : acc)
+            for (int64_t hw = 0; hw < g.HW; ++hw) {
+              acc += dy[base + hw] * px[base + hw];
+              pdx[base + hw] = dy[base + hw] * av;
+            }
+          }
+          datt_c[n * g.C + cb] = acc;
+        } else {
+          float acc[B];
+          for (int i = 0; i < B; ++i) acc[i] = 0.f;
+          for (int64_t hw = 0; hw < g.HW; ++hw) {
+            const float s = sp ? sp[hw] : 1.f, dmean = sp ? d1m[hw] * invC : 0.f, dmax = sp ? d0[hw] : 0.f;
+            const int64_t lane = sp ? am[hw] - cb * B : -1;
+#pragma omp simd
+            for (int i = 0; i < B; ++i) {
+              const int64_t e = base + hw * B + i;
+              const float d1 = dy[e] * s + dmean + (lane == i ? dmax : 0.f);
+              acc[i] += d1 * px[e];
+              pdx[e] = d1 * a[i];  // a[i] = 0 in padded lanes keeps the padding zero
+            }
+          }
+          for (int64_t i = 0; i < B && cb * B + i < g.C; ++i) datt_c[n * g.C + cb * B + i] = acc[i];
+        }
+      }
+  }
+
+  // Q3: pooling backward: dx += d_avg / HW everywhere, dx[argmax_hw] += d_max.
+  static void dx_pool(const Geo& g, const float* davg, const float* dmax, const int32_t* amax, float* pdx) {
+    const float invHW = 1.f / static_cast<float>(g.HW);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t cb = 0; cb < g.CB; ++cb) {
+        const int64_t base = g.base(n, cb, B);
+        const int64_t nb = std::min<int64_t>(B, g.C - cb * B);
+        float da[B];
+        for (int i = 0; i < B; ++i) da[i] = i < nb ? davg[n * g.C + cb * B + i] * invHW : 0.f;
+        if constexpr (B == 1) {
+#pragma omp simd
+          for (int64_t hw = 0; hw < g.HW; ++hw) pdx[base + hw] += da[0];
+        } else {
+          for (int64_t hw = 0; hw < g.HW; ++hw) {
+#pragma omp simd
+            for (int i = 0; i < B; ++i) pdx[base + hw * B + i] += da[i];
+          }
+        }
+        for (int64_t i = 0; i < nb; ++i) {
+          const int64_t c = cb * B + i;
+          pdx[base + amax[n * g.C + c] * B + i] += dmax[n * g.C + c];
+        }
+      }
+  }
+};
 }  // namespace
 
 Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& bn_running_var, const CbamParams& p) {
@@ -108,32 +348,16 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
   s.CB = (s.C + s.B - 1) / s.B, s.Cp = s.CB * s.B, s.Cr = w.fc1_w.dim(0);
   s.channel_only = p.channel_only;
   s.training = p.training;
-  const int64_t N = s.N, C = s.C, HW = s.HW, B = s.B, CB = s.CB, Cp = s.Cp, Cr = s.Cr;
+  const int64_t N = s.N, C = s.C, HW = s.HW, Cp = s.Cp, Cr = s.Cr;
+  const Geo geo{N, C, HW, s.CB, Cp};
   const float* px = static_cast<const float*>(s.x.raw());
 
-  // P1: average and max over H, W.
+  // P1: average and max over H, W -> the MLP's input rows [avg; max] (2N, C).
   s.mlp_in.assign(2 * N * C, 0.f);
   s.amax_hw.assign(N * C, 0);
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t cb = 0; cb < CB; ++cb) {
-      float sum[16], mx[16];
-      int32_t arg[16];
-      for (int64_t i = 0; i < B; ++i) sum[i] = 0.f, mx[i] = -std::numeric_limits<float>::infinity(), arg[i] = 0;
-      const float* blk = px + (n * CB + cb) * HW * B;
-      for (int64_t hw = 0; hw < HW; ++hw)
-        for (int64_t i = 0; i < B; ++i) {
-          const float v = blk[hw * B + i];
-          sum[i] += v;
-          if (v > mx[i]) mx[i] = v, arg[i] = static_cast<int32_t>(hw);
-        }
-      for (int64_t i = 0; i < B && cb * B + i < C; ++i) {
-        const int64_t c = cb * B + i;
-        s.mlp_in[n * C + c] = sum[i] / static_cast<float>(HW);
-        s.mlp_in[(N + n) * C + c] = mx[i];
-        s.amax_hw[n * C + c] = arg[i];
-      }
-    }
+  with_block(s.B, [&](auto b) {
+    Kernels<decltype(b)::value>::pool_hw(geo, px, s.mlp_in.data(), s.mlp_in.data() + N * C, s.amax_hw.data());
+  });
 
   // Shared MLP on [avg; max] (2N rows), summed per sample, sigmoid.
   s.fc1_w = w.fc1_w.value().plain();
@@ -147,39 +371,17 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
   s.att_c.assign(N * Cp, 0.f);
   for (int64_t n = 0; n < N; ++n)
     for (int64_t c = 0; c < C; ++c) s.att_c[n * Cp + c] = sigm(o[n * C + c] + o[(N + n) * C + c]);
-
-  Tensor out = Tensor::with_desc(s.x.shape(), s.x.desc());
-  float* py = static_cast<float*>(out.raw());
-  const float* ac = s.att_c.data();
+  // The MLP's two dense layers over 2N rows (the spatial conv counts itself; like the usual MAC
+  // counters, elementwise gating is not counted).
+  profile::add_macs(2 * (2 * N * C * Cr));
 
   if (!p.channel_only) {
-    // P2: max and mean over channels of x1 = x * att_c, per (n, hw); chunks of hw per thread.
+    // P2: max and mean over channels of x1 = x * att_c -> s (N, 2, H, W).
     s.s = Tensor::empty({N, 2, s.H, s.W});
     s.carg.assign(N * HW, 0);
-    float* ps = s.s.data();
-    constexpr int64_t kChunk = 512;
-    const int64_t chunks = (HW + kChunk - 1) / kChunk;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t q = 0; q < chunks; ++q) {
-        const int64_t h0 = q * kChunk, h1 = std::min(HW, h0 + kChunk);
-        float* smax = ps + n * 2 * HW;
-        float* smean = smax + HW;
-        int32_t* arg = s.carg.data() + n * HW;
-        for (int64_t hw = h0; hw < h1; ++hw) smax[hw] = -std::numeric_limits<float>::infinity(), smean[hw] = 0.f;
-        for (int64_t cb = 0; cb < CB; ++cb) {
-          const float* blk = px + (n * CB + cb) * HW * B;
-          const float* a = ac + n * Cp + cb * B;
-          const int64_t nb = std::min(B, C - cb * B);
-          for (int64_t hw = h0; hw < h1; ++hw)
-            for (int64_t i = 0; i < nb; ++i) {
-              const float v = blk[hw * B + i] * a[i];
-              smean[hw] += v;
-              if (v > smax[hw]) smax[hw] = v, arg[hw] = static_cast<int32_t>(cb * B + i);
-            }
-        }
-        for (int64_t hw = h0; hw < h1; ++hw) smean[hw] /= static_cast<float>(C);
-      }
+    with_block(s.B, [&](auto b) {
+      Kernels<decltype(b)::value>::pool_c(geo, px, s.att_c.data(), s.s.data(), s.carg.data());
+    });
 
     // k x k conv (oneDNN), then batch norm over the single channel, then sigmoid.
     s.conv_w = w.conv_w.value().plain();
@@ -213,23 +415,13 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
     }
   }
 
-  // The MLP's two dense layers over 2N rows (the spatial conv counts itself; like the usual MAC
-  // counters, elementwise gating is not counted).
-  profile::add_macs(2 * (2 * N * C * Cr));
-
-  // P3: out = x * att_c (* att_s).
-  const float* as = s.att_s.data();
+  // P3: out = x * att_c (* att_s), in x's layout.
+  Tensor out = Tensor::with_desc(s.x.shape(), s.x.desc());
   const bool spatial = !p.channel_only;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t cb = 0; cb < CB; ++cb) {
-      const int64_t base = (n * CB + cb) * HW * B;
-      const float* a = ac + n * Cp + cb * B;
-      for (int64_t hw = 0; hw < HW; ++hw) {
-        const float sp = spatial ? as[n * HW + hw] : 1.f;
-        for (int64_t i = 0; i < B; ++i) py[base + hw * B + i] = px[base + hw * B + i] * a[i] * sp;
-      }
-    }
+  with_block(s.B, [&](auto b) {
+    Kernels<decltype(b)::value>::gate(geo, px, s.att_c.data(), spatial ? s.att_s.data() : nullptr,
+                                      static_cast<float*>(out.raw()));
+  });
 
   std::vector<Var> inputs = {xv, w.fc1_w, w.fc1_b, w.fc2_w, w.fc2_b};
   if (spatial) inputs.insert(inputs.end(), {w.conv_w, w.bn_w, w.bn_b});
@@ -238,37 +430,21 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
 
   return autograd::make_result(out, "cbam", inputs, [S](Node& self) {
     const Saved& s = *S;
-    const int64_t N = s.N, C = s.C, HW = s.HW, B = s.B, CB = s.CB, Cp = s.Cp, Cr = s.Cr;
+    const int64_t N = s.N, C = s.C, HW = s.HW, Cp = s.Cp, Cr = s.Cr;
+    const Geo geo{N, C, HW, s.CB, Cp};
     Tensor dyt = self.grad.to_desc(s.x.desc());
     const float* dy = static_cast<const float*>(dyt.raw());
     const float* px = static_cast<const float*>(s.x.raw());
     const float* ac = s.att_c.data();
     const bool spatial = !s.channel_only;
 
-    // Spatial gate backward: Q1, BN, conv.
+    // Spatial gate backward: Q1, BN (one channel), conv (oneDNN).
     std::vector<float> ds0(spatial ? N * HW : 0), ds1(spatial ? N * HW : 0);
     float dgamma = 0, dbeta = 0;
     Tensor dconv;
     if (spatial) {
       std::vector<float> datt(N * HW);
-      constexpr int64_t kChunk = 512;
-      const int64_t chunks = (HW + kChunk - 1) / kChunk;
-#pragma omp parallel for collapse(2) schedule(static)
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t q = 0; q < chunks; ++q) {
-          const int64_t h0 = q * kChunk, h1 = std::min(HW, h0 + kChunk);
-          float* d = datt.data() + n * HW;
-          for (int64_t hw = h0; hw < h1; ++hw) d[hw] = 0.f;
-          for (int64_t cb = 0; cb < CB; ++cb) {
-            const int64_t base = (n * CB + cb) * HW * B;
-            const float* a = ac + n * Cp + cb * B;
-            for (int64_t hw = h0; hw < h1; ++hw) {
-              float acc = 0.f;
-              for (int64_t i = 0; i < B; ++i) acc += dy[base + hw * B + i] * px[base + hw * B + i] * a[i];
-              d[hw] += acc;
-            }
-          }
-        }
+      with_block(s.B, [&](auto b) { Kernels<decltype(b)::value>::datt_s(geo, dy, px, ac, datt.data()); });
       const int64_t M = N * HW;
       std::vector<float> dzb(M);
       double sum_d = 0, sum_dz = 0;
@@ -295,32 +471,14 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
       }
     }
 
-    // Q2: dx1 = dy * att_s + channel-pool backward; d_att_c = sum_hw dx1 * x; dx = dx1 * att_c.
+    // Q2: dx1 -> d_att_c and dx = dx1 * att_c.
     Tensor dx = Tensor::with_desc(s.x.shape(), s.x.desc());
     float* pdx = static_cast<float*>(dx.raw());
     std::vector<float> datt_c(N * C);
-    const float invC = 1.f / static_cast<float>(C);
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t cb = 0; cb < CB; ++cb) {
-        const int64_t base = (n * CB + cb) * HW * B;
-        const float* a = ac + n * Cp + cb * B;
-        const int64_t nb = std::min(B, C - cb * B);
-        float acc[16] = {};
-        for (int64_t hw = 0; hw < HW; ++hw) {
-          const float sp = spatial ? s.att_s[n * HW + hw] : 1.f;
-          const float dmean = spatial ? ds1[n * HW + hw] * invC : 0.f;
-          const int32_t am = spatial ? s.carg[n * HW + hw] : -1;
-          for (int64_t i = 0; i < nb; ++i) {
-            const int64_t e = base + hw * B + i;
-            float d1 = dy[e] * sp + dmean;
-            if (am == cb * B + i) d1 += ds0[n * HW + hw];
-            acc[i] += d1 * px[e];
-            pdx[e] = d1 * a[i];
-          }
-        }
-        for (int64_t i = 0; i < nb; ++i) datt_c[n * C + cb * B + i] = acc[i];
-      }
+    with_block(s.B, [&](auto b) {
+      Kernels<decltype(b)::value>::dx_channel(geo, dy, px, ac, spatial ? s.att_s.data() : nullptr, ds0.data(),
+                                              ds1.data(), s.carg.data(), pdx, datt_c.data());
+    });
 
     // MLP backward. Both halves (avg rows, max rows) get the same d_o.
     std::vector<float> d_o(2 * N * C), dh(2 * N * Cr), din(2 * N * C);
@@ -382,21 +540,9 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
     }
 
     // Q3: pooling backward into dx.
-    const float invHW = 1.f / static_cast<float>(HW);
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t cb = 0; cb < CB; ++cb) {
-        const int64_t base = (n * CB + cb) * HW * B;
-        const int64_t nb = std::min(B, C - cb * B);
-        float davg[16];
-        for (int64_t i = 0; i < nb; ++i) davg[i] = din[n * C + cb * B + i] * invHW;
-        for (int64_t hw = 0; hw < HW; ++hw)
-          for (int64_t i = 0; i < nb; ++i) pdx[base + hw * B + i] += davg[i];
-        for (int64_t i = 0; i < nb; ++i) {
-          const int64_t c = cb * B + i;
-          pdx[base + s.amax_hw[n * C + c] * B + i] += din[(N + n) * C + c];
-        }
-      }
+    with_block(s.B, [&](auto b) {
+      Kernels<decltype(b)::value>::dx_pool(geo, din.data(), din.data() + N * C, s.amax_hw.data(), pdx);
+    });
     autograd::accumulate(autograd::input(self, 0), dx);
     if (spatial) {
       if (dconv.defined()) autograd::accumulate(autograd::input(self, 5), dconv);
