@@ -171,7 +171,7 @@ BOOST_AUTO_TEST_CASE(fused_gradcheck) {
     gradcheck::check(
         channel_only ? "cbam channel-only" : "cbam",
         [&](const std::vector<Var>& v) {
-          CbamWeights w{v[1], v[2], v[3], v[4]};
+          CbamWeights w{v[1], v[2], v[3], v[4], {}, {}, {}};
           if (!channel_only) w.conv_w = v[5], w.bn_w = v[6], w.bn_b = v[7];
           return cbam(v[0], w, rm, rv, {.channel_only = channel_only});
         },

@@ -1,0 +1,241 @@
+// Augmentations (see augment.h). Everything here is per image and single-threaded; the loader
+// runs images in parallel.
+#include "augment.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../error.h"
+
+namespace dermis::data {
+
+void AugmentOptions::validate() const {
+  DERMIS_CHECK(scale_min > 0 && scale_min <= scale_max && scale_max <= 1,
+               "augmentation: crop scale range [{}, {}] must satisfy 0 < min <= max <= 1", scale_min, scale_max);
+  DERMIS_CHECK(ratio_min > 0 && ratio_min <= ratio_max, "augmentation: crop ratio range [{}, {}] is invalid",
+               ratio_min, ratio_max);
+  DERMIS_CHECK(rotate_degrees >= 0 && rotate_degrees <= 180, "augmentation: rotation {} must be in [0, 180] degrees",
+               rotate_degrees);
+  DERMIS_CHECK(brightness >= 0 && brightness < 1 && contrast >= 0 && contrast < 1 && saturation >= 0 &&
+                   saturation < 1,
+               "augmentation: brightness/contrast/saturation jitter must be in [0, 1)");
+  DERMIS_CHECK(hue >= 0 && hue <= 0.5f, "augmentation: hue jitter must be in [0, 0.5] turns");
+}
+
+Warp sample_train_warp(int src_w, int src_h, int out_w, int out_h, const AugmentOptions& o, Generator& rng) {
+  // Random resized crop (torchvision's RandomResizedCrop sampling, 10 tries, then a centre crop).
+  const double area = static_cast<double>(src_w) * src_h;
+  double cw = 0, ch = 0, cx = 0, cy = 0;
+  bool found = false;
+  const double lr0 = std::log(o.ratio_min), lr1 = std::log(o.ratio_max);
+  for (int t = 0; t < 10 && !found; ++t) {
+    const double a = area * (o.scale_min + (o.scale_max - o.scale_min) * rng.uniform());
+    const double r = std::exp(lr0 + (lr1 - lr0) * rng.uniform());
+    const double w = std::sqrt(a * r), h = std::sqrt(a / r);
+    if (w <= src_w && h <= src_h) {
+      cw = w, ch = h;
+      cx = (src_w - w) * rng.uniform() + w / 2;
+      cy = (src_h - h) * rng.uniform() + h / 2;
+      found = true;
+    }
+  }
+  if (!found) {
+    const double r = static_cast<double>(src_w) / src_h;
+    if (r < o.ratio_min) cw = src_w, ch = src_w / o.ratio_min;
+    else if (r > o.ratio_max) ch = src_h, cw = src_h * o.ratio_max;
+    else cw = src_w, ch = src_h;
+    cx = src_w / 2.0, cy = src_h / 2.0;
+  }
+  const bool hf = o.hflip && rng.uniform() < 0.5f, vf = o.vflip && rng.uniform() < 0.5f;
+  const int k = o.rot90 ? static_cast<int>(rng.randint(4)) : 0;
+  const double theta = o.rotate_degrees > 0 ? (2 * rng.uniform() - 1) * o.rotate_degrees * M_PI / 180 : 0.0;
+
+  // Output pixel centre -> normalised centred coords p in [-1/2, 1/2]^2 -> flips, quarter turns ->
+  // crop-box pixels -> free rotation -> original image. Every step is affine, so is the map.
+  auto map = [&](double u, double v, double& x, double& y) {
+    double px = (u + 0.5) / out_w - 0.5, py = (v + 0.5) / out_h - 0.5;
+    if (hf) px = -px;
+    if (vf) py = -py;
+    for (int i = 0; i < k; ++i) {
+      const double t = px;
+      px = -py;
+      py = t;
+    }
+    const double sx = px * cw, sy = py * ch;
+    x = cx + std::cos(theta) * sx - std::sin(theta) * sy;
+    y = cy + std::sin(theta) * sx + std::cos(theta) * sy;
+  };
+  Warp w;
+  double x0, y0, x1, y1, x2, y2;
+  map(0, 0, x0, y0);
+  map(1, 0, x1, y1);
+  map(0, 1, x2, y2);
+  // map() gives the source point for the output pixel CENTRE; express it for pixel index (u, v).
+  w.a11 = x1 - x0, w.a21 = y1 - y0, w.a12 = x2 - x0, w.a22 = y2 - y0;
+  w.b1 = x0, w.b2 = y0;
+  w.crop_w = cw, w.crop_h = ch;
+  return w;
+}
+
+void render_warp(const Image& src, int orig_w, int orig_h, const Warp& w, int out_w, int out_h, float* chw) {
+  const double sx = static_cast<double>(src.width) / orig_w, sy = static_cast<double>(src.height) / orig_h;
+  const int64_t hw = static_cast<int64_t>(out_w) * out_h;
+  const int W = src.width, H = src.height;
+  const uint8_t* p = src.rgb.data();
+  for (int v = 0; v < out_h; ++v)
+    for (int u = 0; u < out_w; ++u) {
+      // original continuous coords -> decoded continuous coords -> pixel-centre index space
+      const double x = w.src_x(u, v) * sx - 0.5, y = w.src_y(u, v) * sy - 0.5;
+      const double fx = std::floor(x), fy = std::floor(y);
+      const float ax = static_cast<float>(x - fx), ay = static_cast<float>(y - fy);
+      const int ix0 = std::clamp(static_cast<int>(fx), 0, W - 1), ix1 = std::clamp(static_cast<int>(fx) + 1, 0, W - 1);
+      const int iy0 = std::clamp(static_cast<int>(fy), 0, H - 1), iy1 = std::clamp(static_cast<int>(fy) + 1, 0, H - 1);
+      const uint8_t *r0 = p + (static_cast<int64_t>(iy0) * W) * 3, *r1 = p + (static_cast<int64_t>(iy1) * W) * 3;
+      const int64_t o = static_cast<int64_t>(v) * out_w + u;
+      for (int c = 0; c < 3; ++c) {
+        const float top = r0[ix0 * 3 + c] + ax * (r0[ix1 * 3 + c] - r0[ix0 * 3 + c]);
+        const float bot = r1[ix0 * 3 + c] + ax * (r1[ix1 * 3 + c] - r1[ix0 * 3 + c]);
+        chw[c * hw + o] = top + ay * (bot - top);
+      }
+    }
+}
+
+namespace {
+// For each output index along one axis: the source indices and weights of an area (box) filter over
+// [x0, x0 + len) split into n outputs; bilinear taps when enlarging.
+struct Taps {
+  std::vector<int> start, count;
+  std::vector<float> w;  // concatenated
+  std::vector<int> offset;
+};
+Taps make_taps(double x0, double len, int n, int size) {
+  Taps t;
+  const double step = len / n;
+  for (int i = 0; i < n; ++i) {
+    t.offset.push_back(static_cast<int>(t.w.size()));
+    if (step <= 1.0) {  // enlarging: bilinear between the two nearest centres
+      const double c = x0 + (i + 0.5) * step - 0.5, f = std::floor(c);
+      const int a = std::clamp(static_cast<int>(f), 0, size - 1), b = std::clamp(static_cast<int>(f) + 1, 0, size - 1);
+      const float wb = static_cast<float>(c - f);
+      t.start.push_back(a);
+      if (b == a) {
+        t.count.push_back(1);
+        t.w.push_back(1.f);
+      } else {
+        t.count.push_back(2);
+        t.w.push_back(1.f - wb);
+        t.w.push_back(wb);
+      }
+      continue;
+    }
+    const double lo = x0 + i * step, hi = lo + step;
+    const int a = std::max(0, static_cast<int>(std::floor(lo))), b = std::min(size, static_cast<int>(std::ceil(hi)));
+    double sum = 0;
+    std::vector<float> ws;
+    for (int j = a; j < b; ++j) {
+      const double cover = std::min<double>(hi, j + 1) - std::max<double>(lo, j);
+      ws.push_back(static_cast<float>(std::max(0.0, cover)));
+      sum += std::max(0.0, cover);
+    }
+    if (ws.empty() || sum <= 0) {  // region outside the image: replicate the nearest edge pixel
+      t.start.push_back(std::clamp(static_cast<int>(lo), 0, size - 1));
+      t.count.push_back(1);
+      t.w.push_back(1.f);
+      continue;
+    }
+    t.start.push_back(a);
+    t.count.push_back(static_cast<int>(ws.size()));
+    for (float& x : ws) t.w.push_back(static_cast<float>(x / sum));
+  }
+  return t;
+}
+}  // namespace
+
+void resize_area(const Image& src, double x0, double y0, double rw, double rh, int out_w, int out_h, float* chw) {
+  const Taps tx = make_taps(x0, rw, out_w, src.width), ty = make_taps(y0, rh, out_h, src.height);
+  // Horizontal pass over the needed rows into a (rows x out_w x 3) buffer, then vertical.
+  const int r0 = ty.start.front(), r1 = ty.start.back() + ty.count.back();
+  std::vector<float> tmp(static_cast<size_t>(r1 - r0) * out_w * 3);
+  for (int y = r0; y < r1; ++y) {
+    const uint8_t* row = src.rgb.data() + static_cast<int64_t>(y) * src.width * 3;
+    float* t = tmp.data() + static_cast<size_t>(y - r0) * out_w * 3;
+    for (int i = 0; i < out_w; ++i) {
+      float acc[3] = {0, 0, 0};
+      const float* w = tx.w.data() + tx.offset[i];
+      for (int j = 0; j < tx.count[i]; ++j) {
+        const uint8_t* px = row + (tx.start[i] + j) * 3;
+        for (int c = 0; c < 3; ++c) acc[c] += w[j] * px[c];
+      }
+      for (int c = 0; c < 3; ++c) t[i * 3 + c] = acc[c];
+    }
+  }
+  const int64_t hw = static_cast<int64_t>(out_w) * out_h;
+  for (int v = 0; v < out_h; ++v) {
+    const float* w = ty.w.data() + ty.offset[v];
+    for (int i = 0; i < out_w; ++i) {
+      float acc[3] = {0, 0, 0};
+      for (int j = 0; j < ty.count[v]; ++j) {
+        const float* t = tmp.data() + (static_cast<size_t>(ty.start[v] + j - r0) * out_w + i) * 3;
+        for (int c = 0; c < 3; ++c) acc[c] += w[j] * t[c];
+      }
+      for (int c = 0; c < 3; ++c) chw[c * hw + static_cast<int64_t>(v) * out_w + i] = acc[c];
+    }
+  }
+}
+
+void render_eval(const Image& src, EvalMode mode, int out_w, int out_h, float* chw) {
+  if (mode == EvalMode::resize) return resize_area(src, 0, 0, src.width, src.height, out_w, out_h, chw);
+  const double r = static_cast<double>(out_w) / out_h;
+  double w = src.width, h = src.height;
+  if (w / h > r) w = h * r;
+  else h = w / r;
+  resize_area(src, (src.width - w) / 2, (src.height - h) / 2, w, h, out_w, out_h, chw);
+}
+
+void color_jitter(float* chw, int64_t hw, const AugmentOptions& o, Generator& rng) {
+  float* R = chw;
+  float* G = chw + hw;
+  float* B = chw + 2 * hw;
+  const float b = 1 + o.brightness * (2 * rng.uniform() - 1);
+  const float c = 1 + o.contrast * (2 * rng.uniform() - 1);
+  const float s = 1 + o.saturation * (2 * rng.uniform() - 1);
+  const float h = o.hue * (2 * rng.uniform() - 1);
+  if (b != 1)
+    for (int64_t i = 0; i < 3 * hw; ++i) chw[i] = std::min(255.f, chw[i] * b);
+  if (c != 1) {
+    double mean = 0;
+    for (int64_t i = 0; i < hw; ++i) mean += 0.299 * R[i] + 0.587 * G[i] + 0.114 * B[i];
+    const float m = static_cast<float>(mean / hw);
+    for (int64_t i = 0; i < 3 * hw; ++i) chw[i] = std::clamp(m + c * (chw[i] - m), 0.f, 255.f);
+  }
+  if (s != 1)
+    for (int64_t i = 0; i < hw; ++i) {
+      const float g = 0.299f * R[i] + 0.587f * G[i] + 0.114f * B[i];
+      R[i] = std::clamp(g + s * (R[i] - g), 0.f, 255.f);
+      G[i] = std::clamp(g + s * (G[i] - g), 0.f, 255.f);
+      B[i] = std::clamp(g + s * (B[i] - g), 0.f, 255.f);
+    }
+  if (h != 0) {  // rotate chroma in YIQ space by 2*pi*h
+    const float ca = std::cos(2 * static_cast<float>(M_PI) * h), sa = std::sin(2 * static_cast<float>(M_PI) * h);
+    for (int64_t i = 0; i < hw; ++i) {
+      const float y = 0.299f * R[i] + 0.587f * G[i] + 0.114f * B[i];
+      const float ii = 0.596f * R[i] - 0.274f * G[i] - 0.322f * B[i];
+      const float q = 0.211f * R[i] - 0.523f * G[i] + 0.312f * B[i];
+      const float i2 = ca * ii - sa * q, q2 = sa * ii + ca * q;
+      R[i] = std::clamp(y + 0.956f * i2 + 0.621f * q2, 0.f, 255.f);
+      G[i] = std::clamp(y - 0.272f * i2 - 0.647f * q2, 0.f, 255.f);
+      B[i] = std::clamp(y - 1.106f * i2 + 1.703f * q2, 0.f, 255.f);
+    }
+  }
+}
+
+void normalize(float* chw, int64_t hw, const Normalization& n) {
+  for (int c = 0; c < 3; ++c) {
+    const float a = 1.f / (255.f * n.std[c]), b = -n.mean[c] / n.std[c];
+    float* p = chw + c * hw;
+    for (int64_t i = 0; i < hw; ++i) p[i] = p[i] * a + b;
+  }
+}
+
+}  // namespace dermis::data

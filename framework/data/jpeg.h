@@ -1,0 +1,55 @@
+// JPEG decoding and encoding on libjpeg-turbo's TurboJPEG API.
+//
+// decode_jpeg uses libjpeg-turbo's DCT-domain scaling (1/8, 1/4, 3/8, 1/2, ... of full size) to
+// decode straight to the smallest size at or above what the caller needs, which skips most of the
+// inverse-DCT and colour-conversion work for large images. Grayscale and CMYK/YCCK JPEGs are
+// converted to RGB. Every failure (missing/empty file, not a JPEG, corrupt or truncated data)
+// throws one dermis::Error naming the file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dermis::data {
+
+struct Image {
+  int width = 0, height = 0;
+  std::vector<uint8_t> rgb;  // height * width * 3, row-major, interleaved RGB
+};
+
+struct JpegInfo {
+  int width = 0, height = 0;
+  bool cmyk = false;
+};
+
+// Reads a whole file; a missing, unreadable or empty file is an error naming it.
+std::vector<uint8_t> read_file(const std::string& path);
+
+// Header only (size, colour space). Errors name `name`.
+JpegInfo jpeg_info(const std::vector<uint8_t>& data, const std::string& name);
+
+// The DCT scale (num/8 style fraction) that decode_jpeg would use for these needs.
+struct Scale {
+  int num = 1, denom = 1;
+  int apply(int dim) const { return (dim * num + denom - 1) / denom; }
+};
+Scale choose_scale(int width, int height, int min_width, int min_height);
+
+struct DecodeOptions {
+  bool fast_dct = true;  // libjpeg-turbo's fast integer IDCT (PIL uses the slow one; the difference is < 1 level)
+};
+
+// Decodes to RGB at the smallest DCT scale whose output is at least min_width x min_height (full
+// size when the image is smaller than that). min 0 means full size.
+Image decode_jpeg(const std::vector<uint8_t>& data, const std::string& name, int min_width = 0, int min_height = 0,
+                  DecodeOptions o = {});
+
+// Encodes RGB (or, for tests, 1-channel gray / 4-channel CMYK when `channels` says so).
+std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int width, int height, int channels, int quality);
+std::vector<uint8_t> encode_jpeg(const Image& img, int quality);
+
+// Writes bytes to a file atomically (temporary file + rename).
+void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes);
+
+}  // namespace dermis::data

@@ -1,0 +1,344 @@
+// The JPEG decoder, the augmentations and the threaded loader: decoding and DCT scaling, gray and
+// CMYK conversion, every kind of bad file, augmentation geometry, determinism across thread
+// counts, error propagation from workers, skipping, caching, balanced sampling.
+#define BOOST_TEST_MODULE loader
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include "framework/data/loader.h"
+#include "framework/error.h"
+
+using namespace dermis;
+using namespace dermis::data;
+namespace fs = std::filesystem;
+
+namespace {
+struct TempDir {
+  fs::path p;
+  TempDir() {
+    p = fs::temp_directory_path() / ("dermis_loader_" + std::to_string(::getpid()) + "_" +
+                                     std::to_string(reinterpret_cast<uintptr_t>(this)));
+    fs::create_directories(p);
+  }
+  ~TempDir() { fs::remove_all(p); }
+  std::string file(const std::string& n) const { return (p / n).string(); }
+};
+
+Image pattern(int w, int h, int seed) {
+  Image im;
+  im.width = w, im.height = h;
+  im.rgb.resize(static_cast<size_t>(w) * h * 3);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      uint8_t* p = im.rgb.data() + (static_cast<size_t>(y) * w + x) * 3;
+      p[0] = static_cast<uint8_t>(40 + (x * 180) / w);
+      p[1] = static_cast<uint8_t>(40 + (y * 180) / h);
+      p[2] = static_cast<uint8_t>(30 + (seed * 13 + 2 * x + 3 * y) % 150);
+    }
+  return im;
+}
+
+std::string write_jpeg(const TempDir& d, const std::string& name, const Image& im, int q = 92) {
+  const std::string f = d.file(name);
+  write_file_atomic(f, encode_jpeg(im, q));
+  return f;
+}
+
+void write_bytes(const std::string& f, const std::string& bytes) {
+  std::ofstream o(f, std::ios::binary);
+  o << bytes;
+}
+
+template <class F>
+void expect_error(F&& f, const std::vector<std::string>& needles) {
+  try {
+    f();
+    BOOST_ERROR("expected an error");
+  } catch (const Error& e) {
+    for (auto& n : needles) BOOST_TEST(std::string(e.what()).find(n) != std::string::npos, "'" << e.what() << "' lacks '" << n << "'");
+  }
+}
+
+std::vector<Item> make_items(const TempDir& d, int n, int w, int h) {
+  std::vector<Item> items;
+  for (int i = 0; i < n; ++i) items.push_back({write_jpeg(d, "img" + std::to_string(i) + ".jpg", pattern(w, h, i)), i % 3});
+  return items;
+}
+
+std::vector<std::vector<float>> run_epoch(Loader& L, int64_t e) {
+  std::vector<std::vector<float>> out;
+  auto ep = L.epoch(e);
+  while (auto b = ep.next()) {
+    out.push_back(b->images.to_vector());
+    for (int l : b->labels) out.back().push_back(static_cast<float>(l));
+  }
+  return out;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(decode_round_trip_and_scaling) {
+  TempDir d;
+  const Image src = pattern(96, 72, 1);
+  const auto bytes = encode_jpeg(src, 95);
+  const Image full = decode_jpeg(bytes, "x.jpg");
+  BOOST_TEST(full.width == 96);
+  BOOST_TEST(full.height == 72);
+  double err = 0;
+  for (size_t i = 0; i < src.rgb.size(); ++i) err += std::abs(int(src.rgb[i]) - int(full.rgb[i]));
+  BOOST_TEST(err / src.rgb.size() < 4.0, "mean abs error " << err / src.rgb.size());
+  // DCT scaling: the smallest scale at or above the request.
+  const Scale s = choose_scale(600, 450, 112, 112);
+  BOOST_TEST(s.apply(450) >= 112);
+  BOOST_TEST((s.num == 1 && s.denom == 4));  // 150x113; 1/8 would give 57 rows
+  BOOST_TEST((choose_scale(600, 450, 200, 150).num * 8 == choose_scale(600, 450, 200, 150).denom * 3));  // 3/8
+  const Image half = decode_jpeg(bytes, "x.jpg", 40, 30);
+  BOOST_TEST(half.width == 48);
+  BOOST_TEST(half.height == 36);
+  BOOST_TEST(decode_jpeg(bytes, "x.jpg", 1000, 1000).width == 96);  // never upscales
+}
+
+BOOST_AUTO_TEST_CASE(gray_and_cmyk_are_converted) {
+  std::vector<uint8_t> gray(32 * 24);
+  for (size_t i = 0; i < gray.size(); ++i) gray[i] = static_cast<uint8_t>(100 + i % 32 + 2 * (i / 32));
+  const Image g = decode_jpeg(encode_jpeg(gray.data(), 32, 24, 1, 95), "gray.jpg");
+  BOOST_TEST(g.rgb.size() == gray.size() * 3);
+  for (size_t i = 0; i < gray.size(); ++i) {
+    BOOST_TEST(g.rgb[3 * i] == g.rgb[3 * i + 1]);
+    BOOST_TEST(std::abs(int(g.rgb[3 * i]) - int(gray[i])) <= 6);
+  }
+  // CMYK (Adobe-inverted values, as libjpeg writes them): RGB = C * K / 255.
+  std::vector<uint8_t> cmyk(16 * 16 * 4);
+  for (size_t i = 0; i < 256; ++i) cmyk[4 * i] = 200, cmyk[4 * i + 1] = 100, cmyk[4 * i + 2] = 50, cmyk[4 * i + 3] = 255;
+  const auto bytes = encode_jpeg(cmyk.data(), 16, 16, 4, 98);
+  BOOST_TEST(jpeg_info(bytes, "cmyk.jpg").cmyk);
+  const Image c = decode_jpeg(bytes, "cmyk.jpg");
+  BOOST_TEST(std::abs(int(c.rgb[0]) - 200) <= 4);
+  BOOST_TEST(std::abs(int(c.rgb[1]) - 100) <= 4);
+  BOOST_TEST(std::abs(int(c.rgb[2]) - 50) <= 4);
+}
+
+BOOST_AUTO_TEST_CASE(bad_files_get_clear_errors) {
+  TempDir d;
+  const auto good = encode_jpeg(pattern(64, 48, 2), 90);
+  write_bytes(d.file("empty.jpg"), "");
+  write_bytes(d.file("text.jpg"), "lesion_id,image_id,dx\n");
+  write_bytes(d.file("image.jpg"), std::string("\x89PNG\r\n\x1a\n", 8) + std::string(100, 'x'));
+  write_bytes(d.file("truncated.jpg"), std::string(good.begin(), good.begin() + good.size() / 2));
+  std::string bad_header(good.begin(), good.end());
+  for (size_t i = 2; i < 40; ++i) bad_header[i] = '\x01';  // destroys the markers after SOI
+  write_bytes(d.file("corrupt.jpg"), bad_header);
+  auto decode = [&](const std::string& n) { return decode_jpeg(read_file(d.file(n)), d.file(n)); };
+  expect_error([&] { decode("empty.jpg"); }, {"empty.jpg", "empty"});
+  expect_error([&] { decode("text.jpg"); }, {"text.jpg", "not a JPEG"});
+  expect_error([&] { decode("image.jpg"); }, {"image.jpg", "PNG"});
+  expect_error([&] { decode("truncated.jpg"); }, {"truncated.jpg", "truncated"});
+  expect_error([&] { decode("corrupt.jpg"); }, {"corrupt.jpg", "corrupt"});
+  expect_error([&] { read_file(d.file("missing.jpg")); }, {"missing.jpg", "cannot open"});
+}
+
+BOOST_AUTO_TEST_CASE(flip_and_rot90_geometry_is_exact) {
+  // Whole-image crops at the image's own size: a flip must reproduce the mirrored pixels exactly,
+  // a quarter turn the rotated ones.
+  const int W = 16, H = 12;
+  const Image im = pattern(W, H, 3);
+  AugmentOptions o;
+  o.scale_min = o.scale_max = 1.f;
+  o.ratio_min = o.ratio_max = static_cast<float>(W) / H;
+  o.vflip = false, o.rot90 = false;
+  int flipped = 0, plain = 0;
+  std::vector<float> out(3 * W * H);
+  for (uint64_t seed = 0; seed < 16; ++seed) {
+    Generator rng(seed);
+    const Warp w = sample_train_warp(W, H, W, H, o, rng);
+    render_warp(im, W, H, w, W, H, out.data());
+    const bool f = w.a11 < 0;
+    (f ? flipped : plain)++;
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x)
+        for (int c = 0; c < 3; ++c) {
+          const int sx = f ? W - 1 - x : x;
+          BOOST_TEST(out[c * W * H + y * W + x] == im.rgb[(y * W + sx) * 3 + c]);
+        }
+  }
+  BOOST_TEST(flipped > 0);
+  BOOST_TEST(plain > 0);
+  // Quarter turns on a square image: a permutation of the source pixels.
+  const Image sq = pattern(12, 12, 4);
+  AugmentOptions r;
+  r.scale_min = r.scale_max = 1.f;
+  r.ratio_min = r.ratio_max = 1.f;
+  r.hflip = r.vflip = false;
+  std::vector<float> o2(3 * 144);
+  for (uint64_t seed = 0; seed < 8; ++seed) {
+    Generator rng(seed);
+    const Warp w = sample_train_warp(12, 12, 12, 12, r, rng);
+    render_warp(sq, 12, 12, w, 12, 12, o2.data());
+    for (int y = 0; y < 12; ++y)
+      for (int x = 0; x < 12; ++x) {
+        const double sx = w.src_x(x, y) - 0.5, sy = w.src_y(x, y) - 0.5;  // the source pixel centre
+        const int ix = static_cast<int>(std::lround(sx)), iy = static_cast<int>(std::lround(sy));
+        BOOST_TEST(std::abs(sx - ix) < 1e-9);
+        BOOST_TEST(o2[y * 12 + x] == sq.rgb[(iy * 12 + ix) * 3]);
+      }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(area_resize_averages_blocks) {
+  const Image im = pattern(8, 6, 5);
+  std::vector<float> out(3 * 4 * 3);
+  resize_area(im, 0, 0, 8, 6, 4, 3, out.data());
+  for (int y = 0; y < 3; ++y)
+    for (int x = 0; x < 4; ++x)
+      for (int c = 0; c < 3; ++c) {
+        float s = 0;
+        for (int dy = 0; dy < 2; ++dy)
+          for (int dx = 0; dx < 2; ++dx) s += im.rgb[((2 * y + dy) * 8 + 2 * x + dx) * 3 + c];
+        BOOST_TEST(out[c * 12 + y * 4 + x] == s / 4, boost::test_tools::tolerance(1e-4f));
+      }
+}
+
+BOOST_AUTO_TEST_CASE(batches_identical_for_any_thread_count) {
+  TempDir d;
+  auto items = make_items(d, 21, 80, 60);
+  LoaderOptions o;
+  o.batch = 4, o.height = 32, o.width = 40, o.seed = 7, o.augment.rotate_degrees = 20, o.augment.hue = 0.05f;
+  std::vector<std::vector<std::vector<float>>> runs;
+  for (int t : {1, 2, 3}) {
+    o.threads = t;
+    Loader L(items, o);
+    BOOST_TEST(L.batches_per_epoch() == 6);
+    runs.push_back(run_epoch(L, 0));
+    runs.push_back(run_epoch(L, 1));
+  }
+  BOOST_TEST(runs[0].size() == 6u);
+  BOOST_TEST(runs[0].back().size() == 1u * 3 * 32 * 40 + 1);  // last batch: 21 = 5 * 4 + 1
+  for (size_t i = 2; i < runs.size(); i += 2) {
+    BOOST_TEST((runs[i] == runs[0]), "epoch 0 differs with " << i / 2 + 1 << " threads");
+    BOOST_TEST((runs[i + 1] == runs[1]), "epoch 1 differs with " << i / 2 + 1 << " threads");
+  }
+  BOOST_TEST((runs[0] != runs[1]), "two epochs should differ (order and augmentation)");
+  o.seed = 8;
+  Loader L2(items, o);
+  BOOST_TEST((run_epoch(L2, 0) != runs[0]));
+}
+
+BOOST_AUTO_TEST_CASE(eval_mode_is_deterministic_and_ordered) {
+  TempDir d;
+  auto items = make_items(d, 10, 64, 48);
+  LoaderOptions o;
+  o.batch = 4, o.height = 24, o.width = 32, o.train = false, o.threads = 2;
+  Loader L(items, o);
+  auto ep = L.epoch(0);
+  int64_t next = 0;
+  while (auto b = ep.next())
+    for (auto i : b->items) BOOST_TEST(i == next++);
+  BOOST_TEST(next == 10);
+  BOOST_TEST((run_epoch(L, 0) == run_epoch(L, 3)));
+  o.eval_mode = EvalMode::center_crop;
+  Loader C(items, o);
+  BOOST_TEST(run_epoch(C, 0).size() == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(worker_errors_reach_the_consumer) {
+  TempDir d;
+  auto items = make_items(d, 12, 48, 36);
+  write_bytes(items[5].path, "not a jpeg");
+  LoaderOptions o;
+  o.batch = 4, o.height = 16, o.width = 16, o.threads = 2, o.shuffle = false;
+  {
+    Loader L(items, o);
+    auto ep = L.epoch(0);
+    BOOST_TEST(ep.next().has_value());
+    expect_error([&] { ep.next(); }, {"img5.jpg", "not a JPEG"});
+  }  // the epoch and loader are destroyed cleanly after the error (no hang)
+  o.skip_bad_images = true;
+  Loader S(items, o);
+  int64_t seen = 0;
+  auto ep = S.epoch(0);
+  while (auto b = ep.next()) {
+    seen += b->images.dim(0);
+    for (auto i : b->items) BOOST_TEST(i != 5);
+  }
+  BOOST_TEST(seen == 11);
+  BOOST_TEST(S.bad_images() == 1);
+  fs::remove(items[7].path);  // a file that disappears is skipped too
+  run_epoch(S, 1);
+  BOOST_TEST(S.bad_images() == 3);
+}
+
+BOOST_AUTO_TEST_CASE(early_exit_does_not_hang) {
+  TempDir d;
+  auto items = make_items(d, 40, 48, 36);
+  LoaderOptions o;
+  o.batch = 2, o.height = 16, o.width = 16, o.threads = 3, o.prefetch = 2;
+  Loader L(items, o);
+  for (int e = 0; e < 3; ++e) {
+    auto ep = L.epoch(e);
+    ep.next();
+  }
+  Loader L2(items, o);
+  auto ep = L2.epoch(0);  // never consumed at all
+}
+
+BOOST_AUTO_TEST_CASE(cache_serves_later_epochs_from_memory) {
+  TempDir d;
+  auto items = make_items(d, 8, 64, 48);
+  LoaderOptions o;
+  o.batch = 3, o.height = 24, o.width = 24, o.threads = 2, o.cache = true;
+  Loader L(items, o);
+  auto first = run_epoch(L, 0);
+  for (auto& it : items) fs::remove(it.path);
+  auto second = run_epoch(L, 1);  // files are gone: only the cache can serve this
+  BOOST_TEST(second.size() == first.size());
+  BOOST_TEST(L.bad_images() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(balanced_sampling_evens_out_classes) {
+  TempDir d;
+  std::vector<Item> items;
+  const Image im = pattern(16, 16, 1);
+  const std::string f = write_jpeg(d, "a.jpg", im);
+  for (int i = 0; i < 300; ++i) items.push_back({f, i < 270 ? 0 : (i < 290 ? 1 : 2)});
+  LoaderOptions o;
+  o.balanced = true, o.num_classes = 3;
+  Loader L(items, o);
+  std::map<int, int> counts;
+  for (int e = 0; e < 10; ++e)
+    for (auto i : L.order(e)) counts[items[i].label]++;
+  for (int c = 0; c < 3; ++c) BOOST_TEST(std::abs(counts[c] / 3000.0 - 1.0 / 3) < 0.03, "class " << c << ": " << counts[c]);
+}
+
+BOOST_AUTO_TEST_CASE(normalisation_statistics) {
+  TempDir d;
+  Image flat;
+  flat.width = 32, flat.height = 32;
+  flat.rgb.assign(32 * 32 * 3, 0);
+  for (size_t i = 0; i < flat.rgb.size(); i += 3) flat.rgb[i] = 200, flat.rgb[i + 1] = 100, flat.rgb[i + 2] = 50;
+  std::vector<Item> items = {{write_jpeg(d, "flat.jpg", flat, 100), 0}};
+  const Normalization n = compute_normalization(items, 16, 16, 10, 1);
+  BOOST_TEST(std::abs(n.mean[0] - 200 / 255.f) < 0.01);
+  BOOST_TEST(std::abs(n.mean[1] - 100 / 255.f) < 0.01);
+  BOOST_TEST(std::abs(n.mean[2] - 50 / 255.f) < 0.01);
+  BOOST_TEST(n.std[0] < 0.01);
+}
+
+BOOST_AUTO_TEST_CASE(bad_options_are_rejected) {
+  TempDir d;
+  auto items = make_items(d, 2, 16, 16);
+  LoaderOptions o;
+  o.batch = 0;
+  expect_error([&] { Loader L(items, o); }, {"batch size"});
+  o = {};
+  o.augment.scale_min = 0;
+  expect_error([&] { Loader L(items, o); }, {"crop scale"});
+  o = {};
+  expect_error([&] { Loader L({}, o); }, {"empty"});
+  items[0].label = 9;
+  expect_error([&] { Loader L(items, o); }, {"label 9"});
+}
