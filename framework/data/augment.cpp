@@ -79,26 +79,49 @@ Warp sample_train_warp(int src_w, int src_h, int out_w, int out_h, const Augment
 }
 
 void render_warp(const Image& src, int orig_w, int orig_h, const Warp& w, int out_w, int out_h, float* chw) {
+  // Decoded-image pixel-index coordinates are affine in (u, v) too: x = ax*u + bx*v + cx.
   const double sx = static_cast<double>(src.width) / orig_w, sy = static_cast<double>(src.height) / orig_h;
+  const float ax = static_cast<float>(w.a11 * sx), bx = static_cast<float>(w.a12 * sx),
+              cx = static_cast<float>(w.b1 * sx - 0.5);
+  const float ay = static_cast<float>(w.a21 * sy), by = static_cast<float>(w.a22 * sy),
+              cy = static_cast<float>(w.b2 * sy - 0.5);
   const int64_t hw = static_cast<int64_t>(out_w) * out_h;
   const int W = src.width, H = src.height;
   const uint8_t* p = src.rgb.data();
-  for (int v = 0; v < out_h; ++v)
+  float* R = chw;
+  float* G = chw + hw;
+  float* B = chw + 2 * hw;
+  for (int v = 0; v < out_h; ++v) {
+    const float x0 = bx * v + cx, y0 = by * v + cy;
+    const float x1 = x0 + ax * (out_w - 1), y1 = y0 + ay * (out_w - 1);
+    // Fast path: the whole row samples strictly inside the image, so no clamping is needed.
+    const bool inside = std::min(x0, x1) >= 0 && std::max(x0, x1) < W - 1 && std::min(y0, y1) >= 0 &&
+                        std::max(y0, y1) < H - 1;
+    const int64_t row = static_cast<int64_t>(v) * out_w;
     for (int u = 0; u < out_w; ++u) {
-      // original continuous coords -> decoded continuous coords -> pixel-centre index space
-      const double x = w.src_x(u, v) * sx - 0.5, y = w.src_y(u, v) * sy - 0.5;
-      const double fx = std::floor(x), fy = std::floor(y);
-      const float ax = static_cast<float>(x - fx), ay = static_cast<float>(y - fy);
-      const int ix0 = std::clamp(static_cast<int>(fx), 0, W - 1), ix1 = std::clamp(static_cast<int>(fx) + 1, 0, W - 1);
-      const int iy0 = std::clamp(static_cast<int>(fy), 0, H - 1), iy1 = std::clamp(static_cast<int>(fy) + 1, 0, H - 1);
-      const uint8_t *r0 = p + (static_cast<int64_t>(iy0) * W) * 3, *r1 = p + (static_cast<int64_t>(iy1) * W) * 3;
-      const int64_t o = static_cast<int64_t>(v) * out_w + u;
-      for (int c = 0; c < 3; ++c) {
-        const float top = r0[ix0 * 3 + c] + ax * (r0[ix1 * 3 + c] - r0[ix0 * 3 + c]);
-        const float bot = r1[ix0 * 3 + c] + ax * (r1[ix1 * 3 + c] - r1[ix0 * 3 + c]);
-        chw[c * hw + o] = top + ay * (bot - top);
+      const float x = x0 + ax * u, y = y0 + ay * u;
+      int ix0, ix1, iy0, iy1;
+      float fx, fy;
+      if (inside) {
+        ix0 = static_cast<int>(x), iy0 = static_cast<int>(y);
+        fx = x - ix0, fy = y - iy0;
+        ix1 = ix0 + 1, iy1 = iy0 + 1;
+      } else {
+        const float flx = std::floor(x), fly = std::floor(y);
+        fx = x - flx, fy = y - fly;
+        ix0 = std::clamp(static_cast<int>(flx), 0, W - 1), ix1 = std::clamp(static_cast<int>(flx) + 1, 0, W - 1);
+        iy0 = std::clamp(static_cast<int>(fly), 0, H - 1), iy1 = std::clamp(static_cast<int>(fly) + 1, 0, H - 1);
       }
+      const uint8_t* a = p + (static_cast<int64_t>(iy0) * W + ix0) * 3;
+      const uint8_t* b = p + (static_cast<int64_t>(iy0) * W + ix1) * 3;
+      const uint8_t* c = p + (static_cast<int64_t>(iy1) * W + ix0) * 3;
+      const uint8_t* d = p + (static_cast<int64_t>(iy1) * W + ix1) * 3;
+      const float w00 = (1 - fx) * (1 - fy), w01 = fx * (1 - fy), w10 = (1 - fx) * fy, w11 = fx * fy;
+      R[row + u] = w00 * a[0] + w01 * b[0] + w10 * c[0] + w11 * d[0];
+      G[row + u] = w00 * a[1] + w01 * b[1] + w10 * c[1] + w11 * d[1];
+      B[row + u] = w00 * a[2] + w01 * b[2] + w10 * c[2] + w11 * d[2];
     }
+  }
 }
 
 namespace {

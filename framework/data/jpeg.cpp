@@ -86,7 +86,11 @@ Scale choose_scale(int width, int height, int min_width, int min_height) {
 
 Image decode_jpeg(const std::vector<uint8_t>& d, const std::string& name, int min_width, int min_height,
                   DecodeOptions o) {
-  const JpegInfo info = jpeg_info(d, name);
+  return decode_jpeg(d, jpeg_info(d, name), name, min_width, min_height, o);
+}
+
+Image decode_jpeg(const std::vector<uint8_t>& d, const JpegInfo& info, const std::string& name, int min_width,
+                  int min_height, DecodeOptions o) {
   const Scale s = choose_scale(info.width, info.height, min_width, min_height);
   Image img;
   img.width = s.apply(info.width);

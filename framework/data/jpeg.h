@@ -44,6 +44,9 @@ struct DecodeOptions {
 // size when the image is smaller than that). min 0 means full size.
 Image decode_jpeg(const std::vector<uint8_t>& data, const std::string& name, int min_width = 0, int min_height = 0,
                   DecodeOptions o = {});
+// The same with the header already parsed by jpeg_info.
+Image decode_jpeg(const std::vector<uint8_t>& data, const JpegInfo& info, const std::string& name, int min_width,
+                  int min_height, DecodeOptions o = {});
 
 // Encodes RGB (or, for tests, 1-channel gray / 4-channel CMYK when `channels` says so).
 std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int width, int height, int channels, int quality);

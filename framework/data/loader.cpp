@@ -114,20 +114,21 @@ void Loader::load_sample(int64_t item, int64_t e, int64_t position, float* chw) 
   std::shared_ptr<const Image> img;
   int ow, oh;
   std::vector<uint8_t> bytes;
+  JpegInfo info;
   if (opt_.cache) {
     img = cached_image(item);
     std::lock_guard<std::mutex> lk(*cache_mu_);
     ow = orig_size_[item][0], oh = orig_size_[item][1];
   } else {
     bytes = read_file(it.path);
-    const JpegInfo info = jpeg_info(bytes, it.path);
+    info = jpeg_info(bytes, it.path);
     ow = info.width, oh = info.height;
   }
   if (opt_.train) {
     const Warp w = sample_train_warp(ow, oh, W, H, opt_.augment, rng);
     if (!img) {
       const double f = std::max(W, H) / std::min(w.crop_w, w.crop_h);  // output pixels per source pixel
-      img = std::make_shared<Image>(decode_jpeg(bytes, it.path, static_cast<int>(std::ceil(ow * f)),
+      img = std::make_shared<Image>(decode_jpeg(bytes, info, it.path, static_cast<int>(std::ceil(ow * f)),
                                                 static_cast<int>(std::ceil(oh * f)), opt_.decode));
     }
     render_warp(*img, ow, oh, w, W, H, chw);
@@ -139,7 +140,7 @@ void Loader::load_sample(int64_t item, int64_t e, int64_t position, float* chw) 
         const double r = static_cast<double>(W) / H, cw = std::min<double>(ow, oh * r), ch = cw / r;
         mw = static_cast<int>(std::ceil(ow * W / cw)), mh = static_cast<int>(std::ceil(oh * H / ch));
       }
-      img = std::make_shared<Image>(decode_jpeg(bytes, it.path, mw, mh, opt_.decode));
+      img = std::make_shared<Image>(decode_jpeg(bytes, info, it.path, mw, mh, opt_.decode));
     }
     render_eval(*img, opt_.eval_mode, W, H, chw);
   }

@@ -1,0 +1,91 @@
+// Lesion-grouped, class-stratified splitting and class weights (see split.h).
+#include "split.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <unordered_map>
+
+#include "framework/error.h"
+#include "framework/random.h"
+
+namespace dermis::datasets {
+
+Split grouped_split(const Dataset& d, double val_fraction, uint64_t seed) {
+  DERMIS_CHECK(val_fraction > 0 && val_fraction < 1,
+               "grouped_split: val_fraction {} is outside (0, 1); pass the share of images for validation, e.g. 0.2",
+               val_fraction);
+  DERMIS_CHECK(!d.samples.empty(), "grouped_split: dataset '{}' has no images", d.root);
+  // Lesions in order of first appearance, each with its images; per class, its lesions.
+  std::unordered_map<std::string, size_t> lesion_of;
+  std::vector<std::vector<size_t>> lesion_images;
+  std::array<std::vector<size_t>, kNumClasses> class_lesions;
+  std::array<int64_t, kNumClasses> class_images{};
+  for (size_t i = 0; i < d.samples.size(); ++i) {
+    const Sample& s = d.samples[i];
+    DERMIS_CHECK(s.label >= 0 && s.label < kNumClasses, "grouped_split: image {} has label {}, outside [0, {})",
+                 s.image_id, s.label, kNumClasses);
+    auto [it, fresh] = lesion_of.try_emplace(s.lesion_id, lesion_images.size());
+    if (fresh) {
+      lesion_images.emplace_back();
+      class_lesions[s.label].push_back(it->second);
+    }
+    lesion_images[it->second].push_back(i);
+  }
+  for (size_t l = 0; l < lesion_images.size(); ++l)
+    class_images[d.samples[lesion_images[l].front()].label] += static_cast<int64_t>(lesion_images[l].size());
+
+  Generator g(seed);
+  std::vector<char> in_val(d.samples.size(), 0);
+  for (int k = 0; k < kNumClasses; ++k) {
+    std::vector<size_t>& ls = class_lesions[k];
+    for (size_t i = ls.size(); i > 1; --i) std::swap(ls[i - 1], ls[static_cast<size_t>(g.randint(static_cast<int64_t>(i)))]);
+    const double target = val_fraction * static_cast<double>(class_images[k]);
+    int64_t taken = 0;
+    for (size_t l : ls) {
+      const int64_t n = static_cast<int64_t>(lesion_images[l].size());
+      if (std::abs(static_cast<double>(taken + n) - target) < std::abs(static_cast<double>(taken) - target)) {
+        taken += n;
+        for (size_t i : lesion_images[l]) in_val[i] = 1;
+      }
+    }
+  }
+  Split s;
+  for (size_t i = 0; i < d.samples.size(); ++i) (in_val[i] ? s.val : s.train).push_back(i);
+  DERMIS_CHECK(!s.val.empty() && !s.train.empty(),
+               "grouped_split: {} images of {} lesions with val_fraction {} leave the {} set empty; use more images "
+               "or another val_fraction",
+               d.samples.size(), lesion_images.size(), val_fraction, s.val.empty() ? "validation" : "training");
+  return s;
+}
+
+Dataset subset(const Dataset& d, const std::vector<size_t>& indices) {
+  Dataset out;
+  out.root = d.root;
+  out.samples.reserve(indices.size());
+  for (size_t i : indices) {
+    DERMIS_CHECK(i < d.samples.size(), "subset: index {} is out of range for a dataset of {} images", i,
+                 d.samples.size());
+    out.samples.push_back(d.samples[i]);
+  }
+  return out;
+}
+
+std::vector<float> class_weights(const std::array<int64_t, kNumClasses>& counts, double exponent) {
+  DERMIS_CHECK(std::isfinite(exponent) && exponent >= 0,
+               "class_weights: exponent {} must be >= 0 (1: inverse frequency, 0.5: its square root, 0: none)", exponent);
+  int64_t total = 0, present = 0;
+  for (int64_t n : counts) {
+    DERMIS_CHECK(n >= 0, "class_weights: negative class count {}", n);
+    total += n;
+    present += n > 0;
+  }
+  DERMIS_CHECK(total > 0, "class_weights: every class count is 0; compute the weights from a non-empty training set");
+  std::vector<float> w(kNumClasses, 0.f);
+  for (int k = 0; k < kNumClasses; ++k)
+    if (counts[k] > 0)
+      w[k] = static_cast<float>(std::pow(static_cast<double>(total) / (static_cast<double>(present) * counts[k]), exponent));
+  return w;
+}
+
+}  // namespace dermis::datasets

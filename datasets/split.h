@@ -1,0 +1,38 @@
+// Train/validation splits grouped by lesion and stratified by class, and class weights.
+//
+// HAM10000 has several images of many lesions (10015 images, 7470 lesions); an image-level split
+// would put near-duplicates of one lesion on both sides and inflate validation scores. So whole
+// lesions go to one side, chosen per class so that each class keeps about val_fraction of its
+// images in validation.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "datasets/dataset.h"
+
+namespace dermis::datasets {
+
+struct Split {
+  std::vector<size_t> train, val;  // indices into Dataset::samples, ascending
+};
+
+// Every image lands on exactly one side; no lesion_id appears on both. A lesion belongs to the
+// class of its first image (all its images share it in HAM10000). Per class, lesions are shuffled
+// with dermis::Generator(seed) and moved to validation while that brings the class's validation
+// image count closer to val_fraction * (its images). The same dataset and seed give the same split.
+// val_fraction must be in (0, 1); an empty side is an error (too few images).
+Split grouped_split(const Dataset& d, double val_fraction, uint64_t seed);
+
+// The samples at `indices`, in that order (e.g. subset(d, split.train)).
+Dataset subset(const Dataset& d, const std::vector<size_t>& indices);
+
+// Loss weights against class imbalance: w_k = (N / (K * n_k))^exponent, where n_k is the count of
+// class k, N the total and K the number of classes present (n_k > 0). exponent 1 is inverse
+// frequency ("balanced": sum_k n_k w_k = N, as scikit-learn), 0.5 its square root (milder), 0 all
+// ones. A class with no images gets weight 0. exponent must be >= 0; some count must be positive.
+std::vector<float> class_weights(const std::array<int64_t, kNumClasses>& counts, double exponent);
+
+}  // namespace dermis::datasets
