@@ -8,6 +8,7 @@
 
 #include "framework/data/loader.h"
 #include "framework/io/json.h"
+#include "framework/ops.h"
 #include "framework/optim/sgd.h"
 #include "models/registry.h"
 #include "tools/cli.h"
@@ -68,7 +69,7 @@ int run(int argc, char** argv) {
   }
   const double total = now() - t0;
   json::Object out{{"bench", "pipeline"}, {"model", args.str("model")}, {"size", o.height}, {"batch", o.batch},
-                   {"threads", num_threads()}, {"loader_threads", o.threads}, {"steps", steps},
+                   {"threads", num_threads()}, {"loader_threads", o.threads}, {"steps", static_cast<int64_t>(steps)},
                    {"train_img_s", images / total}, {"data_wait_fraction", wait / total}};
   std::printf("%s\n", json::dump(out).c_str());
   return 0;
