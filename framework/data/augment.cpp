@@ -6,6 +6,8 @@
 #include <cmath>
 #include <vector>
 
+#include <immintrin.h>
+
 #include "../error.h"
 
 namespace dermis::data {
@@ -78,6 +80,48 @@ Warp sample_train_warp(int src_w, int src_h, int out_w, int out_h, const Augment
   return w;
 }
 
+namespace {
+// Axis-aligned warps (no free rotation, even quarter turns): x depends on u only and y on v only,
+// so bilinear sampling separates: blend two source rows, then gather along the row.
+void render_separable(const Image& src, float ax, float cx, float by, float cy, int out_w, int out_h, float* chw) {
+  const int W = src.width, H = src.height;
+  const int64_t hw = static_cast<int64_t>(out_w) * out_h;
+  std::vector<int> xi0(out_w), xi1(out_w);
+  std::vector<float> xw(out_w);
+  int lo = W, hi = 0;
+  for (int u = 0; u < out_w; ++u) {
+    const float x = ax * u + cx, f = std::floor(x);
+    xi0[u] = std::clamp(static_cast<int>(f), 0, W - 1);
+    xi1[u] = std::clamp(static_cast<int>(f) + 1, 0, W - 1);
+    xw[u] = x - f;
+    lo = std::min(lo, std::min(xi0[u], xi1[u]));
+    hi = std::max(hi, std::max(xi0[u], xi1[u]));
+  }
+  const int span = hi - lo + 1;
+  std::vector<float> row(static_cast<size_t>(span) * 3);
+  for (int v = 0; v < out_h; ++v) {
+    const float y = by * v + cy, f = std::floor(y);
+    const int y0 = std::clamp(static_cast<int>(f), 0, H - 1), y1 = std::clamp(static_cast<int>(f) + 1, 0, H - 1);
+    const float fy = y - f;
+    const uint8_t* r0 = src.rgb.data() + (static_cast<int64_t>(y0) * W + lo) * 3;
+    const uint8_t* r1 = src.rgb.data() + (static_cast<int64_t>(y1) * W + lo) * 3;
+#pragma omp simd
+    for (int i = 0; i < span * 3; ++i) row[i] = r0[i] + fy * (static_cast<float>(r1[i]) - r0[i]);
+    float* R = chw + static_cast<int64_t>(v) * out_w;
+    float* G = R + hw;
+    float* B = G + hw;
+    for (int u = 0; u < out_w; ++u) {
+      const float* p = row.data() + (xi0[u] - lo) * 3;
+      const float* q = row.data() + (xi1[u] - lo) * 3;
+      const float t = xw[u];
+      R[u] = p[0] + t * (q[0] - p[0]);
+      G[u] = p[1] + t * (q[1] - p[1]);
+      B[u] = p[2] + t * (q[2] - p[2]);
+    }
+  }
+}
+}  // namespace
+
 void render_warp(const Image& src, int orig_w, int orig_h, const Warp& w, int out_w, int out_h, float* chw) {
   // Decoded-image pixel-index coordinates are affine in (u, v) too: x = ax*u + bx*v + cx.
   const double sx = static_cast<double>(src.width) / orig_w, sy = static_cast<double>(src.height) / orig_h;
@@ -85,6 +129,18 @@ void render_warp(const Image& src, int orig_w, int orig_h, const Warp& w, int ou
               cx = static_cast<float>(w.b1 * sx - 0.5);
   const float ay = static_cast<float>(w.a21 * sy), by = static_cast<float>(w.a22 * sy),
               cy = static_cast<float>(w.b2 * sy - 0.5);
+  if (std::abs(bx) < 1e-9f && std::abs(ay) < 1e-9f) return render_separable(src, ax, cx, by, cy, out_w, out_h, chw);
+  if (std::abs(ax) < 1e-9f && std::abs(by) < 1e-9f) {
+    // Odd quarter turns: x depends on v and y on u. Render the transposed image separably, then
+    // transpose it into place.
+    std::vector<float> t(static_cast<size_t>(3) * out_w * out_h);
+    render_separable(src, bx, cx, ay, cy, out_h, out_w, t.data());
+    const int64_t hw = static_cast<int64_t>(out_w) * out_h;
+    for (int c = 0; c < 3; ++c)
+      for (int v = 0; v < out_h; ++v)
+        for (int u = 0; u < out_w; ++u) chw[c * hw + static_cast<int64_t>(v) * out_w + u] = t[c * hw + static_cast<int64_t>(u) * out_h + v];
+    return;
+  }
   const int64_t hw = static_cast<int64_t>(out_w) * out_h;
   const int W = src.width, H = src.height;
   const uint8_t* p = src.rgb.data();
@@ -216,6 +272,14 @@ void render_eval(const Image& src, EvalMode mode, int out_w, int out_h, float* c
   resize_area(src, (src.width - w) / 2, (src.height - h) / 2, w, h, out_w, out_h, chw);
 }
 
+namespace {
+// Branch-free clamp to [0, 255] (compiles to maxss/minss and vectorises; std::clamp does not).
+inline float clamp255(float x) {
+  const float y = x > 0.f ? x : 0.f;
+  return y < 255.f ? y : 255.f;
+}
+}  // namespace
+
 void color_jitter(float* chw, int64_t hw, const AugmentOptions& o, Generator& rng) {
   float* R = chw;
   float* G = chw + hw;
@@ -224,31 +288,54 @@ void color_jitter(float* chw, int64_t hw, const AugmentOptions& o, Generator& rn
   const float c = 1 + o.contrast * (2 * rng.uniform() - 1);
   const float s = 1 + o.saturation * (2 * rng.uniform() - 1);
   const float h = o.hue * (2 * rng.uniform() - 1);
-  if (b != 1)
-    for (int64_t i = 0; i < 3 * hw; ++i) chw[i] = std::min(255.f, chw[i] * b);
-  if (c != 1) {
-    double mean = 0;
-    for (int64_t i = 0; i < hw; ++i) mean += 0.299 * R[i] + 0.587 * G[i] + 0.114 * B[i];
-    const float m = static_cast<float>(mean / hw);
-    for (int64_t i = 0; i < 3 * hw; ++i) chw[i] = std::clamp(m + c * (chw[i] - m), 0.f, 255.f);
+  // SSE (x86-64 baseline) by hand: GCC does not vectorise these clamps without -ffast-math.
+  const __m128 zero = _mm_setzero_ps(), top = _mm_set1_ps(255.f), vb = _mm_set1_ps(b);
+  const __m128 kr = _mm_set1_ps(0.299f), kg = _mm_set1_ps(0.587f), kb = _mm_set1_ps(0.114f);
+  auto clampv = [&](__m128 x) { return _mm_min_ps(_mm_max_ps(x, zero), top); };
+  const int64_t n4 = hw / 4 * 4;
+  // Pass 1: brightness (clamped) and the mean gray level that contrast blends towards.
+  __m128 acc = zero;
+  for (int64_t i = 0; i < n4; i += 4) {
+    const __m128 r = clampv(_mm_mul_ps(_mm_loadu_ps(R + i), vb)), g = clampv(_mm_mul_ps(_mm_loadu_ps(G + i), vb)),
+                 bl = clampv(_mm_mul_ps(_mm_loadu_ps(B + i), vb));
+    _mm_storeu_ps(R + i, r), _mm_storeu_ps(G + i, g), _mm_storeu_ps(B + i, bl);
+    acc = _mm_add_ps(acc, _mm_add_ps(_mm_mul_ps(kr, r), _mm_add_ps(_mm_mul_ps(kg, g), _mm_mul_ps(kb, bl))));
   }
-  if (s != 1)
-    for (int64_t i = 0; i < hw; ++i) {
-      const float g = 0.299f * R[i] + 0.587f * G[i] + 0.114f * B[i];
-      R[i] = std::clamp(g + s * (R[i] - g), 0.f, 255.f);
-      G[i] = std::clamp(g + s * (G[i] - g), 0.f, 255.f);
-      B[i] = std::clamp(g + s * (B[i] - g), 0.f, 255.f);
-    }
+  float lanes[4];
+  _mm_storeu_ps(lanes, acc);
+  double mean = static_cast<double>(lanes[0]) + lanes[1] + lanes[2] + lanes[3];
+  for (int64_t i = n4; i < hw; ++i) {
+    R[i] = clamp255(R[i] * b), G[i] = clamp255(G[i] * b), B[i] = clamp255(B[i] * b);
+    mean += 0.299f * R[i] + 0.587f * G[i] + 0.114f * B[i];
+  }
+  const float m = static_cast<float>(mean / hw);
+  // Pass 2: contrast, then saturation, each clamped as torchvision does.
+  const __m128 vm = _mm_set1_ps(m), vc = _mm_set1_ps(c), vs = _mm_set1_ps(s);
+  for (int64_t i = 0; i < n4; i += 4) {
+    const __m128 r = clampv(_mm_add_ps(vm, _mm_mul_ps(vc, _mm_sub_ps(_mm_loadu_ps(R + i), vm))));
+    const __m128 g = clampv(_mm_add_ps(vm, _mm_mul_ps(vc, _mm_sub_ps(_mm_loadu_ps(G + i), vm))));
+    const __m128 bl = clampv(_mm_add_ps(vm, _mm_mul_ps(vc, _mm_sub_ps(_mm_loadu_ps(B + i), vm))));
+    const __m128 gray = _mm_add_ps(_mm_mul_ps(kr, r), _mm_add_ps(_mm_mul_ps(kg, g), _mm_mul_ps(kb, bl)));
+    _mm_storeu_ps(R + i, clampv(_mm_add_ps(gray, _mm_mul_ps(vs, _mm_sub_ps(r, gray)))));
+    _mm_storeu_ps(G + i, clampv(_mm_add_ps(gray, _mm_mul_ps(vs, _mm_sub_ps(g, gray)))));
+    _mm_storeu_ps(B + i, clampv(_mm_add_ps(gray, _mm_mul_ps(vs, _mm_sub_ps(bl, gray)))));
+  }
+  for (int64_t i = n4; i < hw; ++i) {
+    const float r = clamp255(m + c * (R[i] - m)), g = clamp255(m + c * (G[i] - m)), bl = clamp255(m + c * (B[i] - m));
+    const float gray = 0.299f * r + 0.587f * g + 0.114f * bl;
+    R[i] = clamp255(gray + s * (r - gray)), G[i] = clamp255(gray + s * (g - gray)), B[i] = clamp255(gray + s * (bl - gray));
+  }
   if (h != 0) {  // rotate chroma in YIQ space by 2*pi*h
     const float ca = std::cos(2 * static_cast<float>(M_PI) * h), sa = std::sin(2 * static_cast<float>(M_PI) * h);
+#pragma omp simd
     for (int64_t i = 0; i < hw; ++i) {
       const float y = 0.299f * R[i] + 0.587f * G[i] + 0.114f * B[i];
       const float ii = 0.596f * R[i] - 0.274f * G[i] - 0.322f * B[i];
       const float q = 0.211f * R[i] - 0.523f * G[i] + 0.312f * B[i];
       const float i2 = ca * ii - sa * q, q2 = sa * ii + ca * q;
-      R[i] = std::clamp(y + 0.956f * i2 + 0.621f * q2, 0.f, 255.f);
-      G[i] = std::clamp(y - 0.272f * i2 - 0.647f * q2, 0.f, 255.f);
-      B[i] = std::clamp(y - 1.106f * i2 + 1.703f * q2, 0.f, 255.f);
+      R[i] = clamp255(y + 0.956f * i2 + 0.621f * q2);
+      G[i] = clamp255(y - 0.272f * i2 - 0.647f * q2);
+      B[i] = clamp255(y - 1.106f * i2 + 1.703f * q2);
     }
   }
 }
