@@ -104,6 +104,7 @@ struct CbamParams {
   bool training = true;       // spatial-gate BN: batch statistics (and running update) vs running stats
   float bn_momentum = 0.01f;  // the official BasicConv's BatchNorm2d momentum
   float bn_eps = 1e-5f;
+  Tensor* attention_out = nullptr;  // if set: receives the spatial attention map (N, 1, H, W)
 };
 // Fused forward and hand-written backward: x (N, C, H, W) in plain or nChw8c/nChw16c layout ->
 // same shape and layout.

@@ -11,20 +11,27 @@
 #include <memory>
 #include <vector>
 
-#include "framework/nn/layers.h"
+#include "models/classifier.h"
 
 namespace dermis::models {
 
-class CbamSmall : public nn::Module {
+class CbamSmall : public Classifier {
  public:
   explicit CbamSmall(int classes, float dropout = 0.2f, bool fused_cbam = true);
-  Var forward(const Var& x) override;  // (N, 3, H, W) -> (N, classes)
+  Var features(const Var& x) override;  // (N, 3, H, W) -> (N, 256, H/32, W/32)
+  Var head(const Var& f) override;      // -> (N, classes)
+  nn::CBAM* last_cbam() override { return cbams_.back().get(); }
+  int num_classes() const override { return classes_; }
   std::string type_name() const override { return "CbamSmall"; }
 
   std::shared_ptr<nn::Sequential> stem;
   std::vector<std::shared_ptr<nn::Sequential>> stages;
   std::shared_ptr<nn::Dropout> drop;
   std::shared_ptr<nn::Linear> fc;
+
+ private:
+  int classes_;
+  std::vector<std::shared_ptr<nn::CBAM>> cbams_;
 };
 
 std::shared_ptr<CbamSmall> cbam_small(int classes);

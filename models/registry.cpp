@@ -11,7 +11,7 @@ const std::vector<std::string>& model_names() {
   return n;
 }
 
-std::shared_ptr<nn::Module> create(const std::string& name, int classes) {
+std::shared_ptr<Classifier> create(const std::string& name, int classes) {
   if (name == "resnet18_cbam") return resnet18_cbam(classes);
   if (name == "resnet34_cbam") return resnet34_cbam(classes);
   if (name == "resnet18") return resnet18(classes);

@@ -5,12 +5,12 @@
 #include <string>
 #include <vector>
 
-#include "framework/nn/module.h"
+#include "models/classifier.h"
 
 namespace dermis::models {
 
 const std::vector<std::string>& model_names();  // resnet18_cbam, resnet34_cbam, resnet18, cbam_small
 // Throws dermis::Error listing the valid names for an unknown one.
-std::shared_ptr<nn::Module> create(const std::string& name, int classes);
+std::shared_ptr<Classifier> create(const std::string& name, int classes);
 
 }  // namespace dermis::models

@@ -29,7 +29,7 @@ Var BasicBlock::forward(const Var& x) {
   return relu(y + (downsample ? downsample->forward(x) : x));
 }
 
-ResNet::ResNet(const std::vector<int>& blocks, int classes, bool use_cbam, bool fused_cbam) {
+ResNet::ResNet(const std::vector<int>& blocks, int classes, bool use_cbam, bool fused_cbam) : classes_(classes) {
   DERMIS_CHECK(blocks.size() == 4 && classes >= 2, "ResNet: need 4 stages and at least 2 classes");
   conv1 = register_module("conv1", std::make_shared<nn::Conv2d>(3, 64, 7, nn::Conv2dOptions{.stride = 2, .pad = 3, .bias = false}));
   bn1 = register_module("bn1", std::make_shared<nn::BatchNorm2d>(64));
@@ -38,7 +38,9 @@ ResNet::ResNet(const std::vector<int>& blocks, int classes, bool use_cbam, bool 
   for (int s = 0; s < 4; ++s) {
     auto layer = std::make_shared<nn::Sequential>();
     for (int b = 0; b < blocks[s]; ++b) {
-      layer->push_back(std::make_shared<BasicBlock>(in, widths[s], (s > 0 && b == 0) ? 2 : 1, use_cbam, fused_cbam));
+      auto block = std::make_shared<BasicBlock>(in, widths[s], (s > 0 && b == 0) ? 2 : 1, use_cbam, fused_cbam);
+      blocks_.push_back(block);
+      layer->push_back(block);
       in = widths[s];
     }
     layers.push_back(register_module(fmt::format("layer{}", s + 1), layer));
@@ -46,13 +48,17 @@ ResNet::ResNet(const std::vector<int>& blocks, int classes, bool use_cbam, bool 
   fc = register_module("fc", std::make_shared<nn::Linear>(512, classes));
 }
 
-Var ResNet::forward(const Var& x) {
+Var ResNet::features(const Var& x) {
   DERMIS_CHECK(x.ndim() == 4 && x.dim(1) == 3 && x.dim(2) >= 32 && x.dim(3) >= 32,
                "ResNet: input must be (N, 3, H, W) with H, W >= 32, got {}", to_string(x.shape()));
   Var h = max_pool2d(relu(bn1->forward(conv1->forward(x))), {.kernel = 3, .stride = 2, .pad = 1});
   for (auto& l : layers) h = l->forward(h);
-  return fc->forward(flatten(global_avg_pool2d(h)));
+  return h;
 }
+
+Var ResNet::head(const Var& f) { return fc->forward(flatten(global_avg_pool2d(f))); }
+
+nn::CBAM* ResNet::last_cbam() { return blocks_.back()->cbam.get(); }
 
 std::shared_ptr<ResNet> resnet18_cbam(int classes, bool fused) { return std::make_shared<ResNet>(std::vector<int>{2, 2, 2, 2}, classes, true, fused); }
 std::shared_ptr<ResNet> resnet34_cbam(int classes, bool fused) { return std::make_shared<ResNet>(std::vector<int>{3, 4, 6, 3}, classes, true, fused); }

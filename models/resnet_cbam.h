@@ -8,7 +8,7 @@
 #include <memory>
 #include <vector>
 
-#include "framework/nn/layers.h"
+#include "models/classifier.h"
 
 namespace dermis::models {
 
@@ -24,16 +24,23 @@ class BasicBlock : public nn::Module {
   std::shared_ptr<nn::Sequential> downsample;  // 1x1 conv + BN when the shape changes, else null
 };
 
-class ResNet : public nn::Module {
+class ResNet : public Classifier {
  public:
   ResNet(const std::vector<int>& blocks, int classes, bool use_cbam, bool fused_cbam = true);
-  Var forward(const Var& x) override;  // (N, 3, H, W) -> (N, classes)
+  Var features(const Var& x) override;  // (N, 3, H, W) -> (N, 512, H/32, W/32)
+  Var head(const Var& f) override;      // -> (N, classes)
+  nn::CBAM* last_cbam() override;
+  int num_classes() const override { return classes_; }
   std::string type_name() const override { return "ResNet"; }
 
   std::shared_ptr<nn::Conv2d> conv1;
   std::shared_ptr<nn::BatchNorm2d> bn1;
   std::vector<std::shared_ptr<nn::Sequential>> layers;
   std::shared_ptr<nn::Linear> fc;
+
+ private:
+  int classes_;
+  std::vector<std::shared_ptr<BasicBlock>> blocks_;
 };
 
 std::shared_ptr<ResNet> resnet18_cbam(int classes, bool fused_cbam = true);

@@ -110,7 +110,10 @@ CBAM::CBAM(int64_t channels, CBAMOptions o) : options(o) {
 }
 
 Var CBAM::forward(const Var& x) {
-  const CbamParams p{.channel_only = options.channel_only, .training = is_training(), .bn_momentum = options.bn_momentum};
+  const CbamParams p{.channel_only = options.channel_only,
+                     .training = is_training(),
+                     .bn_momentum = options.bn_momentum,
+                     .attention_out = capture_attention && !options.channel_only ? &last_attention : nullptr};
   return options.fused ? cbam(x, w, bn_running_mean, bn_running_var, p)
                        : cbam_composed(x, w, bn_running_mean, bn_running_var, p);
 }

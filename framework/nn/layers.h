@@ -128,6 +128,8 @@ class CBAM : public Module {
   CbamWeights w;
   Tensor bn_running_mean, bn_running_var;
   CBAMOptions options;
+  bool capture_attention = false;  // keep the last forward's spatial attention map (heatmaps)
+  Tensor last_attention;           // (N, 1, H, W) when captured
 };
 
 }  // namespace dermis::nn

@@ -413,6 +413,7 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
       s.zhat[i] = static_cast<float>((pz[i] - mean) * s.inv_std);
       s.att_s[i] = sigm(s.bn_gamma * s.zhat[i] + beta);
     }
+    if (p.attention_out) *p.attention_out = Tensor::from_vector({N, 1, s.H, s.W}, s.att_s);
   }
 
   // P3: out = x * att_c (* att_s), in x's layout.
@@ -565,7 +566,9 @@ Var cbam_composed(const Var& x, const CbamWeights& w, Tensor& bn_running_mean, T
   Var z = conv2d(s, w.conv_w, {}, {.pad = w.conv_w.dim(2) / 2});
   z = batch_norm2d(z, w.bn_w, w.bn_b, bn_running_mean, bn_running_var,
                    {.training = p.training, .momentum = p.bn_momentum, .eps = p.bn_eps});
-  return x1 * sigmoid(z);
+  Var att = sigmoid(z);
+  if (p.attention_out) *p.attention_out = att.value().plain().clone();
+  return x1 * att;
 }
 
 }  // namespace dermis

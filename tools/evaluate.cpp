@@ -1,0 +1,75 @@
+// tools/evaluate: scores a checkpoint on a dataset (HAM10000 layout, or an ISIC 2018 Task 3
+// ground-truth CSV) and prints one JSON object of metrics.
+#include <cstdio>
+#include <filesystem>
+
+#include "datasets/ham10000.h"
+#include "datasets/split.h"
+#include "framework/data/jpeg.h"
+#include "framework/metrics.h"
+#include "framework/ops.h"
+#include "tools/cli.h"
+#include "tools/experiment/checkpoint.h"
+#include "tools/experiment/config.h"
+#include "tools/experiment/evaluation.h"
+
+int main(int argc, char** argv) {
+  using namespace dermis;
+  try {
+    cli::Args args(
+        "usage: evaluate --checkpoint FILE --data DIR [--images SUBDIR | --ground-truth CSV] [flags]\n"
+        "Prints accuracy, balanced accuracy, per-class recall/precision, macro F1, AUC and the confusion\n"
+        "matrix as one JSON object. --split val scores only the checkpoint's own validation split.");
+    args.add("checkpoint", "", "a checkpoint written by train (best.safetensors or last.safetensors)");
+    args.add("data", "", "HAM10000 folder, or the image folder when --ground-truth is given");
+    args.add("images", "", "image subfolder of --data (HAM10000 layout)");
+    args.add("ground-truth", "", "ISIC 2018 Task 3 ground-truth CSV (images in --data)");
+    args.add("split", "all", "all | val | train (val/train: the checkpoint's lesion-grouped split)");
+    args.add_bool("tta", "average the predictions over horizontal and vertical flips");
+    args.add_bool("skip-bad-images", "warn about and skip unreadable images");
+    args.add("out", "", "also write the JSON to this file");
+    args.add("threads", "0", "OpenMP threads (0: all cores)");
+    args.add("batch", "64", "batch size");
+    if (!args.parse(argc, argv)) return 0;
+    DERMIS_CHECK(!args.str("checkpoint").empty(), "flag --checkpoint is required");
+    DERMIS_CHECK(!args.str("data").empty(), "flag --data is required");
+    if (const long t = args.integer("threads", 0, 1024); t > 0) set_num_threads(static_cast<int>(t));
+    auto ck = experiment::load_checkpoint(args.str("checkpoint"));
+    const bool skip = args.flag("skip-bad-images");
+    datasets::Dataset ds = args.str("ground-truth").empty()
+                               ? datasets::read_ham10000(args.str("data"), {args.str("images"), skip})
+                               : datasets::read_isic_ground_truth(args.str("ground-truth"), args.str("data"), skip);
+    const std::string split = args.str("split");
+    DERMIS_CHECK(split == "all" || split == "val" || split == "train", "flag --split: expected all, val or train");
+    if (split != "all") {
+      const auto cfg = experiment::TrainConfig::from_json(ck.info.config);
+      const auto sp = datasets::grouped_split(ds, cfg.val_fraction, cfg.seed);
+      ds = datasets::subset(ds, split == "val" ? sp.val : sp.train);
+    }
+    std::vector<data::Item> items;
+    for (auto& s : ds.samples) items.push_back({s.path, s.label});
+    data::LoaderOptions o;
+    o.train = false, o.shuffle = false, o.batch = args.integer("batch", 1, 4096), o.height = ck.info.height;
+    o.width = ck.info.width, o.norm = ck.info.norm, o.skip_bad_images = skip, o.num_classes = static_cast<int>(ck.info.classes.size());
+    data::Loader loader(items, o);
+    auto p = experiment::predict(*ck.model, loader, args.flag("tta"), [&](int64_t done, int64_t total) {
+      std::fprintf(stderr, "\revaluating %ld/%ld images", static_cast<long>(done), static_cast<long>(total));
+    });
+    std::fprintf(stderr, "\n");
+    auto r = metrics::evaluate(p.labels, p.probs, static_cast<int>(ck.info.classes.size()));
+    r.loss = p.loss;
+    json::Object o2 = r.to_json(ck.info.classes);
+    o2["checkpoint"] = args.str("checkpoint");
+    o2["split"] = split;
+    o2["tta"] = args.flag("tta");
+    o2["skipped_images"] = loader.bad_images();
+    const std::string text = json::dump(o2);
+    std::printf("%s\n", text.c_str());
+    if (!args.str("out").empty())
+      data::write_file_atomic(args.str("out"), std::vector<uint8_t>(text.begin(), text.end()));
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "evaluate: error: %s\n", e.what());
+    return 2;
+  }
+}

@@ -1,0 +1,123 @@
+// Checkpoint save/load (see checkpoint.h).
+#include "checkpoint.h"
+
+#include <fmt/format.h>
+
+#include "models/registry.h"
+
+namespace dermis::experiment {
+
+namespace {
+constexpr const char* kFormat = "dermis-checkpoint/1";
+
+json::Value norm_json(const data::Normalization& n) {
+  return json::Object{{"mean", json::Array{n.mean[0], n.mean[1], n.mean[2]}},
+                      {"std", json::Array{n.std[0], n.std[1], n.std[2]}}};
+}
+}  // namespace
+
+void save_checkpoint(const std::string& path, models::Classifier& model, const CheckpointInfo& info, optim::SGD* opt) {
+  auto tensors = model.state();
+  if (opt) {
+    const auto named = model.named_parameters();
+    auto& bufs = opt->momentum_buffers();
+    DERMIS_CHECK(bufs.size() == named.size(), "internal: optimiser and model disagree on the parameter count");
+    for (size_t i = 0; i < named.size(); ++i)
+      if (bufs[i].defined()) tensors.emplace_back("optimizer.momentum." + named[i].first, bufs[i]);
+  }
+  json::Array classes;
+  for (auto& c : info.classes) classes.push_back(c);
+  const auto& s = info.schedule;
+  std::map<std::string, std::string> meta{
+      {"format", kFormat},
+      {"model", info.model},
+      {"classes", json::dump(classes)},
+      {"input_size", fmt::format("{}x{}", info.height, info.width)},
+      {"normalization", json::dump(norm_json(info.norm))},
+      {"config", json::dump(info.config)},
+      {"epoch", std::to_string(info.epoch)},
+      {"step", std::to_string(info.step)},
+      {"elapsed_seconds", fmt::format("{:.3f}", info.elapsed_seconds)},
+      {"best_balanced_accuracy", fmt::format("{:.6f}", info.best_metric)},
+      {"best_epoch", std::to_string(info.best_epoch)},
+      {"schedule", json::dump(json::Object{{"plateau_lr", s.plateau_lr},
+                                           {"best", s.best},
+                                           {"bad_epochs", s.bad_epochs},
+                                           {"cooldown_left", s.cooldown_left},
+                                           {"has_best", s.has_best}})},
+      {"rng", fmt::format("{{\"seed\":\"{}\",\"counter\":\"{}\"}}", info.rng_seed, info.rng_counter)},
+  };
+  io::save_safetensors(path, tensors, meta);
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  Checkpoint ck;
+  ck.file = io::load_safetensors(path);
+  const auto& m = ck.file.metadata;
+  auto get = [&](const char* k) -> const std::string& {
+    auto it = m.find(k);
+    DERMIS_CHECK(it != m.end(), "{}: not a dermis checkpoint (metadata '{}' is missing)", path, k);
+    return it->second;
+  };
+  DERMIS_CHECK(m.count("format") && m.at("format") == kFormat,
+               "{}: not a dermis checkpoint (format is '{}', expected '{}')", path,
+               m.count("format") ? m.at("format") : "missing", kFormat);
+  CheckpointInfo& in = ck.info;
+  try {
+    in.model = get("model");
+    const json::Value classes = json::parse(get("classes"), "classes");  // keep alive while iterating
+    for (auto& c : classes.array("classes")) in.classes.push_back(c.string("class"));
+    const std::string& size = get("input_size");
+    DERMIS_CHECK(std::sscanf(size.c_str(), "%ldx%ld", &in.height, &in.width) == 2 && in.height > 0 && in.width > 0,
+                 "bad input_size '{}'", size);
+    const json::Value n = json::parse(get("normalization"), "normalization");
+    for (int c = 0; c < 3; ++c) {
+      in.norm.mean[c] = static_cast<float>(n.find("mean")->array("mean").at(c).number("mean"));
+      in.norm.std[c] = static_cast<float>(n.find("std")->array("std").at(c).number("std"));
+    }
+    in.config = json::parse(get("config"), "config");
+    in.epoch = std::stoll(get("epoch"));
+    in.step = std::stoll(get("step"));
+    in.elapsed_seconds = std::stod(get("elapsed_seconds"));
+    in.best_metric = std::stod(get("best_balanced_accuracy"));
+    in.best_epoch = std::stoll(get("best_epoch"));
+    const json::Value s = json::parse(get("schedule"), "schedule");
+    in.schedule.plateau_lr = s.find("plateau_lr")->number();
+    in.schedule.best = s.find("best")->number();
+    in.schedule.bad_epochs = static_cast<int>(s.find("bad_epochs")->integer());
+    in.schedule.cooldown_left = static_cast<int>(s.find("cooldown_left")->integer());
+    in.schedule.has_best = s.find("has_best")->boolean();
+    const json::Value r = json::parse(get("rng"), "rng");
+    in.rng_seed = std::stoull(r.find("seed")->string());
+    in.rng_counter = std::stoull(r.find("counter")->string());
+  } catch (const Error& e) {
+    DERMIS_FAIL("{}: damaged checkpoint metadata: {}", path, e.what());
+  } catch (const std::exception& e) {
+    DERMIS_FAIL("{}: damaged checkpoint metadata ({})", path, e.what());
+  }
+  DERMIS_CHECK(in.classes.size() >= 2, "{}: the checkpoint lists {} classes", path, in.classes.size());
+  ck.model = models::create(in.model, static_cast<int>(in.classes.size()));
+  std::vector<std::pair<std::string, Tensor>> weights;
+  for (auto& [n, t] : ck.file.tensors)
+    if (n.rfind("optimizer.", 0) != 0) weights.emplace_back(n, t);
+  try {
+    ck.model->load_state(weights);
+  } catch (const Error& e) {
+    DERMIS_FAIL("{}: the weights do not fit a {} with {} classes: {}", path, in.model, in.classes.size(), e.what());
+  }
+  return ck;
+}
+
+void load_optimizer_state(const Checkpoint& ck, models::Classifier& model, optim::SGD& opt) {
+  const auto named = model.named_parameters();
+  auto& bufs = opt.momentum_buffers();
+  for (size_t i = 0; i < named.size(); ++i) {
+    const Tensor* t = ck.file.find("optimizer.momentum." + named[i].first);
+    if (!t) continue;
+    DERMIS_CHECK(t->shape() == named[i].second.shape(), "{}: momentum buffer of {} has shape {} (expected {})",
+                 ck.file.path, named[i].first, to_string(t->shape()), to_string(named[i].second.shape()));
+    bufs[i] = t->clone();
+  }
+}
+
+}  // namespace dermis::experiment

@@ -1,0 +1,53 @@
+// Training checkpoints as safetensors files: the model's parameters and buffers under PyTorch-style
+// names (conv1.weight, layer1.0.bn1.running_mean, ...), optionally the SGD momentum buffers under
+// "optimizer.momentum.<parameter name>", and __metadata__ with everything needed to rebuild the
+// model and its input pipeline (model name, classes, input size, normalisation) and to resume
+// training exactly (epoch, step, schedule state, generator state, elapsed time, the run's config).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "framework/data/augment.h"
+#include "framework/io/json.h"
+#include "framework/io/safetensors.h"
+#include "framework/optim/schedule.h"
+#include "framework/optim/sgd.h"
+#include "models/classifier.h"
+
+namespace dermis::experiment {
+
+struct CheckpointInfo {
+  std::string model;
+  std::vector<std::string> classes;
+  int64_t height = 112, width = 112;
+  data::Normalization norm;
+  json::Value config;         // the training run's settings (TrainConfig::to_json)
+  int64_t epoch = 0;          // completed epochs
+  int64_t step = 0;           // completed optimiser steps
+  double elapsed_seconds = 0;  // training time so far (for time budgets)
+  double best_metric = -1;    // best validation balanced accuracy so far
+  int64_t best_epoch = -1;
+  optim::Schedule::State schedule;
+  uint64_t rng_seed = 0, rng_counter = 0;  // the default generator (dropout)
+};
+
+// Writes atomically. With `opt`, the momentum buffers are included (for --resume).
+void save_checkpoint(const std::string& path, models::Classifier& model, const CheckpointInfo& info,
+                     optim::SGD* opt = nullptr);
+
+struct Checkpoint {
+  CheckpointInfo info;
+  std::shared_ptr<models::Classifier> model;  // created by name, weights loaded
+  io::TensorFile file;
+};
+
+// Reads and validates a checkpoint and rebuilds its model. Errors name the file and the problem
+// (not a dermis checkpoint, damaged, model mismatch, ...).
+Checkpoint load_checkpoint(const std::string& path);
+
+// Restores the momentum buffers saved by save_checkpoint(..., opt) into `opt` (same model).
+void load_optimizer_state(const Checkpoint& ck, models::Classifier& model, optim::SGD& opt);
+
+}  // namespace dermis::experiment

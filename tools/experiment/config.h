@@ -1,0 +1,57 @@
+// The training run's settings: defaults, the command-line flags of tools/train, and JSON (stored in
+// every checkpoint, so evaluate/predict/resume know how the model was trained).
+#pragma once
+
+#include <string>
+
+#include "framework/io/json.h"
+#include "framework/optim/schedule.h"
+#include "tools/cli.h"
+
+namespace dermis::experiment {
+
+struct TrainConfig {
+  // data
+  std::string data;    // HAM10000 folder; empty: the built-in synthetic dataset
+  std::string images;  // image subfolder ("" = HAM10000_images_part_1/2)
+  bool skip_bad_images = false;
+  double val_fraction = 0.2;
+  int64_t synthetic_count = 1500;  // built-in dataset
+  // model and input
+  std::string model = "cbam_small";
+  int64_t height = 0, width = 0;  // 0: 72x96 on the synthetic set, 112x150 otherwise
+  // optimisation
+  int64_t batch = 32;
+  int64_t epochs = 0;     // 0: 12 on the synthetic set, 30 otherwise
+  double minutes = 0;     // wall-clock budget for the whole run (0: none)
+  double lr = 0.05, momentum = 0.9, weight_decay = 5e-4;
+  bool nesterov = true;
+  optim::ScheduleOptions schedule;  // kind, gamma, step size, milestones, plateau, min lr, warm-up
+  std::string plateau_metric = "balanced_accuracy";  // or "loss"
+  std::string class_weights = "sqrt";                // none | inverse | sqrt
+  double label_smoothing = 0.1;
+  bool balanced_sampling = false;
+  // augmentation
+  double crop_scale_min = 0.5, rotate_degrees = 15, jitter = 0.1, hue = 0.02;
+  // run
+  uint64_t seed = 0;
+  int threads = 0, loader_threads = 0;  // 0: automatic split of the cores
+  bool cache = false;
+  std::string out;     // run folder; empty: runs/<model>-<date>-<time>
+  std::string resume;  // checkpoint to continue from
+  int64_t report_images = 16;
+
+  json::Value to_json() const;
+  static TrainConfig from_json(const json::Value& v);  // as stored in checkpoints
+  void validate() const;
+};
+
+// Registers the flags of tools/train (with --help texts and defaults).
+void add_train_flags(cli::Args& args);
+// Reads them back (range-checked; errors name the flag).
+TrainConfig train_config_from_flags(const cli::Args& args);
+
+// "112x150" or "112" -> height, width; errors name `flag`.
+void parse_size(const std::string& s, const char* flag, int64_t& h, int64_t& w);
+
+}  // namespace dermis::experiment

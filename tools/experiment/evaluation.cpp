@@ -1,0 +1,69 @@
+// Prediction over a loader (see evaluation.h).
+#include "evaluation.h"
+
+#include <cmath>
+
+#include "framework/ops.h"
+
+namespace dermis::experiment {
+
+Tensor flip_images(const Tensor& xin, bool h, bool v) {
+  Tensor x = xin.plain();
+  Tensor y = Tensor::empty(x.shape());
+  const int64_t NC = x.dim(0) * x.dim(1), H = x.dim(2), W = x.dim(3);
+  const float* px = x.data();
+  float* py = y.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < NC; ++p)
+    for (int64_t r = 0; r < H; ++r) {
+      const float* src = px + (p * H + (v ? H - 1 - r : r)) * W;
+      float* dst = py + (p * H + r) * W;
+      for (int64_t c = 0; c < W; ++c) dst[c] = src[h ? W - 1 - c : c];
+    }
+  return y;
+}
+
+std::vector<float> softmax_rows(const Tensor& logits) {
+  Tensor z = logits.plain();
+  const int64_t N = z.dim(0), K = z.dim(1);
+  std::vector<float> p(N * K);
+  for (int64_t i = 0; i < N; ++i) {
+    const float* zi = z.data() + i * K;
+    float m = zi[0];
+    for (int64_t k = 1; k < K; ++k) m = std::max(m, zi[k]);
+    double s = 0;
+    for (int64_t k = 0; k < K; ++k) s += std::exp(static_cast<double>(zi[k]) - m);
+    for (int64_t k = 0; k < K; ++k) p[i * K + k] = static_cast<float>(std::exp(static_cast<double>(zi[k]) - m) / s);
+  }
+  return p;
+}
+
+Predictions predict(models::Classifier& model, data::Loader& loader, bool tta,
+                    const std::function<void(int64_t, int64_t)>& progress) {
+  model.eval();
+  NoGrad ng;
+  Predictions out;
+  const int64_t K = model.num_classes(), total = loader.size();
+  double loss_sum = 0;
+  auto ep = loader.epoch(0);
+  while (auto b = ep.next()) {
+    const int64_t n = b->images.dim(0);
+    std::vector<float> p = softmax_rows(model.forward(Var(b->images)).value());
+    if (tta) {
+      for (auto [h, v] : {std::pair{true, false}, {false, true}, {true, true}}) {
+        auto q = softmax_rows(model.forward(Var(flip_images(b->images, h, v))).value());
+        for (size_t i = 0; i < p.size(); ++i) p[i] += q[i];
+      }
+      for (auto& x : p) x /= 4;
+    }
+    for (int64_t i = 0; i < n; ++i) loss_sum -= std::log(std::max(p[i * K + b->labels[i]], 1e-12f));
+    out.probs.insert(out.probs.end(), p.begin(), p.end());
+    out.labels.insert(out.labels.end(), b->labels.begin(), b->labels.end());
+    out.items.insert(out.items.end(), b->items.begin(), b->items.end());
+    if (progress) progress(static_cast<int64_t>(out.labels.size()), total);
+  }
+  out.loss = out.labels.empty() ? 0 : loss_sum / static_cast<double>(out.labels.size());
+  return out;
+}
+
+}  // namespace dermis::experiment

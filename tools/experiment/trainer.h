@@ -1,0 +1,28 @@
+// The experiment: train a classifier on HAM10000 (or the built-in synthetic set) with SGD and an LR
+// schedule, validate every epoch on a lesion-grouped split, keep best/last checkpoints, write
+// metrics.jsonl and report.html. tools/train is a thin wrapper around train().
+#pragma once
+
+#include <string>
+
+#include "config.h"
+#include "framework/metrics.h"
+
+namespace dermis::experiment {
+
+struct TrainResult {
+  std::string out_dir, best_checkpoint, last_checkpoint, report;
+  metrics::Report best_val;
+  int64_t best_epoch = 0, epochs_done = 0;
+  double train_img_s = 0, elapsed_s = 0;
+};
+
+// Runs the whole experiment. `command` is recorded in the report.
+TrainResult train(TrainConfig cfg, const std::string& command = "");
+
+// Where the built-in synthetic dataset lives (beside the build folder of the running binary) and
+// its generator settings; generated on first use.
+std::string default_synthetic_dir();
+void ensure_synthetic_dataset(const std::string& dir, int64_t count);
+
+}  // namespace dermis::experiment
