@@ -58,6 +58,7 @@ void add_train_flags(cli::Args& a) {
   a.add("resume", "", "continue from a checkpoint (e.g. RUN/last.safetensors)");
   a.add("synthetic-count", "1500", "images in the built-in synthetic dataset");
   a.add("report-images", "16", "validation images with heatmaps in report.html");
+  a.add("stop-after", "0", "stop after this many epochs (continue later with --resume; 0: run to the end)");
 }
 
 TrainConfig train_config_from_flags(const cli::Args& a) {
@@ -109,6 +110,7 @@ TrainConfig train_config_from_flags(const cli::Args& a) {
   c.resume = a.str("resume");
   c.synthetic_count = a.integer("synthetic-count", 50, 10000000);
   c.report_images = a.integer("report-images", 0, 1000);
+  c.stop_after = a.integer("stop-after", 0, 1000000);
   c.validate();
   return c;
 }

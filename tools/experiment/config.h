@@ -40,6 +40,7 @@ struct TrainConfig {
   std::string out;     // run folder; empty: runs/<model>-<date>-<time>
   std::string resume;  // checkpoint to continue from
   int64_t report_images = 16;
+  int64_t stop_after = 0;  // stop after this many epochs of this invocation (0: run to the end)
 
   json::Value to_json() const;
   static TrainConfig from_json(const json::Value& v);  // as stored in checkpoints

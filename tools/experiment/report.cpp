@@ -196,7 +196,7 @@ void write_report(const std::string& path, const ReportInput& in) {
     }
     h += "</div>";
   }
-  h += "<h2>Configuration</h2><pre style='white-space:pre-wrap;font-size:12px'>" + html_escape(in.config_json) +
+  h += "<h2>Configuration</h2><pre style='white-space:pre-wrap;word-break:break-all;font-size:12px'>" + html_escape(in.config_json) +
        "</pre></body></html>\n";
   data::write_file_atomic(path, std::vector<uint8_t>(h.begin(), h.end()));
 }

@@ -10,6 +10,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <thread>
 
 #include "checkpoint.h"
@@ -82,9 +83,15 @@ TrainResult train(TrainConfig c, const std::string& command) {
     ck = std::make_unique<Checkpoint>(load_checkpoint(path));
     TrainConfig stored = TrainConfig::from_json(ck->info.config);
     stored.resume = path;
+    stored.stop_after = c.stop_after;
     if (stored.out.empty()) stored.out = fs::path(path).parent_path().string();
     c = stored;
     fmt::print("resuming {} from {} (epoch {} done)\n", c.model, path, ck->info.epoch);
+  }
+  {
+    const auto& names = models::model_names();
+    DERMIS_CHECK(std::find(names.begin(), names.end(), c.model) != names.end(),
+                 "unknown model '{}'; choose one of resnet18_cbam, resnet34_cbam, resnet18, cbam_small", c.model);
   }
   const bool synthetic = c.data.empty();
   if (c.height == 0) c.height = synthetic ? 72 : 112, c.width = synthetic ? 96 : 150;
@@ -106,7 +113,11 @@ TrainResult train(TrainConfig c, const std::string& command) {
   const int loader_threads = c.loader_threads > 0 ? c.loader_threads : data::default_loader_threads(cores);
 
   // Data: lesion-grouped, stratified split.
-  const std::string root = synthetic ? default_synthetic_dir() : c.data;
+  const std::string root =
+      synthetic ? default_synthetic_dir() + (c.synthetic_count == TrainConfig{}.synthetic_count
+                                                 ? std::string()
+                                                 : "-" + std::to_string(c.synthetic_count))
+                : c.data;
   if (synthetic) ensure_synthetic_dataset(root, c.synthetic_count);
   const datasets::Dataset ds = datasets::read_ham10000(root, {c.images, c.skip_bad_images});
   const datasets::Split split = datasets::grouped_split(ds, c.val_fraction, c.seed);
@@ -189,7 +200,8 @@ TrainResult train(TrainConfig c, const std::string& command) {
   int64_t epoch = start_epoch;
   double run_t0 = now() - elapsed_before;  // elapsed time carries across resumes
 
-  for (; epoch < c.epochs && !stop; ++epoch) {
+  const int64_t last_epoch = c.stop_after > 0 ? std::min(c.epochs, start_epoch + c.stop_after) : c.epochs;
+  for (; epoch < last_epoch && !stop; ++epoch) {
     model->train();
     double loss_sum = 0, lr_now = 0;
     int64_t seen = 0, steps = 0;

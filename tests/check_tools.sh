@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Command-line behaviour of the tools: --help, bad flags and bad files give one clear line on
+# stderr and a non-zero exit, and nothing is left half-written.
+# Usage: check_tools.sh BUILD_DIR WORKDIR
+set -uo pipefail
+build=$1
+work=$2
+rm -rf "$work" && mkdir -p "$work"
+fail=0
+# expect EXIT_CODE STDERR_SUBSTRING -- command...
+expect() {
+  local code=$1 needle=$2
+  shift 3
+  "$@" > "$work/out" 2> "$work/err"
+  local got=$?
+  if [ "$got" -ne "$code" ] || ! grep -qF -- "$needle" "$work/err" "$work/out"; then
+    echo "FAIL: $* -> exit $got (want $code), output lacks '$needle':"; cat "$work/err"; fail=1
+  else
+    echo "ok: $* -> exit $got: $(head -c 160 "$work/err" "$work/out" | tr '\n' ' ' | head -c 160)"
+  fi
+}
+for t in train evaluate predict make_synthetic; do expect 0 "usage:" -- "$build/tools/$t" --help; done
+for b in cbam model_cost loader_throughput pipeline; do expect 0 "usage:" -- "$build/bench/$b" --help; done
+T=$build/tools/train
+expect 2 "unknown flag --bogus" -- $T --bogus 1
+expect 2 "flag --size" -- $T --size 0x0
+expect 2 "flag --batch" -- $T --batch -1
+expect 2 "flag --lr" -- $T --lr nan
+expect 2 "unknown schedule 'linear'" -- $T --schedule linear
+expect 2 "flag --class-weights" -- $T --class-weights heavy
+expect 2 "unknown model 'resnet50'" -- $T --model resnet50 --synthetic-count 60 --epochs 1 --out "$work/r0"
+expect 2 "HAM10000_metadata" -- $T --data "$work/nowhere" --out "$work/r1"
+expect 2 "cannot open" -- $T --resume "$work/none.safetensors"
+# A tiny real run to get a checkpoint, then damage it.
+$T --synthetic-count 80 --epochs 1 --size 32x32 --report-images 2 --out "$work/run" > "$work/train.log" 2>&1 || { echo "FAIL: tiny run"; cat "$work/train.log"; fail=1; }
+ck=$work/run/best.safetensors
+head -c 2000 "$ck" > "$work/trunc.safetensors"
+echo "not a checkpoint" > "$work/text.safetensors"
+E=$build/tools/evaluate
+P=$build/tools/predict
+data=$build/synthetic-ham10000-80
+expect 2 "flag --checkpoint is required" -- $E --data "$data"
+expect 2 "trunc.safetensors" -- $E --checkpoint "$work/trunc.safetensors" --data "$data"
+expect 2 "text.safetensors" -- $E --checkpoint "$work/text.safetensors" --data "$data"
+expect 2 "flag --split" -- $E --checkpoint "$ck" --data "$data" --split test
+img=$(ls "$data"/HAM10000_images_part_1/*.jpg | head -1)
+printf 'GIF89a' > "$work/fake.jpg"
+expect 0 "%" -- $P --checkpoint "$ck" "$img"
+expect 2 "fake.jpg" -- $P --checkpoint "$ck" "$work/fake.jpg"
+expect 2 "no images given" -- $P --checkpoint "$ck"
+expect 2 "missing.jpg" -- $P --checkpoint "$ck" "$work/missing.jpg"
+# Nothing half-written: no temporary files left in the run folder.
+if ls "$work/run" | grep -q "\.tmp\."; then echo "FAIL: temporary files left behind"; fail=1; fi
+exit $fail

@@ -1,0 +1,257 @@
+// The experiment layer: LR schedules against hand-computed sequences, metrics against hand-computed
+// confusion matrices, checkpoints (round trip, damage, a numpy reader), a short training run on
+// synthetic data, and resume giving exactly the weights of an uninterrupted run.
+#define BOOST_TEST_MODULE experiment
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "datasets/synthetic_ham.h"
+#include "framework/metrics.h"
+#include "framework/optim/schedule.h"
+#include "tools/experiment/checkpoint.h"
+#include "tools/experiment/trainer.h"
+
+using namespace dermis;
+namespace fs = std::filesystem;
+
+namespace {
+struct TempDir {
+  fs::path p;
+  TempDir() {
+    p = fs::temp_directory_path() / ("dermis_exp_" + std::to_string(::getpid()) + "_" +
+                                     std::to_string(reinterpret_cast<uintptr_t>(this)));
+    fs::create_directories(p);
+  }
+  ~TempDir() { fs::remove_all(p); }
+  std::string operator/(const std::string& n) const { return (p / n).string(); }
+};
+
+template <class F>
+void expect_error(F&& f, const std::string& needle) {
+  try {
+    f();
+    BOOST_ERROR("expected an error containing '" << needle << "'");
+  } catch (const Error& e) {
+    BOOST_TEST(std::string(e.what()).find(needle) != std::string::npos, e.what());
+  }
+}
+
+optim::ScheduleOptions sched(const std::string& kind) {
+  optim::ScheduleOptions o;
+  o.kind = kind, o.base_lr = 0.1;
+  return o;
+}
+
+// A small synthetic HAM10000-layout dataset shared by the training tests.
+const std::string& dataset() {
+  static TempDir d;
+  static std::string root = [] {
+    datasets::SyntheticOptions o;
+    o.count = 160, o.width = 96, o.height = 72, o.seed = 3;
+    const std::string r = d / "ham";
+    datasets::write_synthetic_ham10000(r, o);
+    return r;
+  }();
+  return root;
+}
+
+experiment::TrainConfig small_run(const std::string& out) {
+  experiment::TrainConfig c;
+  c.data = dataset();
+  c.model = "cbam_small";
+  c.height = 48, c.width = 64, c.batch = 16, c.epochs = 3, c.lr = 0.05;
+  c.out = out, c.report_images = 4, c.threads = 2, c.loader_threads = 2;
+  return c;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(step_multistep_cosine_sequences) {
+  auto s = sched("step");
+  s.step_size = 2, s.gamma = 0.5;
+  optim::Schedule step(s);
+  const double want_step[] = {0.1, 0.1, 0.05, 0.05, 0.025};
+  for (int e = 0; e < 5; ++e) BOOST_TEST(step.lr(e, 0) == want_step[e], boost::test_tools::tolerance(1e-12));
+  auto m = sched("multistep");
+  m.milestones = {2, 5}, m.gamma = 0.1;
+  optim::Schedule ms(m);
+  const double want_ms[] = {0.1, 0.1, 0.01, 0.01, 0.01, 0.001};
+  for (int e = 0; e < 6; ++e) BOOST_TEST(ms.lr(e, 0) == want_ms[e], boost::test_tools::tolerance(1e-12));
+  auto c = sched("cosine");
+  c.min_lr = 0.01;
+  optim::Schedule cos(c);
+  BOOST_TEST(cos.lr(0, 0.0) == 0.1, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(cos.lr(0, 0.5) == 0.055, boost::test_tools::tolerance(1e-12));  // 0.01 + 0.09 * (1 + cos(pi/2)) / 2
+  BOOST_TEST(cos.lr(0, 1.0) == 0.01, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(cos.lr(0, 0.25) == 0.01 + 0.09 * (1 + std::cos(M_PI / 4)) / 2, boost::test_tools::tolerance(1e-12));
+  auto w = sched("constant");
+  w.warmup_epochs = 2;
+  optim::Schedule warm(w);
+  BOOST_TEST(warm.lr(0.5, 0) == 0.025, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(warm.lr(1.0, 0) == 0.05, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(warm.lr(2.0, 0) == 0.1, boost::test_tools::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(plateau_follows_pytorch) {
+  // ReduceLROnPlateau(mode='max', factor=0.5, patience=1, threshold=0.01 rel, cooldown=1, min_lr=0.02),
+  // traced by hand: the metric stalls at 0.5, 0.5, 0.5, 0.5, improves to 0.6, then stalls again.
+  auto o = sched("plateau");
+  o.plateau_factor = 0.5, o.plateau_patience = 1, o.plateau_threshold = 0.01, o.plateau_cooldown = 1, o.min_lr = 0.02;
+  optim::Schedule p(o);
+  const double metrics[] = {0.50, 0.50, 0.50, 0.50, 0.504, 0.60, 0.60, 0.60, 0.60, 0.60, 0.60};
+  // after each epoch_end: best stays 0.5 (0.504 is not > 0.505); bad epochs 1, 2 -> reduce (0.05),
+  // cooldown eats one epoch, then bad 1, 2 -> reduce (0.025); 0.6 is better; then bad 1, 2 -> reduce
+  // to max(0.0125, 0.02) = 0.02; then stays at the floor.
+  const double want[] = {0.1, 0.1, 0.05, 0.05, 0.05, 0.05, 0.05, 0.025, 0.025, 0.025, 0.02};
+  for (int e = 0; e < 11; ++e) {
+    p.epoch_end(metrics[e]);
+    BOOST_TEST(p.lr(e + 1, 0) == want[e], "after epoch " << e + 1 << ": " << p.lr(e + 1, 0));
+  }
+  auto l = sched("plateau");
+  l.plateau_maximize = false, l.plateau_patience = 0, l.plateau_factor = 0.1, l.plateau_threshold = 0;
+  optim::Schedule loss(l);
+  loss.epoch_end(1.0);
+  loss.epoch_end(0.9);  // improves
+  BOOST_TEST(loss.lr(2, 0) == 0.1, boost::test_tools::tolerance(1e-12));
+  loss.epoch_end(0.95);  // worse, patience 0 -> reduce
+  BOOST_TEST(loss.lr(3, 0) == 0.01, boost::test_tools::tolerance(1e-12));
+  expect_error([] { optim::Schedule bad(sched("linear")); }, "unknown schedule 'linear'");
+  auto nm = sched("multistep");
+  expect_error([&] { optim::Schedule bad(nm); }, "milestones");
+}
+
+BOOST_AUTO_TEST_CASE(metrics_against_hand_computed_matrices) {
+  // 3 classes; labels and argmax predictions:
+  //   true 0: pred 0, 0, 1      true 1: pred 1, 2      true 2: pred 2, 2, 2, 0
+  const std::vector<int> labels = {0, 0, 0, 1, 1, 2, 2, 2, 2};
+  const std::vector<int> preds = {0, 0, 1, 1, 2, 2, 2, 2, 0};
+  std::vector<float> probs(labels.size() * 3, 0.1f);
+  for (size_t i = 0; i < preds.size(); ++i) probs[i * 3 + preds[i]] = 0.8f;
+  const auto r = metrics::evaluate(labels, probs, 3);
+  const std::vector<std::vector<int64_t>> cm = {{2, 1, 0}, {0, 1, 1}, {1, 0, 3}};
+  BOOST_TEST((r.confusion == cm));
+  BOOST_TEST(r.accuracy == 6.0 / 9, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(r.recall[0] == 2.0 / 3, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(r.recall[1] == 0.5, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(r.recall[2] == 0.75, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(r.balanced_accuracy == (2.0 / 3 + 0.5 + 0.75) / 3, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(r.precision[0] == 2.0 / 3, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(r.precision[1] == 0.5, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(r.precision[2] == 0.75, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(r.macro_f1 == (2.0 / 3 + 0.5 + 0.75) / 3, boost::test_tools::tolerance(1e-12));  // P = R per class here
+  // AUC by hand: scores for class 0 = 0.8 on images {0,1,8}, 0.1 elsewhere; positives {0,1,2}.
+  // pairs (pos, neg) = 3 * 6 = 18; wins: images 0,1 beat the 5 negatives at 0.1 (10) and tie
+  // image 8 (2 * 0.5); image 2 (0.1) ties the 5 at 0.1 (2.5) and loses to 8: 13.5 / 18.
+  BOOST_TEST(r.auc[0] == 13.5 / 18, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(std::isnan(metrics::roc_auc({0.1f, 0.2f}, {true, true})));
+  // A class absent from the labels is left out of the balanced accuracy.
+  const auto r2 = metrics::evaluate({0, 0, 1}, {0.9f, 0.1f, 0.f, 0.9f, 0.1f, 0.f, 0.1f, 0.9f, 0.f}, 3);
+  BOOST_TEST(r2.balanced_accuracy == 1.0);
+  BOOST_TEST(std::isnan(r2.recall[2]));
+}
+
+BOOST_AUTO_TEST_CASE(short_run_and_checkpoint_round_trip) {
+  TempDir out;
+  auto cfg = small_run(out / "run");
+  const auto res = experiment::train(cfg);
+  BOOST_TEST(res.epochs_done == 3);
+  BOOST_TEST(fs::exists(res.best_checkpoint));
+  BOOST_TEST(fs::exists(res.report));
+  BOOST_TEST(fs::file_size(res.report) > 2000u);
+  std::ifstream m(out / "run/metrics.jsonl");
+  int lines = 0;
+  for (std::string l; std::getline(m, l);) ++lines;
+  BOOST_TEST(lines == 3);
+  // Learning happened: the training loss fell from the first epoch to the last.
+  std::ifstream m2(out / "run/metrics.jsonl");
+  std::vector<double> losses;
+  for (std::string l; std::getline(m2, l);) losses.push_back(json::parse(l).find("train_loss")->number());
+  BOOST_TEST(losses.back() < losses.front());
+  BOOST_TEST_MESSAGE("balanced accuracy after 3 epochs on 160 images: " << res.best_val.balanced_accuracy);
+
+  // Round trip: the loaded model predicts exactly what the saved one did.
+  auto ck = experiment::load_checkpoint(res.best_checkpoint);
+  BOOST_TEST(ck.info.model == "cbam_small");
+  BOOST_TEST(ck.info.height == 48);
+  BOOST_TEST(ck.info.classes.size() == 7u);
+  auto ck2 = experiment::load_checkpoint(res.best_checkpoint);
+  Generator g(1);
+  Tensor x = Tensor::randn({2, 3, 48, 64}, g);
+  ck.model->eval(), ck2.model->eval();
+  NoGrad ng;
+  BOOST_TEST(ck.model->forward(Var(x)).value().to_vector() == ck2.model->forward(Var(x)).value().to_vector());
+
+  // Damage: truncated file, flipped header byte, a foreign safetensors file.
+  const auto bytes = [&] {
+    std::ifstream f(res.best_checkpoint, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(f)), {});
+  }();
+  auto write = [](const std::string& p, const std::string& b) { std::ofstream(p, std::ios::binary) << b; };
+  write(out / "trunc.safetensors", bytes.substr(0, bytes.size() / 2));
+  expect_error([&] { experiment::load_checkpoint(out / "trunc.safetensors"); }, "trunc.safetensors");
+  std::string bad = bytes;
+  bad[12] = '#';
+  write(out / "bad.safetensors", bad);
+  expect_error([&] { experiment::load_checkpoint(out / "bad.safetensors"); }, "damaged");
+  io::save_safetensors(out / "foreign.safetensors", {{"w", Tensor::zeros({2})}});
+  expect_error([&] { experiment::load_checkpoint(out / "foreign.safetensors"); }, "not a dermis checkpoint");
+  expect_error([&] { experiment::load_checkpoint(out / "missing.safetensors"); }, "cannot open");
+
+  // Any safetensors reader: 20 lines of numpy (when python3 with numpy is installed).
+  std::string py;
+  for (const char* cand : {"/usr/bin/python3", "python3"})
+    if (py.empty() && std::system((std::string(cand) + " -c 'import numpy' 2>/dev/null").c_str()) == 0) py = cand;
+  if (!py.empty()) {
+    const std::string script = out / "read.py";
+    std::ofstream(script) << "import json, struct, sys\nimport numpy as np\n"
+                             "b = open(sys.argv[1], 'rb').read()\n"
+                             "n = struct.unpack('<Q', b[:8])[0]\n"
+                             "h = json.loads(b[8:8 + n])\n"
+                             "t = h['fc.weight']\n"
+                             "s, e = t['data_offsets']\n"
+                             "a = np.frombuffer(b[8 + n + s:8 + n + e], dtype='<f4').reshape(t['shape'])\n"
+                             "print(h['__metadata__']['model'], a.shape[0], a.shape[1], repr(float(a.astype(np.float64).sum())))\n";
+    const std::string cmd = py + " " + script + " " + res.best_checkpoint + " > " + (out / "py.txt");
+    BOOST_REQUIRE(std::system(cmd.c_str()) == 0);
+    std::ifstream f(out / "py.txt");
+    std::string model;
+    int rows = 0, cols = 0;
+    double sum = 0;
+    f >> model >> rows >> cols >> sum;
+    double ours = 0;
+    for (auto& [n, v] : ck.model->named_parameters())
+      if (n == "fc.weight")
+        for (float q : v.value().to_vector()) ours += q;
+    BOOST_TEST(model == "cbam_small");
+    BOOST_TEST(rows == 7);
+    BOOST_TEST(cols == 256);
+    BOOST_TEST(sum == ours, boost::test_tools::tolerance(1e-9));
+  } else {
+    BOOST_TEST_MESSAGE("python3 with numpy not found: the numpy reader check was skipped");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(resume_equals_uninterrupted_run) {
+  TempDir out;
+  auto a = small_run(out / "a");
+  experiment::train(a);
+  auto b = small_run(out / "b");
+  b.stop_after = 1;
+  experiment::train(b);
+  experiment::TrainConfig r;
+  r.resume = out / "b/last.safetensors";
+  experiment::train(r);
+  const auto fa = io::load_safetensors(out / "a/last.safetensors");
+  const auto fb = io::load_safetensors(out / "b/last.safetensors");
+  BOOST_REQUIRE(fa.tensors.size() == fb.tensors.size());
+  for (size_t i = 0; i < fa.tensors.size(); ++i) {
+    BOOST_TEST(fa.tensors[i].first == fb.tensors[i].first);
+    BOOST_TEST(fa.tensors[i].second.to_vector() == fb.tensors[i].second.to_vector(),
+               "tensor " << fa.tensors[i].first << " differs after resume");
+  }
+  BOOST_TEST(fa.metadata.at("epoch") == "3");
+  BOOST_TEST(fb.metadata.at("epoch") == "3");
+}
