@@ -98,10 +98,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench/cbam: error: %s\n", e.what());
-    return 2;
-  }
+  return dermis::cli::run_main("bench/cbam", [&] { return run(argc, argv); });
 }

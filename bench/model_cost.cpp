@@ -11,7 +11,7 @@
 using namespace dermis;
 
 int main(int argc, char** argv) {
-  try {
+  return dermis::cli::run_main("bench/model_cost", [&]() -> int {
     cli::Args args("usage: bench/model_cost [flags]\nParameters and forward MACs per image of each model.");
     args.add("classes", "7", "output classes");
     args.add("sizes", "112,224", "comma-separated square input sizes");
@@ -22,8 +22,10 @@ int main(int argc, char** argv) {
            std::vector<std::string> v;
            std::string s = args.str("sizes"), cur;
            for (char c : s + ",")
-             if (c == ',') v.push_back(cur), cur.clear();
-             else cur += c;
+             if (c == ',')
+               v.push_back(cur), cur.clear();
+             else
+               cur += c;
            return v;
          }()) {
       char* end = nullptr;
@@ -39,14 +41,14 @@ int main(int argc, char** argv) {
         Generator g(0);
         profile::MacCounter c;
         m->forward(Var(Tensor::randn({1, 3, s, s}, g)));
-        json::Object o{{"model", name}, {"classes", classes}, {"size", s}, {"params", m->num_parameters()},
+        json::Object o{{"model", name},
+                       {"classes", classes},
+                       {"size", s},
+                       {"params", m->num_parameters()},
                        {"gmacs_per_image", static_cast<double>(c.macs()) / 1e9}};
         std::printf("%s\n", json::dump(o).c_str());
       }
     }
     return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench/model_cost: error: %s\n", e.what());
-    return 2;
-  }
+  });
 }

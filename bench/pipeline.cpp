@@ -77,10 +77,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench/pipeline: error: %s\n", e.what());
-    return 2;
-  }
+  return dermis::cli::run_main("bench/pipeline", [&] { return run(argc, argv); });
 }

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "allocator.h"
 #include "dnnl/context.h"
 #include "error.h"
 #include "random.h"
@@ -42,13 +43,7 @@ dnnl::memory::desc plain_desc(const Shape& s, DType t) {
 }
 
 namespace {
-std::shared_ptr<uint8_t> allocate(size_t bytes) {
-  size_t n = (bytes + 63) / 64 * 64;
-  if (n == 0) n = 64;
-  void* p = std::aligned_alloc(64, n);
-  DERMIS_CHECK(p != nullptr, "out of memory allocating a {} MB tensor", bytes >> 20);
-  return std::shared_ptr<uint8_t>(static_cast<uint8_t*>(p), [](uint8_t* q) { std::free(q); });
-}
+std::shared_ptr<uint8_t> allocate(size_t bytes) { return allocator::allocate(bytes); }
 
 bool has_padding(const dnnl::memory::desc& md) {
   const auto& d = md.data;

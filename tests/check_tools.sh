@@ -20,7 +20,7 @@ expect() {
   fi
 }
 for t in train evaluate predict make_synthetic; do expect 0 "usage:" -- "$build/tools/$t" --help; done
-for b in cbam model_cost loader_throughput pipeline; do expect 0 "usage:" -- "$build/bench/$b" --help; done
+for b in cbam model_cost loader_throughput pipeline train_throughput; do expect 0 "usage:" -- "$build/bench/$b" --help; done
 T=$build/tools/train
 expect 2 "unknown flag --bogus" -- $T --bogus 1
 expect 2 "flag --size" -- $T --size 0x0

@@ -11,22 +11,11 @@
 #include "framework/ops.h"
 #include "framework/optim/sgd.h"
 #include "framework/random.h"
+#include "testing.h"
 
 using namespace dermis;
 
-namespace {
-// Checks that f throws dermis::Error whose message contains `needle`.
-template <class F>
-void expect_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    BOOST_ERROR("expected dermis::Error containing '" << needle << "', nothing was thrown");
-  } catch (const Error& e) {
-    BOOST_TEST(std::string(e.what()).find(needle) != std::string::npos,
-               "message '" << e.what() << "' lacks '" << needle << "'");
-  }
-}
-}  // namespace
+using testing::expect_error;
 
 BOOST_AUTO_TEST_CASE(tensor_basics) {
   Tensor t = Tensor::from_vector({2, 3}, {1, 2, 3, 4, 5, 6});

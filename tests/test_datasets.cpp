@@ -4,6 +4,8 @@
 #define BOOST_TEST_MODULE datasets
 #include <boost/test/unit_test.hpp>
 
+#include "testing.h"
+
 #include <turbojpeg.h>
 #include <unistd.h>
 
@@ -27,34 +29,8 @@ using namespace dermis::datasets;
 namespace fs = std::filesystem;
 
 namespace {
-// Checks that f throws dermis::Error whose message contains every needle.
-template <class F>
-void expect_error(F&& f, std::initializer_list<std::string> needles) {
-  try {
-    f();
-    BOOST_ERROR("expected dermis::Error, nothing was thrown");
-  } catch (const Error& e) {
-    BOOST_TEST_MESSAGE("error message: " << e.what());  // shown with --log_level=message
-    for (const auto& n : needles)
-      BOOST_TEST(std::string(e.what()).find(n) != std::string::npos, "message '" << e.what() << "' lacks '" << n << "'");
-  }
-}
-
-// A fresh temporary folder, removed with everything in it at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int n = 0;
-    path = fs::temp_directory_path() / fmt::format("dermis_test_datasets_{}_{}", getpid(), n++);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string str() const { return path.string(); }
-};
+using testing::expect_error;
+using testing::TempDir;
 
 void write_text(const fs::path& p, const std::string& s) {
   fs::create_directories(p.parent_path());

@@ -14,31 +14,14 @@
 #include "framework/optim/schedule.h"
 #include "tools/experiment/checkpoint.h"
 #include "tools/experiment/trainer.h"
+#include "testing.h"
 
 using namespace dermis;
 namespace fs = std::filesystem;
 
 namespace {
-struct TempDir {
-  fs::path p;
-  TempDir() {
-    p = fs::temp_directory_path() / ("dermis_exp_" + std::to_string(::getpid()) + "_" +
-                                     std::to_string(reinterpret_cast<uintptr_t>(this)));
-    fs::create_directories(p);
-  }
-  ~TempDir() { fs::remove_all(p); }
-  std::string operator/(const std::string& n) const { return (p / n).string(); }
-};
-
-template <class F>
-void expect_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    BOOST_ERROR("expected an error containing '" << needle << "'");
-  } catch (const Error& e) {
-    BOOST_TEST(std::string(e.what()).find(needle) != std::string::npos, e.what());
-  }
-}
+using testing::expect_error;
+using testing::TempDir;
 
 optim::ScheduleOptions sched(const std::string& kind) {
   optim::ScheduleOptions o;

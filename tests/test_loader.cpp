@@ -13,22 +13,15 @@
 
 #include "framework/data/loader.h"
 #include "framework/error.h"
+#include "testing.h"
 
 using namespace dermis;
 using namespace dermis::data;
 namespace fs = std::filesystem;
 
 namespace {
-struct TempDir {
-  fs::path p;
-  TempDir() {
-    p = fs::temp_directory_path() / ("dermis_loader_" + std::to_string(::getpid()) + "_" +
-                                     std::to_string(reinterpret_cast<uintptr_t>(this)));
-    fs::create_directories(p);
-  }
-  ~TempDir() { fs::remove_all(p); }
-  std::string file(const std::string& n) const { return (p / n).string(); }
-};
+using testing::TempDir;
+using testing::expect_error;
 
 Image pattern(int w, int h, int seed) {
   Image im;
@@ -55,15 +48,6 @@ void write_bytes(const std::string& f, const std::string& bytes) {
   o << bytes;
 }
 
-template <class F>
-void expect_error(F&& f, const std::vector<std::string>& needles) {
-  try {
-    f();
-    BOOST_ERROR("expected an error");
-  } catch (const Error& e) {
-    for (auto& n : needles) BOOST_TEST(std::string(e.what()).find(n) != std::string::npos, "'" << e.what() << "' lacks '" << n << "'");
-  }
-}
 
 std::vector<Item> make_items(const TempDir& d, int n, int w, int h) {
   std::vector<Item> items;

@@ -12,8 +12,10 @@
 #include "models/cbam_small.h"
 #include "models/registry.h"
 #include "models/resnet_cbam.h"
+#include "testing.h"
 
 using namespace dermis;
+using testing::expect_error;
 
 namespace {
 bool has(const std::vector<std::pair<std::string, Var>>& v, const std::string& n) {
@@ -28,15 +30,6 @@ int64_t macs_at(nn::Module& m, int64_t h, int64_t w) {
   profile::MacCounter c;
   m.forward(Var(Tensor::randn({1, 3, h, w}, g)));
   return c.macs();
-}
-template <class F>
-void expect_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    BOOST_ERROR("expected an error containing '" << needle << "'");
-  } catch (const Error& e) {
-    BOOST_TEST(std::string(e.what()).find(needle) != std::string::npos, e.what());
-  }
 }
 }  // namespace
 

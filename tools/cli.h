@@ -3,7 +3,9 @@
 #pragma once
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <map>
 #include <string>
 #include <vector>
@@ -99,5 +101,16 @@ class Args {
   std::map<std::string, Flag> flags_;
   std::vector<std::string> order_;
 };
+
+// Runs a tool's body; any error becomes one line "NAME: error: ..." on stderr and exit code 2.
+template <class F>
+int run_main(const char* name, F&& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", name, e.what());
+    return 2;
+  }
+}
 
 }  // namespace dermis::cli

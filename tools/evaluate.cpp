@@ -15,7 +15,7 @@
 
 int main(int argc, char** argv) {
   using namespace dermis;
-  try {
+  return dermis::cli::run_main("evaluate", [&]() -> int {
     cli::Args args(
         "usage: evaluate --checkpoint FILE --data DIR [--images SUBDIR | --ground-truth CSV] [flags]\n"
         "Prints accuracy, balanced accuracy, per-class recall/precision, macro F1, AUC and the confusion\n"
@@ -50,7 +50,8 @@ int main(int argc, char** argv) {
     for (auto& s : ds.samples) items.push_back({s.path, s.label});
     data::LoaderOptions o;
     o.train = false, o.shuffle = false, o.batch = args.integer("batch", 1, 4096), o.height = ck.info.height;
-    o.width = ck.info.width, o.norm = ck.info.norm, o.skip_bad_images = skip, o.num_classes = static_cast<int>(ck.info.classes.size());
+    o.width = ck.info.width, o.norm = ck.info.norm, o.skip_bad_images = skip,
+    o.num_classes = static_cast<int>(ck.info.classes.size());
     data::Loader loader(items, o);
     auto p = experiment::predict(*ck.model, loader, args.flag("tta"), [&](int64_t done, int64_t total) {
       std::fprintf(stderr, "\revaluating %ld/%ld images", static_cast<long>(done), static_cast<long>(total));
@@ -68,8 +69,5 @@ int main(int argc, char** argv) {
     if (!args.str("out").empty())
       data::write_file_atomic(args.str("out"), std::vector<uint8_t>(text.begin(), text.end()));
     return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "evaluate: error: %s\n", e.what());
-    return 2;
-  }
+  });
 }

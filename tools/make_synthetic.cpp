@@ -39,10 +39,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "make_synthetic: error: {}\n", e.what());
-    return 2;
-  }
+  return dermis::cli::run_main("make_synthetic", [&]() -> int { return run(argc, argv); });
 }

@@ -15,7 +15,7 @@
 int main(int argc, char** argv) {
   using namespace dermis;
   namespace fs = std::filesystem;
-  try {
+  return dermis::cli::run_main("predict", [&]() -> int {
     cli::Args args(
         "usage: predict --checkpoint FILE [flags] IMAGE.jpg...\n"
         "Prints the most likely classes per image (JSON with --json); --heatmap DIR writes\n"
@@ -79,8 +79,5 @@ int main(int argc, char** argv) {
       }
     }
     return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "predict: error: %s\n", e.what());
-    return 2;
-  }
+  });
 }

@@ -9,7 +9,7 @@
 
 int main(int argc, char** argv) {
   using namespace dermis;
-  try {
+  return dermis::cli::run_main("train", [&]() -> int {
     cli::Args args(
         "usage: train [flags]\n"
         "Trains a skin-lesion classifier with SGD and an LR schedule. Without --data it uses the built-in\n"
@@ -28,8 +28,5 @@ int main(int argc, char** argv) {
     fmt::print("checkpoint: {}\nlast:       {}\nreport:     {}\nmetrics:    {}/metrics.jsonl\n", r.best_checkpoint,
                r.last_checkpoint, r.report, r.out_dir);
     return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "train: error: %s\n", e.what());
-    return 2;
-  }
+  });
 }

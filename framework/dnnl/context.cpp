@@ -79,6 +79,27 @@ void cache_clear() {
   cache().map.clear();
 }
 
+namespace {
+struct Impls {
+  std::mutex mu;
+  std::map<std::string, std::set<std::string>> m;
+};
+Impls& impl_registry() {
+  static Impls i;
+  return i;
+}
+}  // namespace
+
+void note_impl(const std::string& kind, const std::string& impl) {
+  std::lock_guard<std::mutex> lock(impl_registry().mu);
+  impl_registry().m[kind].insert(impl);
+}
+
+std::map<std::string, std::set<std::string>> impls() {
+  std::lock_guard<std::mutex> lock(impl_registry().mu);
+  return impl_registry().m;
+}
+
 std::string with_threads(std::string key) { return key + fmt::format("#t{}", omp_get_max_threads()); }
 
 }  // namespace dermis::dnnl_ctx

@@ -8,6 +8,8 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <functional>
+#include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -43,6 +45,11 @@ T& cached(const std::string& key, Make&& make) {
   });
   return *static_cast<T*>(p.get());
 }
+
+// Implementation names of the primitives created so far, per kind ("conv_fwd" -> {"brgconv:avx512_core", ...}),
+// for benchmarks and diagnostics.
+void note_impl(const std::string& kind, const std::string& impl);
+std::map<std::string, std::set<std::string>> impls();
 
 // Appends the thread count to a key.
 std::string with_threads(std::string key);

@@ -77,7 +77,10 @@ FwdPrim& forward_prim(const ConvGeom& g, dnnl::prop_kind prop) {
     auto bias_md = g.bias ? g.any({g.OC}) : memory::desc();
     dnnl::convolution_forward::desc d(prop, dnnl::algorithm::convolution_direct, g.any(g.src()), g.any(g.wei()),
                                       bias_md, g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r());
-    return FwdPrim(dnnl::convolution_forward::primitive_desc(d, ctx::engine()));
+    FwdPrim p(dnnl::convolution_forward::primitive_desc(d, ctx::engine()));
+    ctx::note_impl(prop == dnnl::prop_kind::forward_inference ? "conv_fwd_inference" : "conv_fwd_training",
+                   p.pd.impl_info_str());
+    return p;
   });
 }
 
@@ -85,8 +88,10 @@ BwdDataPrim& bwd_data_prim(const ConvGeom& g) {
   return ctx::cached<BwdDataPrim>(ctx::with_threads("conv_bwd_data|" + g.key()), [&] {
     dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, g.any(g.src()), g.any(g.wei()),
                                             g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r());
-    return BwdDataPrim(dnnl::convolution_backward_data::primitive_desc(
+    BwdDataPrim p(dnnl::convolution_backward_data::primitive_desc(
         d, ctx::engine(), forward_prim(g, dnnl::prop_kind::forward_training).pd));
+    ctx::note_impl("conv_bwd_data", p.pd.impl_info_str());
+    return p;
   });
 }
 
@@ -95,8 +100,10 @@ BwdWeiPrim& bwd_wei_prim(const ConvGeom& g) {
     auto bias_md = g.bias ? g.any({g.OC}) : memory::desc();
     dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, g.any(g.src()), g.any(g.wei()),
                                                bias_md, g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r());
-    return BwdWeiPrim(dnnl::convolution_backward_weights::primitive_desc(
+    BwdWeiPrim p(dnnl::convolution_backward_weights::primitive_desc(
         d, ctx::engine(), forward_prim(g, dnnl::prop_kind::forward_training).pd));
+    ctx::note_impl("conv_bwd_weights", p.pd.impl_info_str());
+    return p;
   });
 }
 

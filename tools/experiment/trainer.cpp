@@ -209,9 +209,11 @@ TrainResult train(TrainConfig c, const std::string& command) {
     auto ep = train_loader.epoch(epoch);
     int64_t b = 0;
     while (true) {
-      // Time budget: leave room for this epoch's validation, the checkpoints and the report.
+      // Time budget: leave room for this epoch's validation, the final evaluation of the best
+      // checkpoint (another validation pass), the checkpoints and the report.
       if (budget > 0) {
-        const double reserve = (val_seconds > 0 ? val_seconds : val_items.size() / std::max(train_img_s * 2.5, 20.0)) + 15;
+        const double val = val_seconds > 0 ? val_seconds : val_items.size() / std::max(train_img_s * 2.5, 20.0);
+        const double reserve = 2 * val + 20;
         if (now() - run_t0 + reserve > budget) {
           stop = true;
           break;

@@ -1,0 +1,82 @@
+// bench/train_throughput: full SGD training steps (forward, backward, update) and inference of a
+// model on synthetic input, the same workload as ../shared/peers/torch_cbam_bench.py. Prints one
+// JSON object with train_img_s, infer_img_s, peak_rss_mb, the config and the oneDNN convolution
+// implementations that ran.
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "framework/dnnl/context.h"
+#include "framework/io/json.h"
+#include "framework/ops.h"
+#include "framework/optim/sgd.h"
+#include "framework/random.h"
+#include "models/registry.h"
+#include "tools/cli.h"
+
+using namespace dermis;
+
+namespace {
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+int run(int argc, char** argv) {
+  cli::Args args("usage: bench/train_throughput [flags]\nTraining and inference img/s of a model on synthetic input.");
+  args.add("model", "resnet18_cbam", "model name");
+  args.add("size", "112", "input size (square)");
+  args.add("batch", "32", "batch size");
+  args.add("threads", "2", "OpenMP threads");
+  args.add("steps", "5", "timed steps (after one warm-up step), as the peer");
+  args.add("dtype", "f32", "f32 (bf16 is not implemented yet)");
+  if (!args.parse(argc, argv)) return 0;
+  DERMIS_CHECK(args.str("dtype") == "f32", "flag --dtype: only f32 is implemented so far");
+  set_num_threads(static_cast<int>(args.integer("threads", 1, 1024)));
+  const int64_t size = args.integer("size", 32, 4096), batch = args.integer("batch", 1, 4096);
+  const long steps = args.integer("steps", 1, 100000);
+  manual_seed(0);
+  auto model = models::create(args.str("model"), 7);
+  Generator g(0);
+  Tensor x = Tensor::randn({batch, 3, size, size}, g);
+  std::vector<int> y(batch);
+  for (auto& v : y) v = static_cast<int>(g.randint(7));
+  optim::SGD opt(model->parameters(), {.lr = 0.01f, .momentum = 0.9f, .weight_decay = 1e-4f});
+  auto step = [&] {
+    opt.zero_grad();
+    Var loss = softmax_cross_entropy(model->forward(Var(x)), y);
+    loss.backward();
+    opt.step();
+  };
+  model->train();
+  step();  // warm-up: primitive creation
+  double t = now();
+  for (long i = 0; i < steps; ++i) step();
+  const double train = steps * batch / (now() - t);
+  model->eval();
+  double infer;
+  {
+    NoGrad ng;
+    model->forward(Var(x));
+    t = now();
+    for (long i = 0; i < steps; ++i) model->forward(Var(x));
+    infer = steps * batch / (now() - t);
+  }
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  json::Object impls;
+  for (auto& [kind, names] : dnnl_ctx::impls()) {
+    json::Array a;
+    for (auto& n : names) a.push_back(n);
+    impls[kind] = a;
+  }
+  json::Object out{{"bench", "train_throughput"}, {"framework", "dermis"}, {"model", args.str("model")},
+                   {"size", size}, {"batch", batch}, {"threads", num_threads()}, {"steps", static_cast<int64_t>(steps)},
+                   {"dtype", "f32"}, {"train_img_s", train}, {"infer_img_s", infer},
+                   {"peak_rss_mb", static_cast<double>(ru.ru_maxrss) / 1024.0}, {"onednn_impls", impls}};
+  std::printf("%s\n", json::dump(out).c_str());
+  return 0;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  return dermis::cli::run_main("bench/train_throughput", [&] { return run(argc, argv); });
+}
