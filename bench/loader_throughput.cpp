@@ -97,6 +97,7 @@ int run(int argc, char** argv) {
   args.add("rounds", "3", "alternating rounds (medians reported)");
   args.add("peer", "", "peer script (e.g. ../shared/peers/torch_loader_bench.py); empty: no peer");
   args.add_bool("accurate-dct", "use libjpeg-turbo's accurate integer IDCT instead of the fast one");
+  args.add_bool("smooth-upsample", "use libjpeg-turbo's smoothing chroma upsampling instead of the fast one");
   args.add_bool("no-decode", "skip the bare-decode measurement");
   if (!args.parse(argc, argv)) return 0;
   const std::string dir = args.str("images");
@@ -116,6 +117,7 @@ int run(int argc, char** argv) {
   o.num_classes = 1;
   o.augment.rot90 = false;  // the peer's pipeline: RandomResizedCrop(0.5-1), H and V flips, ColorJitter(0.1 x3)
   o.decode.fast_dct = !args.flag("accurate-dct");
+  o.decode.fast_upsample = !args.flag("smooth-upsample");
   const int epochs = static_cast<int>(args.integer("epochs", 1, 1000)), rounds = static_cast<int>(args.integer("rounds", 1, 100));
   const std::string peer = args.str("peer");
   const bool decode = !args.flag("no-decode");
@@ -132,7 +134,8 @@ int run(int argc, char** argv) {
   json::Object out{{"bench", "loader_throughput"}, {"images_dir", dir},
                    {"images", static_cast<int64_t>(items.size())},
                    {"size", o.height}, {"threads", o.threads}, {"batch", o.batch}, {"epochs", epochs},
-                   {"rounds", rounds}, {"fast_dct", o.decode.fast_dct}, {"img_s", median(ours)}};
+                   {"rounds", rounds}, {"fast_dct", o.decode.fast_dct},
+                   {"fast_upsample", o.decode.fast_upsample}, {"img_s", median(ours)}};
   json::Array runs;
   for (double v : ours) runs.push_back(v);
   out["img_s_runs"] = runs;

@@ -95,7 +95,8 @@ Image decode_jpeg(const std::vector<uint8_t>& d, const JpegInfo& info, const std
   Image img;
   img.width = s.apply(info.width);
   img.height = s.apply(info.height);
-  const int flags = TJFLAG_STOPONWARNING | (o.fast_dct ? TJFLAG_FASTDCT : 0);
+  const int flags =
+      TJFLAG_STOPONWARNING | (o.fast_dct ? TJFLAG_FASTDCT : 0) | (o.fast_upsample ? TJFLAG_FASTUPSAMPLE : 0);
   std::vector<uint8_t> cmyk;
   unsigned char* out;
   int pf;

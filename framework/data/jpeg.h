@@ -37,7 +37,9 @@ struct Scale {
 Scale choose_scale(int width, int height, int min_width, int min_height);
 
 struct DecodeOptions {
-  bool fast_dct = true;  // libjpeg-turbo's fast integer IDCT (PIL uses the slow one; the difference is < 1 level)
+  bool fast_dct = true;       // libjpeg-turbo's fast integer IDCT (PIL uses the slow one; the difference is < 1 level)
+  bool fast_upsample = true;  // nearest-neighbour chroma upsampling (skips the smoothing filter; colour
+                              // edges move by at most one chroma sample, below the augmentation jitter)
 };
 
 // Decodes to RGB at the smallest DCT scale whose output is at least min_width x min_height (full
