@@ -96,8 +96,8 @@ std::shared_ptr<const Image> Loader::cached_image(int64_t item) {
   } else {
     mw = static_cast<int>(opt_.width), mh = static_cast<int>(opt_.height);
   }
-  auto img = std::make_shared<const Image>(decode_jpeg(bytes, it.path, mw, mh, opt_.decode));
   const JpegInfo info = jpeg_info(bytes, it.path);
+  auto img = std::make_shared<const Image>(decode_jpeg(bytes, info, it.path, mw, mh, opt_.decode));
   std::lock_guard<std::mutex> lk(*cache_mu_);
   if (!cache_[item]) {
     cache_[item] = img;

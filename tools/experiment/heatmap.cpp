@@ -82,7 +82,8 @@ Heatmap attention_heatmap(models::Classifier& model, const Tensor& x, const data
   const int H = static_cast<int>(x.dim(2)), W = static_cast<int>(x.dim(3));
   const int OH = H * scale, OW = W * scale;
   const std::vector<float> up = upsample(map, mh, mw, OH, OW);
-  const float* px = x.plain().data();
+  const Tensor xp = x.plain();  // keeps the storage alive while px is read
+  const float* px = xp.data();
   out.overlay.width = OW, out.overlay.height = OH;
   out.overlay.rgb.resize(static_cast<size_t>(OW) * OH * 3);
   for (int y = 0; y < OH; ++y)

@@ -10,6 +10,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <algorithm>
 #include <thread>
 
@@ -195,7 +196,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
   const int64_t nb = train_loader.batches_per_epoch();
   double val_seconds = -1;  // measured after the first validation
   double train_img_s = 0;
-  std::vector<std::pair<std::string, Tensor>> best_state;
+  std::optional<metrics::Report> best_report;  // validation of the best checkpoint, if this run wrote it
   bool stop = false;
   int64_t epoch = start_epoch;
   double run_t0 = now() - elapsed_before;  // elapsed time carries across resumes
@@ -277,6 +278,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
     if (r.balanced_accuracy > info.best_metric) {
       info.best_metric = r.balanced_accuracy, info.best_epoch = epoch + 1;
       save_checkpoint(best_path, *model, info);
+      best_report = r;
     }
     save_checkpoint(last_path, *model, info, &opt);
   }
@@ -287,9 +289,13 @@ TrainResult train(TrainConfig c, const std::string& command) {
   res.epochs_done = epoch, res.train_img_s = train_img_s;
   DERMIS_CHECK(fs::exists(best_path), "no epoch finished within the budget; give --minutes more time");
   Checkpoint best = load_checkpoint(best_path);
-  Predictions p = predict(*best.model, val_loader, false);
-  res.best_val = metrics::evaluate(p.labels, p.probs, datasets::kNumClasses);
-  res.best_val.loss = p.loss;
+  if (best_report) {
+    res.best_val = *best_report;  // validated when it was saved; no second pass
+  } else {  // the best epoch predates a --resume: validate it again
+    Predictions p = predict(*best.model, val_loader, false);
+    res.best_val = metrics::evaluate(p.labels, p.probs, datasets::kNumClasses);
+    res.best_val.loss = p.loss;
+  }
   res.best_epoch = best.info.best_epoch;
   ReportInput ri;
   ri.title = fmt::format("dermis: {} on {}", c.model, synthetic ? "the synthetic dataset" : root);
