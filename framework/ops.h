@@ -18,6 +18,7 @@ struct Conv2dParams {
   int64_t pad = 0;
   int64_t dilation = 1;
   int64_t groups = 1;
+  bool relu = false;  // relu(conv(x)) with oneDNN's eltwise post-op; backward masks dy by the output
 };
 // x (N, C, H, W), w (OC, C/groups, KH, KW), b (OC) or undefined  ->  (N, OC, Ho, Wo),
 // Ho = (H + 2*pad - dilation*(KH-1) - 1) / stride + 1.
@@ -46,6 +47,7 @@ struct BatchNormParams {
   bool training = true;   // batch statistics (and running-stat update) vs running statistics
   float momentum = 0.1f;  // running = (1 - momentum) * running + momentum * batch (PyTorch's rule)
   float eps = 1e-5f;
+  bool relu = false;  // relu(bn(x)) in one primitive (oneDNN fuse_norm_relu; backward uses its mask)
 };
 // x (N, C, H, W), weight/bias (C), running_mean/var (C) updated in place when training
 // (running_var takes the unbiased batch variance, as PyTorch does) -> (N, C, H, W).
@@ -58,6 +60,9 @@ Var sigmoid(const Var& x);  // any shape
 // a + b and a * b with broadcasting: equal ranks, each dimension equal or 1 in one of them,
 // e.g. (N, C, H, W) with (N, C, 1, 1) or (N, 1, H, W).
 Var add(const Var& a, const Var& b);
+// relu(a + b) for equal shapes in one pass (the end of a residual block); any layout, the result
+// takes a's. Backward routes dy where the output is positive to both operands.
+Var add_relu(const Var& a, const Var& b);
 Var mul(const Var& a, const Var& b);
 inline Var operator+(const Var& a, const Var& b) { return add(a, b); }
 inline Var operator*(const Var& a, const Var& b) { return mul(a, b); }

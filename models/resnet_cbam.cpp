@@ -23,10 +23,10 @@ BasicBlock::BasicBlock(int64_t in, int64_t out, int64_t stride, bool use_cbam, b
 }
 
 Var BasicBlock::forward(const Var& x) {
-  Var y = relu(bn1->forward(conv1->forward(x)));
-  y = bn2->forward(conv2->forward(y));
+  Var y = nn::conv_bn(*conv1, *bn1, x, true);
+  y = nn::conv_bn(*conv2, *bn2, y, false);
   if (cbam) y = cbam->forward(y);
-  return relu(y + (downsample ? downsample->forward(x) : x));
+  return add_relu(y, downsample ? downsample->forward(x) : x);
 }
 
 ResNet::ResNet(const std::vector<int>& blocks, int classes, bool use_cbam, bool fused_cbam) : classes_(classes) {
@@ -51,7 +51,7 @@ ResNet::ResNet(const std::vector<int>& blocks, int classes, bool use_cbam, bool 
 Var ResNet::features(const Var& x) {
   DERMIS_CHECK(x.ndim() == 4 && x.dim(1) == 3 && x.dim(2) >= 32 && x.dim(3) >= 32,
                "ResNet: input must be (N, 3, H, W) with H, W >= 32, got {}", to_string(x.shape()));
-  Var h = max_pool2d(relu(bn1->forward(conv1->forward(x))), {.kernel = 3, .stride = 2, .pad = 1});
+  Var h = max_pool2d(nn::conv_bn(*conv1, *bn1, x, true), {.kernel = 3, .stride = 2, .pad = 1});
   for (auto& l : layers) h = l->forward(h);
   return h;
 }

@@ -225,6 +225,10 @@ inline Result relu(const std::vector<float>& x, const Dims& xs) {
   for (size_t i = 0; i < x.size(); ++i) r.v[i] = x[i] > 0 ? static_cast<double>(x[i]) : 0.0;
   return r;
 }
+inline Result relu(Result r) {  // relu of a reference result (fused ops: bn + relu, add + relu)
+  for (double& v : r.v) v = v > 0 ? v : 0.0;
+  return r;
+}
 inline Result sigmoid(const std::vector<float>& x, const Dims& xs) {
   Result r{xs, std::vector<double>(x.size())};
   for (size_t i = 0; i < x.size(); ++i) r.v[i] = 1.0 / (1.0 + std::exp(-static_cast<double>(x[i])));

@@ -3,6 +3,7 @@
 #define BOOST_TEST_MODULE models
 #include <boost/test/unit_test.hpp>
 
+#include <cmath>
 #include <set>
 #include <string>
 
@@ -128,6 +129,29 @@ BOOST_AUTO_TEST_CASE(train_eval_and_state_round_trip) {
   expect_error([&] { b->load_state(st); }, "does not have");
   expect_error([&] { models::resnet18(7)->load_state(file.tensors); }, "");
   std::remove(path.c_str());
+}
+
+BOOST_AUTO_TEST_CASE(eval_folds_batch_norm_into_convolutions) {
+  // Eval without gradients folds each BN into its convolution (nn::conv_bn); with gradients the
+  // modules run one by one. Both must give the same logits.
+  for (const std::string& name : models::model_names()) {
+    manual_seed(6);
+    auto m = models::create(name, 7);
+    Generator g(7);
+    Tensor x = Tensor::randn({2, 3, 64, 64}, g);
+    for (int i = 0; i < 2; ++i) m->forward(Var(x));  // move the running statistics off their init
+    m->eval();
+    std::vector<float> folded;
+    {
+      NoGrad ng;
+      folded = m->forward(Var(x)).value().to_vector();
+    }
+    const std::vector<float> unfolded = m->forward(Var(x)).value().to_vector();
+    BOOST_TEST_REQUIRE(folded.size() == unfolded.size());
+    for (size_t i = 0; i < folded.size(); ++i)
+      BOOST_TEST(std::abs(folded[i] - unfolded[i]) <= 1e-4f + 1e-4f * std::abs(unfolded[i]),
+                 name << " logit " << i << ": folded " << folded[i] << " vs unfolded " << unfolded[i]);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(mac_counts) {

@@ -101,6 +101,10 @@ BOOST_AUTO_TEST_CASE(conv2d_matches_reference) {
       check(y, want, tol_terms(terms),
             fmt::format("conv2d x{} w{} stride {} pad {} dilation {} groups {} bias {} ({})", to_string(c.x),
                         to_string(c.w), c.p.stride, c.p.pad, c.p.dilation, c.p.groups, c.bias, mode(grad)));
+      Conv2dParams pr = c.p;
+      pr.relu = true;
+      check(conv2d(Var(x, grad), Var(w, grad), c.bias ? Var(b, grad) : Var(), pr), ref::relu(want), tol_terms(terms),
+            fmt::format("conv2d+relu x{} w{} ({})", to_string(c.x), to_string(c.w), mode(grad)));
     }
   }
 }
@@ -255,6 +259,18 @@ BOOST_AUTO_TEST_CASE(add_and_mul_broadcast_match_reference) {
       BOOST_TEST((vec(a) == a0 && vec(b) == b0), "add/mul modified an input: " << shapes);
     }
   }
+}
+
+BOOST_AUTO_TEST_CASE(add_relu_matches_reference) {
+  Generator gen(19);
+  for (const Shape& s : std::vector<Shape>{{2, 3, 7, 5}, {4, 16, 3, 3}, {7}}) {
+    Tensor a = Tensor::randn(s, gen), b = Tensor::randn(s, gen);
+    for (bool grad : {false, true}) {
+      const std::string what = fmt::format("add_relu {} ({})", to_string(s), mode(grad));
+      check(add_relu(Var(a, grad), Var(b, grad)), ref::relu(ref::add(vec(a), s, vec(b), s)), tol_terms(1), what);
+    }
+  }
+  BOOST_CHECK_THROW(add_relu(Var(Tensor::zeros({2, 3})), Var(Tensor::zeros({2, 1}))), Error);
 }
 
 BOOST_AUTO_TEST_CASE(concat_channels_matches_reference) {
@@ -447,6 +463,13 @@ BOOST_AUTO_TEST_CASE(ops_accept_blocked_layout_inputs) {
         check(batch_norm2d(v, Var(w, grad), Var(b, grad), rm, rv, {.training = false}),
               ref::batch_norm2d_eval(x, s, vec(rm), vec(rv), vec(w), vec(b), 1e-5), tol_terms(1),
               "batch_norm2d eval " + what);
+        Tensor rm2 = Tensor::zeros({C}), rv2 = Tensor::full({C}, 1.f);
+        check(batch_norm2d(v, Var(w, grad), Var(b, grad), rm2, rv2, {.training = true, .relu = true}),
+              ref::relu(ref::batch_norm2d_train(x, s, vec(w), vec(b), 1e-5)), tol_terms(count),
+              "batch_norm2d+relu train " + what);
+        check(batch_norm2d(v, Var(w, grad), Var(b, grad), rm, rv, {.training = false, .relu = true}),
+              ref::relu(ref::batch_norm2d_eval(x, s, vec(rm), vec(rv), vec(w), vec(b), 1e-5)), tol_terms(1),
+              "batch_norm2d+relu eval " + what);
 
         Tensor other = Tensor::randn(s, gen), gate_c = Tensor::randn({2, C, 1, 1}, gen),
                gate_s = Tensor::randn({2, 1, 9, 9}, gen);
@@ -458,6 +481,11 @@ BOOST_AUTO_TEST_CASE(ops_accept_blocked_layout_inputs) {
               "add blocked+nChw8c " + what);
         check(add(v, Var(gate_c)), ref::add(x, s, vec(gate_c), gate_c.shape()), tol_terms(1),
               "add blocked+(N,C,1,1) " + what);
+        check(add_relu(v, v), ref::relu(ref::add(x, s, x, s)), tol_terms(1), "add_relu blocked+blocked " + what);
+        check(add_relu(v, Var(other)), ref::relu(ref::add(x, s, o, s)), tol_terms(1), "add_relu blocked+plain " + what);
+        check(add_relu(Var(other), v), ref::relu(ref::add(o, s, x, s)), tol_terms(1), "add_relu plain+blocked " + what);
+        check(add_relu(v, Var(blocked(other, tag::nChw8c))), ref::relu(ref::add(x, s, o, s)), tol_terms(1),
+              "add_relu blocked+nChw8c " + what);
         check(mul(v, v), ref::mul(x, s, x, s), tol_terms(1), "mul blocked*blocked " + what);
         check(mul(v, Var(other)), ref::mul(x, s, o, s), tol_terms(1), "mul blocked*plain " + what);
         check(mul(Var(other), v), ref::mul(o, s, x, s), tol_terms(1), "mul plain*blocked " + what);

@@ -102,6 +102,67 @@ BOOST_AUTO_TEST_CASE(batch_norm2d_grad) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(fused_bn_relu_and_add_relu_grad) {
+  // Inputs keep every pre-activation at least 0.025 from the ReLU kink (see spaced_values).
+  for (const Shape& s : std::vector<Shape>{{2, 3, 3, 3}, {3, 16, 2, 2}}) {
+    const int64_t C = s[1];
+    Tensor em = Tensor::zeros({C}), ev = Tensor::full({C}, 1.f - 1e-5f);  // eval: bn(x) = x exactly
+    check("batch_norm2d+relu eval " + to_string(s),
+          [&](const std::vector<Var>& v) { return batch_norm2d(v[0], v[1], v[2], em, ev, {.training = false, .relu = true}); },
+          {spaced_values(s, 21), Tensor::full({C}, 1.f), Tensor::zeros({C})});
+    Tensor b = rnd(s, 0.3f), sum = spaced_values(s, 22);
+    Tensor a = sum.clone();
+    a.add_(b, -1.f);  // a + b = sum, away from 0
+    check("add_relu " + to_string(s), [](const std::vector<Var>& v) { return add_relu(v[0], v[1]); }, {a, b});
+  }
+  {  // conv2d + relu post-op: a 1x1 identity-like convolution keeps outputs (= spaced inputs) off the kink
+    const Shape xs = {2, 3, 3, 3};
+    Tensor w = Tensor::zeros({3, 3, 1, 1});
+    for (int i = 0; i < 3; ++i) w.data()[i * 3 + i] = 1.f;
+    check("conv2d+relu 1x1", [](const std::vector<Var>& v) { return conv2d(v[0], v[1], v[2], {.relu = true}); },
+          {spaced_values(xs, 25), w, Tensor::zeros({3})});
+  }
+  check("add_relu x + x", [](const std::vector<Var>& v) { return add_relu(v[0], v[0]); }, {spaced_values({2, 3, 2, 2}, 23)});
+  // Training-mode BN + ReLU: the fused primitive against relu(batch_norm2d(.)), whose parts are
+  // checked above, on the same inputs: outputs and every gradient.
+  Generator g(24);
+  for (const Shape& s : std::vector<Shape>{{4, 3, 5, 5}, {2, 16, 7, 7}, {2, 20, 3, 3}}) {
+    const int64_t C = s[1];
+    Tensor x = Tensor::randn(s, g), w = Tensor::uniform({C}, g, 0.5f, 1.5f), bb = Tensor::randn({C}, g, 0.f, 0.5f);
+    Tensor dy = Tensor::randn(s, g);
+    std::vector<std::vector<float>> got[2];
+    for (int fused = 0; fused < 2; ++fused) {
+      Tensor rm = Tensor::zeros({C}), rv = Tensor::full({C}, 1.f);
+      Var vx = Var::parameter(x.clone()), vw = Var::parameter(w.clone()), vb = Var::parameter(bb.clone());
+      Var y = fused ? batch_norm2d(vx, vw, vb, rm, rv, {.relu = true}) : relu(batch_norm2d(vx, vw, vb, rm, rv));
+      y.backward(dy);
+      got[fused] = {y.value().to_vector(), vx.grad().to_vector(), vw.grad().to_vector(), vb.grad().to_vector(),
+                    rm.to_vector(), rv.to_vector()};
+    }
+    {  // conv2d's ReLU post-op against relu(conv2d(.)), the same way
+      Tensor cw = Tensor::randn({C, C, 3, 3}, g, 0.f, 0.3f), cb = Tensor::randn({C}, g);
+      std::vector<std::vector<float>> r[2];
+      for (int fused = 0; fused < 2; ++fused) {
+        Var vx = Var::parameter(x.clone()), vw = Var::parameter(cw.clone()), vb = Var::parameter(cb.clone());
+        Var y = fused ? conv2d(vx, vw, vb, {.pad = 1, .relu = true}) : relu(conv2d(vx, vw, vb, {.pad = 1}));
+        y.backward(dy);
+        r[fused] = {y.value().to_vector(), vx.grad().to_vector(), vw.grad().to_vector(), vb.grad().to_vector()};
+      }
+      for (int k = 0; k < 4; ++k)
+        for (size_t i = 0; i < r[0][k].size(); ++i)
+          BOOST_TEST_REQUIRE(std::abs(r[0][k][i] - r[1][k][i]) <= 1e-5f + 1e-4f * std::abs(r[0][k][i]),
+                             "fused conv+relu " << to_string(s) << " result " << k << "[" << i << "]: " << r[1][k][i]
+                                                << " vs composed " << r[0][k][i]);
+    }
+    const char* names[] = {"output", "dx", "dweight", "dbias", "running_mean", "running_var"};
+    for (int k = 0; k < 6; ++k)
+      for (size_t i = 0; i < got[0][k].size(); ++i)
+        BOOST_TEST_REQUIRE(std::abs(got[0][k][i] - got[1][k][i]) <= 1e-5f + 1e-4f * std::abs(got[0][k][i]),
+                           "fused bn+relu " << to_string(s) << " " << names[k] << "[" << i << "]: " << got[1][k][i]
+                                            << " vs composed " << got[0][k][i]);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(relu_sigmoid_grad) {
   for (const Shape& s : std::vector<Shape>{{2, 3, 5, 5}, {7}, {3, 4}}) {
     check("relu " + to_string(s), [](const std::vector<Var>& v) { return relu(v[0]); }, {spaced_values(s, 5)});

@@ -47,6 +47,11 @@ Var BatchNorm2d::forward(const Var& x) {
                       {.training = is_training(), .momentum = options.momentum, .eps = options.eps});
 }
 
+Var BatchNorm2d::forward_relu(const Var& x) {
+  return batch_norm2d(x, weight, bias, running_mean, running_var,
+                      {.training = is_training(), .momentum = options.momentum, .eps = options.eps, .relu = true});
+}
+
 Linear::Linear(int64_t in, int64_t out, bool with_bias) {
   DERMIS_CHECK(in > 0 && out > 0, "Linear({}, {}): sizes must be positive", in, out);
   const float bound = 1.f / std::sqrt(static_cast<float>(in));  // PyTorch's default
@@ -73,9 +78,51 @@ void Sequential::push_back(std::shared_ptr<Module> m) {
   items_.push_back(std::move(m));
 }
 
+Var conv_bn(Conv2d& conv, BatchNorm2d& bn, const Var& x, bool relu) {
+  if (bn.is_training() || autograd::needs_grad({&x, &conv.weight, &conv.bias, &bn.weight, &bn.bias})) {
+    Var y = conv.forward(x);
+    return relu ? bn.forward_relu(y) : bn.forward(y);
+  }
+  const Tensor w = conv.weight.value().plain();
+  const Tensor gamma = bn.weight.value().plain(), beta = bn.bias.value().plain();
+  const Tensor mean = bn.running_mean.plain(), var = bn.running_var.plain();
+  const Tensor cb = conv.bias.defined() ? conv.bias.value().plain() : Tensor();
+  const int64_t oc = w.dim(0), per = w.numel() / oc;
+  DERMIS_CHECK(gamma.numel() == oc, "conv_bn: the convolution has {} output channels but the batch norm {}", oc,
+               gamma.numel());
+  Tensor wf = Tensor::empty(w.shape()), bf = Tensor::empty({oc});
+  const float *pw = w.data(), *pg = gamma.data(), *pb = beta.data(), *pm = mean.data(), *pv = var.data();
+  float *qw = wf.data(), *qb = bf.data();
+  for (int64_t o = 0; o < oc; ++o) {
+    const float sc = pg[o] / std::sqrt(pv[o] + bn.options.eps);
+    for (int64_t i = 0; i < per; ++i) qw[o * per + i] = pw[o * per + i] * sc;
+    qb[o] = pb[o] - pm[o] * sc + (cb.defined() ? cb.data()[o] * sc : 0.f);
+  }
+  const auto& co = conv.options;
+  return conv2d(x, Var(wf), Var(bf),
+                {.stride = co.stride, .pad = co.pad, .dilation = co.dilation, .groups = co.groups, .relu = relu});
+}
+
 Var Sequential::forward(const Var& x) {
   Var h = x;
-  for (auto& m : items_) h = m->forward(h);
+  for (size_t i = 0; i < items_.size(); ++i) {
+    // Conv2d + BatchNorm2d (+ ReLU) goes through conv_bn; BatchNorm2d + ReLU runs as one primitive.
+    auto* conv = dynamic_cast<Conv2d*>(items_[i].get());
+    auto* next_bn = i + 1 < items_.size() ? dynamic_cast<BatchNorm2d*>(items_[i + 1].get()) : nullptr;
+    if (conv && next_bn) {
+      const bool relu = i + 2 < items_.size() && dynamic_cast<ReLU*>(items_[i + 2].get());
+      h = conv_bn(*conv, *next_bn, h, relu);
+      i += relu ? 2 : 1;
+      continue;
+    }
+    auto* bn = dynamic_cast<BatchNorm2d*>(items_[i].get());
+    if (bn && i + 1 < items_.size() && dynamic_cast<ReLU*>(items_[i + 1].get())) {
+      h = bn->forward_relu(h);
+      ++i;
+      continue;
+    }
+    h = items_[i]->forward(h);
+  }
   return h;
 }
 

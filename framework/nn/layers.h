@@ -38,11 +38,18 @@ class BatchNorm2d : public Module {
  public:
   explicit BatchNorm2d(int64_t channels, BatchNormOptions o = {});
   Var forward(const Var& x) override;  // (N, C, H, W); batch statistics in train(), running in eval()
+  Var forward_relu(const Var& x);      // relu(forward(x)) as one fused primitive
   std::string type_name() const override { return "BatchNorm2d"; }
   Var weight, bias;
   Tensor running_mean, running_var;
   BatchNormOptions options;
 };
+
+// conv -> bn (-> relu), the unit of most CNNs. In eval mode without gradients the BN is folded
+// into the convolution (w' = w * s, b' = beta - mean * s + b * s, s = gamma / sqrt(var + eps)) and
+// the ReLU runs as its post-op: one oneDNN primitive instead of three passes. Otherwise the
+// modules run in turn, with BN and ReLU fused.
+Var conv_bn(Conv2d& conv, BatchNorm2d& bn, const Var& x, bool relu);
 
 class Linear : public Module {
  public:

@@ -13,16 +13,17 @@ namespace ctx = dnnl_ctx;
 using FwdPrim = ctx::Prim<dnnl::batch_normalization_forward::primitive_desc, dnnl::batch_normalization_forward>;
 using BwdPrim = ctx::Prim<dnnl::batch_normalization_backward::primitive_desc, dnnl::batch_normalization_backward>;
 
-dnnl::normalization_flags flags_for(bool training) {
+dnnl::normalization_flags flags_for(bool training, bool relu) {
   auto f = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
   if (!training) f = f | dnnl::normalization_flags::use_global_stats;
+  if (relu) f = f | dnnl::normalization_flags::fuse_norm_relu;
   return f;
 }
 
-FwdPrim& fwd_prim(const memory::desc& md, float eps, bool training, dnnl::prop_kind prop) {
+FwdPrim& fwd_prim(const memory::desc& md, float eps, bool training, bool relu, dnnl::prop_kind prop) {
   return ctx::cached<FwdPrim>(
-      ctx::with_threads(fmt::format("bn_fwd{}|{}|{}|{}", static_cast<int>(prop), training, eps, ctx::md_key(md))), [&] {
-        dnnl::batch_normalization_forward::desc d(prop, md, eps, flags_for(training));
+      ctx::with_threads(fmt::format("bn_fwd{}|{}|{}|{}|{}", static_cast<int>(prop), training, relu, eps, ctx::md_key(md))), [&] {
+        dnnl::batch_normalization_forward::desc d(prop, md, eps, flags_for(training, relu));
         return FwdPrim(dnnl::batch_normalization_forward::primitive_desc(d, ctx::engine()));
       });
 }
@@ -53,7 +54,7 @@ Var batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& runni
   const bool grad = autograd::needs_grad({&x, &weight, &bias});
   const auto prop = (grad || p.training) ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
   const memory::desc md = xv.desc();
-  auto& f = fwd_prim(md, p.eps, p.training, prop);
+  auto& f = fwd_prim(md, p.eps, p.training, p.relu, prop);
   Tensor scale = weight.value().plain(), shift = bias.value().plain();
   Tensor dst = Tensor::with_desc(xv.shape(), f.pd.dst_desc());
   Tensor mean = p.training ? Tensor::empty({C}) : running_mean;
@@ -61,7 +62,7 @@ Var batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& runni
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xv.memory()},     {DNNL_ARG_DST, dst.memory()},
                                        {DNNL_ARG_SCALE, scale.memory()}, {DNNL_ARG_SHIFT, shift.memory()},
                                        {DNNL_ARG_MEAN, mean.memory()},   {DNNL_ARG_VARIANCE, var.memory()}};
-  memory ws;  // some implementations keep state for backward even without a fused ReLU
+  memory ws;  // the fused ReLU's mask, or state some implementations keep for backward
   if (f.pd.workspace_desc().get_size() > 0) {
     ws = memory(f.pd.workspace_desc(), ctx::engine());
     args[DNNL_ARG_WORKSPACE] = ws;
@@ -83,14 +84,14 @@ Var batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& runni
   if (!grad) return Var(dst);
 
   const float eps = p.eps;
-  const bool training = p.training;
+  const bool training = p.training, relu = p.relu;
   Tensor src = xv;
   return autograd::make_result(dst, "batch_norm2d", {x, weight, bias}, [=](Node& self) {
     auto& b = ctx::cached<BwdPrim>(
-        ctx::with_threads(fmt::format("bn_bwd|{}|{}|{}", training, eps, ctx::md_key(md))), [&] {
-          dnnl::batch_normalization_backward::desc d(dnnl::prop_kind::backward, md, md, eps, flags_for(training));
+        ctx::with_threads(fmt::format("bn_bwd|{}|{}|{}|{}", training, relu, eps, ctx::md_key(md))), [&] {
+          dnnl::batch_normalization_backward::desc d(dnnl::prop_kind::backward, md, md, eps, flags_for(training, relu));
           return BwdPrim(dnnl::batch_normalization_backward::primitive_desc(
-              d, ctx::engine(), fwd_prim(md, eps, training, dnnl::prop_kind::forward_training).pd));
+              d, ctx::engine(), fwd_prim(md, eps, training, relu, dnnl::prop_kind::forward_training).pd));
         });
     Tensor dy = self.grad.to_desc(b.pd.diff_dst_desc());
     Tensor dx = Tensor::with_desc(src.shape(), b.pd.diff_src_desc());

@@ -40,8 +40,8 @@ struct ConvGeom {
     return memory::desc(wei(), memory::data_type::f32, p.groups == 1 ? tag::oihw : tag::goihw);
   }
   std::string key() const {
-    return fmt::format("{},{},{},{}|{},{},{}|s{}p{}d{}g{}|b{}", N, C, H, W, OC, KH, KW, p.stride, p.pad, p.dilation,
-                       p.groups, bias);
+    return fmt::format("{},{},{},{}|{},{},{}|s{}p{}d{}g{}|b{}r{}", N, C, H, W, OC, KH, KW, p.stride, p.pad,
+                       p.dilation, p.groups, bias, p.relu);
   }
 };
 
@@ -77,11 +77,23 @@ FwdPrim& forward_prim(const ConvGeom& g, dnnl::prop_kind prop) {
     auto bias_md = g.bias ? g.any({g.OC}) : memory::desc();
     dnnl::convolution_forward::desc d(prop, dnnl::algorithm::convolution_direct, g.any(g.src()), g.any(g.wei()),
                                       bias_md, g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r());
-    FwdPrim p(dnnl::convolution_forward::primitive_desc(d, ctx::engine()));
+    dnnl::primitive_attr attr;
+    if (g.p.relu) {
+      dnnl::post_ops ops;
+      ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+      attr.set_post_ops(ops);
+    }
+    FwdPrim p(dnnl::convolution_forward::primitive_desc(d, attr, ctx::engine()));
     ctx::note_impl(prop == dnnl::prop_kind::forward_inference ? "conv_fwd_inference" : "conv_fwd_training",
                    p.pd.impl_info_str());
     return p;
   });
+}
+
+// Backward primitives take the plain convolution's forward (no post-op) as their hint.
+ConvGeom without_relu(ConvGeom g) {
+  g.p.relu = false;
+  return g;
 }
 
 BwdDataPrim& bwd_data_prim(const ConvGeom& g) {
@@ -89,7 +101,7 @@ BwdDataPrim& bwd_data_prim(const ConvGeom& g) {
     dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, g.any(g.src()), g.any(g.wei()),
                                             g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r());
     BwdDataPrim p(dnnl::convolution_backward_data::primitive_desc(
-        d, ctx::engine(), forward_prim(g, dnnl::prop_kind::forward_training).pd));
+        d, ctx::engine(), forward_prim(without_relu(g), dnnl::prop_kind::forward_training).pd));
     ctx::note_impl("conv_bwd_data", p.pd.impl_info_str());
     return p;
   });
@@ -101,7 +113,7 @@ BwdWeiPrim& bwd_wei_prim(const ConvGeom& g) {
     dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, g.any(g.src()), g.any(g.wei()),
                                                bias_md, g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r());
     BwdWeiPrim p(dnnl::convolution_backward_weights::primitive_desc(
-        d, ctx::engine(), forward_prim(g, dnnl::prop_kind::forward_training).pd));
+        d, ctx::engine(), forward_prim(without_relu(g), dnnl::prop_kind::forward_training).pd));
     ctx::note_impl("conv_bwd_weights", p.pd.impl_info_str());
     return p;
   });
@@ -130,7 +142,7 @@ Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const C
 void conv2d_backward(const Tensor& x, const Tensor& w, bool has_bias, const Tensor& dy_in, const Conv2dParams& p,
                      Tensor* dx, Tensor* dw, Tensor* db) {
   const Shape bshape{w.dim(0)};
-  const ConvGeom g = geometry(x, w, has_bias ? &bshape : nullptr, p);
+  const ConvGeom g = geometry(x, w, has_bias ? &bshape : nullptr, {p.stride, p.pad, p.dilation, p.groups, false});
   if (dx) {
     auto& bd = bwd_data_prim(g);
     Tensor dy = dy_in.to_desc(bd.pd.diff_dst_desc());
@@ -168,12 +180,24 @@ Var conv2d(const Var& x, const Var& w, const Var& b, Conv2dParams p) {
   if (!train) return Var(dst);
   Tensor src = x.value(), wei = w.value().plain();
   const bool has_bias = b.defined();
-  return autograd::make_result(dst, "conv2d", {x, w, b}, [src, wei, has_bias, p](Node& self) {
+  Tensor out = p.relu ? dst : Tensor();  // the ReLU's mask, from the output
+  return autograd::make_result(dst, "conv2d", {x, w, b}, [src, wei, has_bias, p, out](Node& self) {
     Node& nx = autograd::input(self, 0);
     Node& nw = autograd::input(self, 1);
     Node& nb = autograd::input(self, 2);
+    Tensor dy = self.grad;
+    if (p.relu) {  // dy through the fused ReLU: zero where the output is not positive
+      const Tensor g = self.grad.to_desc(out.desc());
+      dy = Tensor::with_desc(out.shape(), out.desc());
+      float* d = static_cast<float*>(dy.raw());
+      const float* gv = static_cast<const float*>(g.raw());
+      const float* y = static_cast<const float*>(out.raw());
+      const int64_t n = static_cast<int64_t>(dy.bytes() / sizeof(float));
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+      for (int64_t i = 0; i < n; ++i) d[i] = y[i] > 0.f ? gv[i] : 0.f;
+    }
     Tensor dx, dw, db;
-    detail::conv2d_backward(src, wei, has_bias, self.grad, p, nx.requires_grad ? &dx : nullptr,
+    detail::conv2d_backward(src, wei, has_bias, dy, p, nx.requires_grad ? &dx : nullptr,
                             nw.requires_grad ? &dw : nullptr, has_bias && nb.requires_grad ? &db : nullptr);
     if (dx.defined()) autograd::accumulate(nx, dx);
     if (dw.defined()) autograd::accumulate(nw, dw);
