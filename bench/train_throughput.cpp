@@ -27,9 +27,15 @@ int run(int argc, char** argv) {
   args.add("batch", "32", "batch size");
   args.add("threads", "2", "OpenMP threads");
   args.add("steps", "5", "timed steps (after one warm-up step), as the peer");
-  args.add("dtype", "f32", "f32 (bf16 is not implemented yet)");
+  args.add("dtype", "f32", "f32, or bf16 (mixed precision: AutocastBF16 around forward and loss, f32 weights)");
+  args.add("phase", "both", "train, infer or both (train only, for profiling the training step)");
   if (!args.parse(argc, argv)) return 0;
-  DERMIS_CHECK(args.str("dtype") == "f32", "flag --dtype: only f32 is implemented so far");
+  const std::string phase = args.str("phase");
+  DERMIS_CHECK(phase == "train" || phase == "infer" || phase == "both", "flag --phase: '{}' is not train, infer or both",
+               phase);
+  const std::string dtype = args.str("dtype");
+  DERMIS_CHECK(dtype == "f32" || dtype == "bf16", "flag --dtype: '{}' is not f32 or bf16", dtype);
+  const bool use_bf16 = dtype == "bf16";
   set_num_threads(static_cast<int>(args.integer("threads", 1, 1024)));
   const int64_t size = args.integer("size", 32, 4096), batch = args.integer("batch", 1, 4096);
   const long steps = args.integer("steps", 1, 100000);
@@ -42,19 +48,26 @@ int run(int argc, char** argv) {
   optim::SGD opt(model->parameters(), {.lr = 0.01f, .momentum = 0.9f, .weight_decay = 1e-4f});
   auto step = [&] {
     opt.zero_grad();
-    Var loss = softmax_cross_entropy(model->forward(Var(x)), y);
+    Var loss;
+    {
+      AutocastBF16 ac(use_bf16);
+      loss = softmax_cross_entropy(model->forward(Var(x)), y);
+    }
     loss.backward();
     opt.step();
   };
-  model->train();
-  step();  // warm-up: primitive creation
-  double t = now();
-  for (long i = 0; i < steps; ++i) step();
-  const double train = steps * batch / (now() - t);
+  double t = 0, train = 0, infer = 0;
+  if (phase != "infer") {
+    model->train();
+    step();  // warm-up: primitive creation
+    t = now();
+    for (long i = 0; i < steps; ++i) step();
+    train = steps * batch / (now() - t);
+  }
   model->eval();
-  double infer;
-  {
+  if (phase != "train") {
     NoGrad ng;
+    AutocastBF16 ac(use_bf16);
     model->forward(Var(x));
     t = now();
     for (long i = 0; i < steps; ++i) model->forward(Var(x));
@@ -70,7 +83,7 @@ int run(int argc, char** argv) {
   }
   json::Object out{{"bench", "train_throughput"}, {"framework", "dermis"}, {"model", args.str("model")},
                    {"size", size}, {"batch", batch}, {"threads", num_threads()}, {"steps", static_cast<int64_t>(steps)},
-                   {"dtype", "f32"}, {"train_img_s", train}, {"infer_img_s", infer},
+                   {"dtype", dtype}, {"train_img_s", train}, {"infer_img_s", infer},
                    {"peak_rss_mb", static_cast<double>(ru.ru_maxrss) / 1024.0}, {"onednn_impls", impls}};
   std::printf("%s\n", json::dump(out).c_str());
   return 0;

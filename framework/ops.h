@@ -118,6 +118,26 @@ Var cbam(const Var& x, const CbamWeights& w, Tensor& bn_running_mean, Tensor& bn
 Var cbam_composed(const Var& x, const CbamWeights& w, Tensor& bn_running_mean, Tensor& bn_running_var,
                   const CbamParams& p = {});
 
+// ---- precision -----------------------------------------------------------------------------
+// bf16 mixed precision, like torch.autocast on CPU. While an AutocastBF16 guard lives, conv2d
+// computes in bf16: its input is converted to bf16, the f32 weights are converted on the fly, the
+// output is bf16, and weight and bias gradients come back in f32. The ops after a convolution
+// follow their input's dtype: batch norm (f32 statistics), ReLU, pooling, CBAM and add_relu keep
+// bf16 activations and compute in f32 arithmetic. linear, the loss, parameters, gradients of
+// parameters and optimiser state are f32. A bf16 tensor reaching conv2d outside the guard also
+// runs in bf16.
+class AutocastBF16 {
+ public:
+  explicit AutocastBF16(bool enabled = true);
+  ~AutocastBF16();
+  AutocastBF16(const AutocastBF16&) = delete;
+  AutocastBF16& operator=(const AutocastBF16&) = delete;
+
+ private:
+  bool prev_;
+};
+bool autocast_bf16();
+
 // ---- threads -------------------------------------------------------------------------------
 // The OpenMP thread count used by every op (default: OMP_NUM_THREADS or the core count).
 void set_num_threads(int n);

@@ -1,6 +1,8 @@
 // Tensor storage, factories, layout conversion and small in-place helpers.
 #include "tensor.h"
 
+#include "bf16.h"
+
 #include <omp.h>
 
 #include <cstdlib>
@@ -197,31 +199,66 @@ Tensor Tensor::view_desc(const dnnl::memory::desc& md) const {
 }
 
 std::vector<float> Tensor::to_vector() const {
-  Tensor p = plain();
+  Tensor p = dtype_ == DType::f32 ? plain() : to_dtype(DType::f32).plain();
   return std::vector<float>(p.data(), p.data() + p.numel());
 }
+
+Tensor Tensor::to_dtype(DType t) const {
+  DERMIS_CHECK(defined(), "to_dtype on an undefined tensor");
+  if (t == dtype_) return *this;
+  // The same layout with another element type: oneDNN's blocking strides count elements, not
+  // bytes, so only the data type changes.
+  dnnl_memory_desc_t d = md_.data;
+  d.data_type = t == DType::f32 ? dnnl_f32 : dnnl_bf16;
+  return to_desc(dnnl::memory::desc(d));
+}
+
+namespace {
+template <class A, class B>
+void add_loop(A* a, const B* b, int64_t n, float alpha) {
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+  for (int64_t i = 0; i < n; ++i) st(a + i, ld(a[i]) + alpha * ld(b[i]));
+}
+}  // namespace
 
 Tensor& Tensor::add_(const Tensor& other, float alpha) {
   DERMIS_CHECK(defined() && other.defined(), "add_ on an undefined tensor");
   DERMIS_CHECK(shape_ == other.shape_, "add_: shapes {} and {} differ", to_string(shape_), to_string(other.shape_));
-  DERMIS_CHECK(dtype_ == DType::f32 && other.dtype_ == DType::f32, "add_ supports f32 tensors only");
-  Tensor o = other.to_desc(md_);  // same layout, so padded areas line up (both zero)
-  float* a = reinterpret_cast<float*>(raw());
-  const float* b = reinterpret_cast<const float*>(o.raw());
-  const int64_t n = static_cast<int64_t>(bytes() / sizeof(float));
-  if (alpha == 1.f) {
+  // `other` in this tensor's layout but its own dtype (padded areas line up, both zero), so the sum
+  // is rounded once, into this tensor's dtype.
+  dnnl_memory_desc_t d = md_.data;
+  d.data_type = other.dtype_ == DType::f32 ? dnnl_f32 : dnnl_bf16;
+  const Tensor o = other.to_desc(dnnl::memory::desc(d));
+  const int64_t n = static_cast<int64_t>(bytes() / dtype_size(dtype_));
+  const bool of32 = o.dtype_ == DType::f32;
+  if (dtype_ == DType::f32) {
+    float* a = static_cast<float*>(raw());
+    if (of32 && alpha == 1.f) {
+      const float* b = static_cast<const float*>(o.raw());
 #pragma omp parallel for simd schedule(static) if (n > 32768)
-    for (int64_t i = 0; i < n; ++i) a[i] += b[i];
+      for (int64_t i = 0; i < n; ++i) a[i] += b[i];
+    } else if (of32) {
+      add_loop(a, static_cast<const float*>(o.raw()), n, alpha);
+    } else {
+      add_loop(a, static_cast<const bf16*>(o.raw()), n, alpha);
+    }
+  } else if (of32) {
+    add_loop(static_cast<bf16*>(raw()), static_cast<const float*>(o.raw()), n, alpha);
   } else {
-#pragma omp parallel for simd schedule(static) if (n > 32768)
-    for (int64_t i = 0; i < n; ++i) a[i] += alpha * b[i];
+    add_loop(static_cast<bf16*>(raw()), static_cast<const bf16*>(o.raw()), n, alpha);
   }
   return *this;
 }
 
 Tensor& Tensor::scale_(float s) {
+  const int64_t n = static_cast<int64_t>(bytes() / dtype_size(dtype_));
+  if (dtype_ == DType::bf16) {
+    bf16* a = static_cast<bf16*>(raw());
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+    for (int64_t i = 0; i < n; ++i) st(a + i, ld(a[i]) * s);
+    return *this;
+  }
   float* a = reinterpret_cast<float*>(raw());
-  const int64_t n = static_cast<int64_t>(bytes() / sizeof(float));
 #pragma omp parallel for simd schedule(static) if (n > 32768)
   for (int64_t i = 0; i < n; ++i) a[i] *= s;
   return *this;

@@ -67,10 +67,12 @@ class Tensor {
   Tensor reshape(const Shape& shape) const;       // plain view sharing storage; -1 infers one dim
   // The same bytes described by another descriptor of equal size (e.g. OIHW weights as GOIHW).
   Tensor view_desc(const dnnl::memory::desc& md) const;
-  std::vector<float> to_vector() const;           // plain values, whatever the layout
+  std::vector<float> to_vector() const;           // plain f32 values, whatever the layout and dtype
+  Tensor to_dtype(DType t) const;                 // self if t matches, else a converted copy, same layout
   bool shares_storage(const Tensor& o) const { return storage_ == o.storage_; }
 
-  // In-place helpers (any layout; `other` is reordered to this layout when they differ).
+  // In-place helpers (any layout, f32 or bf16; `other` is reordered to this layout when they
+  // differ; an f32 tensor accumulates bf16 values without rounding them first).
   Tensor& add_(const Tensor& other, float alpha = 1.f);
   Tensor& scale_(float s);
   Tensor& zero_();

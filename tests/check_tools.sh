@@ -20,7 +20,7 @@ expect() {
   fi
 }
 for t in train evaluate predict make_synthetic; do expect 0 "usage:" -- "$build/tools/$t" --help; done
-for b in cbam model_cost loader_throughput pipeline train_throughput; do expect 0 "usage:" -- "$build/bench/$b" --help; done
+for b in cbam model_cost loader_throughput pipeline train_throughput ops; do expect 0 "usage:" -- "$build/bench/$b" --help; done
 T=$build/tools/train
 expect 2 "unknown flag --bogus" -- $T --bogus 1
 expect 2 "flag --size" -- $T --size 0x0
@@ -49,6 +49,9 @@ expect 0 "%" -- $P --checkpoint "$ck" "$img"
 expect 2 "fake.jpg" -- $P --checkpoint "$ck" "$work/fake.jpg"
 expect 2 "no images given" -- $P --checkpoint "$ck"
 expect 2 "missing.jpg" -- $P --checkpoint "$ck" "$work/missing.jpg"
+expect 2 "flag --heatmap-method" -- $P --checkpoint "$ck" --heatmap "$work/h" --heatmap-method magic "$img"
+expect 0 "heatmap" -- $P --checkpoint "$ck" --heatmap "$work/h" --heatmap-method attention "$img"
+expect 0 "heatmap" -- $P --checkpoint "$ck" --heatmap "$work/h" --heatmap-method grad_cam "$img"
 # Nothing half-written: no temporary files left in the run folder.
 if ls "$work/run" | grep -q "\.tmp\."; then echo "FAIL: temporary files left behind"; fail=1; fi
 exit $fail

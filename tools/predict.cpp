@@ -1,5 +1,5 @@
 // tools/predict: class probabilities for JPEG images from a checkpoint, and optionally attention
-// heatmaps (the last CBAM block's spatial attention, or Grad-CAM without CBAM) as JPEG overlays.
+// heatmaps (Grad-CAM, or the last CBAM block's spatial attention) as JPEG overlays.
 #include <cstdio>
 #include <filesystem>
 #include <numeric>
@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
     args.add("top", "3", "classes to print per image");
     args.add_bool("json", "print one JSON object per image");
     args.add("heatmap", "", "folder for heatmap overlays");
+    args.add("heatmap-method", "grad_cam", "grad_cam (top class, last feature map) or attention (last CBAM spatial gate)");
     args.add("threads", "0", "OpenMP threads (0: all cores)");
     std::vector<std::string> images;
     std::vector<char*> flags = {argv[0]};
@@ -42,6 +43,7 @@ int main(int argc, char** argv) {
     DERMIS_CHECK(!images.empty(), "no images given; usage: predict --checkpoint FILE IMAGE.jpg...");
     if (const long t = args.integer("threads", 0, 1024); t > 0) set_num_threads(static_cast<int>(t));
     const long top = args.integer("top", 1, 1000);
+    const experiment::HeatmapMethod method = experiment::parse_heatmap_method(args.str("heatmap-method"));
     auto ck = experiment::load_checkpoint(args.str("checkpoint"));
     const std::string hdir = args.str("heatmap");
     if (!hdir.empty()) fs::create_directories(hdir);
@@ -55,7 +57,7 @@ int main(int argc, char** argv) {
     size_t k = 0;
     while (auto b = ep.next()) {
       const std::string& path = images[k++];
-      experiment::Heatmap h = experiment::attention_heatmap(*ck.model, b->images, ck.info.norm, 2);
+      experiment::Heatmap h = experiment::attention_heatmap(*ck.model, b->images, ck.info.norm, 2, method);
       std::vector<int> order(h.probs.size());
       std::iota(order.begin(), order.end(), 0);
       std::sort(order.begin(), order.end(), [&](int a, int c) { return h.probs[a] > h.probs[c]; });

@@ -27,7 +27,7 @@ FwdPrim& fwd_prim(const Geom& g, const memory::desc& src_md, dnnl::prop_kind pro
   std::string key = fmt::format("pool_fwd{}|{}|{}|{},{},{},{},{},{}", static_cast<int>(prop), static_cast<int>(g.s.algo),
                                 md_key(src_md), g.s.kh, g.s.kw, g.s.sh, g.s.sw, g.s.ph, g.s.pw);
   return cached<FwdPrim>(with_threads(key), [&] {
-    dnnl::pooling_forward::desc d(prop, g.s.algo, src_md, memory::desc(g.dst, memory::data_type::f32, memory::format_tag::any),
+    dnnl::pooling_forward::desc d(prop, g.s.algo, src_md, memory::desc(g.dst, src_md.data_type(), memory::format_tag::any),
                                   g.strides(), g.kernel(), g.pad_l(), g.pad_r());
     return FwdPrim(dnnl::pooling_forward::primitive_desc(d, engine()));
   });

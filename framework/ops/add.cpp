@@ -15,7 +15,7 @@ Var add(const Var& a, const Var& b) {
     y = av.clone();
     y.add_(bv);
   } else {
-    y = bcast::apply(av.plain(), bv.plain(), out, bcast::BinOp::add);
+    y = bcast::apply(av.to_dtype(DType::f32).plain(), bv.to_dtype(DType::f32).plain(), out, bcast::BinOp::add);
   }
   const Shape sa = av.shape(), sb = bv.shape();
   return autograd::make_result(y, "add", {a, b}, [sa, sb](Node& self) {
@@ -25,7 +25,7 @@ Var add(const Var& a, const Var& b) {
       autograd::accumulate(nb, self.grad, false);
       return;
     }
-    Tensor g = self.grad.plain();
+    Tensor g = self.grad.to_dtype(DType::f32).plain();
     if (na.requires_grad) autograd::accumulate(na, bcast::sum_to(g, sa), sa != g.shape() ? true : false);
     if (nb.requires_grad) autograd::accumulate(nb, bcast::sum_to(g, sb), sb != g.shape() ? true : false);
   });

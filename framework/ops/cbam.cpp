@@ -14,7 +14,8 @@
 //                                dx = dx1 * att_c  -> MLP backward -> d_avg, d_max
 //                             Q3 dx += d_avg / HW, dx[argmax_hw] += d_max
 // x1 = x * att_c is never stored. Every reduction is owned by one thread in a fixed order, so
-// results do not depend on the thread count.
+// results do not depend on the thread count. x, the output and their gradients may be f32 or bf16
+// (the kernels are templated on the storage type); attention maps and arithmetic are f32.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -22,6 +23,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../bf16.h"
 #include "../ops.h"
 #include "../profile.h"
 #include "conv2d.h"
@@ -34,8 +36,9 @@ using dnnl::memory;
 int channel_block(const Tensor& t) {
   if (t.is_plain()) return 1;
   const memory::dims d(t.shape().begin(), t.shape().end());
-  if (t.desc() == memory::desc(d, memory::data_type::f32, memory::format_tag::nChw16c)) return 16;
-  if (t.desc() == memory::desc(d, memory::data_type::f32, memory::format_tag::nChw8c)) return 8;
+  const auto dt = to_dnnl(t.dtype());
+  if (t.desc() == memory::desc(d, dt, memory::format_tag::nChw16c)) return 16;
+  if (t.desc() == memory::desc(d, dt, memory::format_tag::nChw8c)) return 8;
   return 0;
 }
 
@@ -93,11 +96,20 @@ void check_weights(const Tensor& x, const CbamWeights& w, const CbamParams& p, c
                "cbam: training the spatial gate's batch norm needs more than one value (input {})", to_string(x.shape()));
 }
 
+template <int B, class T>
+struct Kernels;
+
+// Calls f(Kernels<B, T>{}) for the channel block B and the activation type T (float or bf16).
 template <class F>
-void with_block(int64_t B, F&& f) {
-  if (B == 1) f(std::integral_constant<int, 1>{});
-  else if (B == 8) f(std::integral_constant<int, 8>{});
-  else f(std::integral_constant<int, 16>{});
+void with_kernels(int64_t B, DType t, F&& f) {
+  auto by_type = [&](auto blk) {
+    constexpr int b = decltype(blk)::value;
+    if (t == DType::f32) f(Kernels<b, float>{});
+    else f(Kernels<b, bf16>{});
+  };
+  if (B == 1) by_type(std::integral_constant<int, 1>{});
+  else if (B == 8) by_type(std::integral_constant<int, 8>{});
+  else by_type(std::integral_constant<int, 16>{});
 }
 
 constexpr int64_t kChunk = 512;  // pixels per work item in the per-pixel passes
@@ -110,23 +122,26 @@ struct Geo {
   int64_t chunks() const { return (HW + kChunk - 1) / kChunk; }
 };
 
-template <int B>
+// Activations (x, y, dy, dx) are T in memory; all arithmetic is f32.
+template <int B, class T>
 struct Kernels {
+  using Elem = T;
   // P1: mean and max (first argmax) over HW per (n, c): avg/mx (N, C), amax (N, C).
-  static void pool_hw(const Geo& g, const float* px, float* avg, float* mx, int32_t* amax) {
+  static void pool_hw(const Geo& g, const T* px, float* avg, float* mx, int32_t* amax) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t n = 0; n < g.N; ++n)
       for (int64_t cb = 0; cb < g.CB; ++cb) {
-        const float* blk = px + g.base(n, cb, B);
+        const T* blk = px + g.base(n, cb, B);
         if constexpr (B == 1) {
           float s = 0.f, m = kNegInf;
 #pragma omp simd reduction(+ : s) reduction(max : m)
           for (int64_t hw = 0; hw < g.HW; ++hw) {
-            s += blk[hw];
-            m = std::max(m, blk[hw]);
+            const float v = ld(blk[hw]);
+            s += v;
+            m = std::max(m, v);
           }
           int64_t a = 0;
-          while (a < g.HW - 1 && !(blk[a] == m)) ++a;
+          while (a < g.HW - 1 && !(ld(blk[a]) == m)) ++a;
           avg[n * g.C + cb] = s / static_cast<float>(g.HW);
           mx[n * g.C + cb] = m;
           amax[n * g.C + cb] = static_cast<int32_t>(a);
@@ -137,7 +152,7 @@ struct Kernels {
           for (int64_t hw = 0; hw < g.HW; ++hw) {
 #pragma omp simd
             for (int i = 0; i < B; ++i) {
-              const float v = blk[hw * B + i];
+              const float v = ld(blk[hw * B + i]);
               sum[i] += v;
               const bool gt = v > m[i];
               m[i] = gt ? v : m[i];
@@ -155,7 +170,7 @@ struct Kernels {
   }
 
   // P2: max (first argmax) and mean over channels of x * att_c per (n, hw): s (N, 2, HW), carg (N, HW).
-  static void pool_c(const Geo& g, const float* px, const float* ac, float* ps, int32_t* carg) {
+  static void pool_c(const Geo& g, const T* px, const float* ac, float* ps, int32_t* carg) {
     const int64_t chunks = g.chunks();
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t n = 0; n < g.N; ++n)
@@ -166,14 +181,14 @@ struct Kernels {
         int32_t* arg = carg + n * g.HW;
         for (int64_t hw = h0; hw < h1; ++hw) smax[hw] = kNegInf, smean[hw] = 0.f, arg[hw] = 0;
         for (int64_t cb = 0; cb < g.CB; ++cb) {
-          const float* blk = px + g.base(n, cb, B);
+          const T* blk = px + g.base(n, cb, B);
           const float* a = ac + n * g.Cp + cb * B;
           if constexpr (B == 1) {
             const float av = a[0];
             const int32_t c = static_cast<int32_t>(cb);
 #pragma omp simd
             for (int64_t hw = h0; hw < h1; ++hw) {
-              const float v = blk[hw] * av;
+              const float v = ld(blk[hw]) * av;
               smean[hw] += v;
               const bool gt = v > smax[hw];
               smax[hw] = gt ? v : smax[hw];
@@ -185,7 +200,7 @@ struct Kernels {
               float m = smax[hw], sum = 0.f;
               int32_t ag = arg[hw];
               for (int64_t i = 0; i < nb; ++i) {
-                const float v = blk[hw * B + i] * a[i];
+                const float v = ld(blk[hw * B + i]) * a[i];
                 sum += v;
                 if (v > m) m = v, ag = static_cast<int32_t>(cb * B + i);
               }
@@ -199,7 +214,7 @@ struct Kernels {
   }
 
   // P3: y = x * att_c (* att_s when as != nullptr).
-  static void gate(const Geo& g, const float* px, const float* ac, const float* as, float* py) {
+  static void gate(const Geo& g, const T* px, const float* ac, const float* as, T* py) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t n = 0; n < g.N; ++n)
       for (int64_t cb = 0; cb < g.CB; ++cb) {
@@ -210,23 +225,23 @@ struct Kernels {
           const float av = a[0];
           if (sp) {
 #pragma omp simd
-            for (int64_t hw = 0; hw < g.HW; ++hw) py[base + hw] = px[base + hw] * av * sp[hw];
+            for (int64_t hw = 0; hw < g.HW; ++hw) st(py + base + hw, ld(px[base + hw]) * av * sp[hw]);
           } else {
 #pragma omp simd
-            for (int64_t hw = 0; hw < g.HW; ++hw) py[base + hw] = px[base + hw] * av;
+            for (int64_t hw = 0; hw < g.HW; ++hw) st(py + base + hw, ld(px[base + hw]) * av);
           }
         } else {
           for (int64_t hw = 0; hw < g.HW; ++hw) {
             const float s = sp ? sp[hw] : 1.f;
 #pragma omp simd
-            for (int i = 0; i < B; ++i) py[base + hw * B + i] = px[base + hw * B + i] * a[i] * s;
+            for (int i = 0; i < B; ++i) st(py + base + hw * B + i, ld(px[base + hw * B + i]) * a[i] * s);
           }
         }
       }
   }
 
   // Q1: d_att_s (N, HW) = sum_c dy * x * att_c.
-  static void datt_s(const Geo& g, const float* dy, const float* px, const float* ac, float* datt) {
+  static void datt_s(const Geo& g, const T* dy, const T* px, const float* ac, float* datt) {
     const int64_t chunks = g.chunks();
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t n = 0; n < g.N; ++n)
@@ -240,12 +255,12 @@ struct Kernels {
           if constexpr (B == 1) {
             const float av = a[0];
 #pragma omp simd
-            for (int64_t hw = h0; hw < h1; ++hw) d[hw] += dy[base + hw] * px[base + hw] * av;
+            for (int64_t hw = h0; hw < h1; ++hw) d[hw] += ld(dy[base + hw]) * ld(px[base + hw]) * av;
           } else {
             for (int64_t hw = h0; hw < h1; ++hw) {
               float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
-              for (int i = 0; i < B; ++i) acc += dy[base + hw * B + i] * px[base + hw * B + i] * a[i];
+              for (int i = 0; i < B; ++i) acc += ld(dy[base + hw * B + i]) * ld(px[base + hw * B + i]) * a[i];
               d[hw] += acc;
             }
           }
@@ -255,8 +270,8 @@ struct Kernels {
 
   // Q2: dx1 = dy * att_s + channel-pool backward (ds0 to the argmax channel, ds1 / C to all);
   // d_att_c (N, C) = sum_hw dx1 * x; dx = dx1 * att_c. Without the spatial gate dx1 = dy.
-  static void dx_channel(const Geo& g, const float* dy, const float* px, const float* ac, const float* as,
-                         const float* ds0, const float* ds1, const int32_t* carg, float* pdx, float* datt_c) {
+  static void dx_channel(const Geo& g, const T* dy, const T* px, const float* ac, const float* as,
+                         const float* ds0, const float* ds1, const int32_t* carg, T* pdx, float* datt_c) {
     const float invC = 1.f / static_cast<float>(g.C);
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t n = 0; n < g.N; ++n)
@@ -274,15 +289,16 @@ struct Kernels {
           if (sp) {
 #pragma omp simd reduction(+ : acc)
             for (int64_t hw = 0; hw < g.HW; ++hw) {
-              const float d1 = dy[base + hw] * sp[hw] + d1m[hw] * invC + (am[hw] == c ? d0[hw] : 0.f);
-              acc += d1 * px[base + hw];
-              pdx[base + hw] = d1 * av;
+              const float d1 = ld(dy[base + hw]) * sp[hw] + d1m[hw] * invC + (am[hw] == c ? d0[hw] : 0.f);
+              acc += d1 * ld(px[base + hw]);
+              st(pdx + base + hw, d1 * av);
             }
           } else {
 #pragma omp simd reduction(+ : acc)
             for (int64_t hw = 0; hw < g.HW; ++hw) {
-              acc += dy[base + hw] * px[base + hw];
-              pdx[base + hw] = dy[base + hw] * av;
+              const float d1 = ld(dy[base + hw]);
+              acc += d1 * ld(px[base + hw]);
+              st(pdx + base + hw, d1 * av);
             }
           }
           datt_c[n * g.C + cb] = acc;
@@ -295,9 +311,9 @@ struct Kernels {
 #pragma omp simd
             for (int i = 0; i < B; ++i) {
               const int64_t e = base + hw * B + i;
-              const float d1 = dy[e] * s + dmean + (lane == i ? dmax : 0.f);
-              acc[i] += d1 * px[e];
-              pdx[e] = d1 * a[i];  // a[i] = 0 in padded lanes keeps the padding zero
+              const float d1 = ld(dy[e]) * s + dmean + (lane == i ? dmax : 0.f);
+              acc[i] += d1 * ld(px[e]);
+              st(pdx + e, d1 * a[i]);  // a[i] = 0 in padded lanes keeps the padding zero
             }
           }
           for (int64_t i = 0; i < B && cb * B + i < g.C; ++i) datt_c[n * g.C + cb * B + i] = acc[i];
@@ -306,7 +322,7 @@ struct Kernels {
   }
 
   // Q3: pooling backward: dx += d_avg / HW everywhere, dx[argmax_hw] += d_max.
-  static void dx_pool(const Geo& g, const float* davg, const float* dmax, const int32_t* amax, float* pdx) {
+  static void dx_pool(const Geo& g, const float* davg, const float* dmax, const int32_t* amax, T* pdx) {
     const float invHW = 1.f / static_cast<float>(g.HW);
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t n = 0; n < g.N; ++n)
@@ -317,16 +333,17 @@ struct Kernels {
         for (int i = 0; i < B; ++i) da[i] = i < nb ? davg[n * g.C + cb * B + i] * invHW : 0.f;
         if constexpr (B == 1) {
 #pragma omp simd
-          for (int64_t hw = 0; hw < g.HW; ++hw) pdx[base + hw] += da[0];
+          for (int64_t hw = 0; hw < g.HW; ++hw) st(pdx + base + hw, ld(pdx[base + hw]) + da[0]);
         } else {
           for (int64_t hw = 0; hw < g.HW; ++hw) {
 #pragma omp simd
-            for (int i = 0; i < B; ++i) pdx[base + hw * B + i] += da[i];
+            for (int i = 0; i < B; ++i) st(pdx + base + hw * B + i, ld(pdx[base + hw * B + i]) + da[i]);
           }
         }
         for (int64_t i = 0; i < nb; ++i) {
           const int64_t c = cb * B + i;
-          pdx[base + amax[n * g.C + c] * B + i] += dmax[n * g.C + c];
+          T* e = pdx + base + amax[n * g.C + c] * B + i;
+          st(e, ld(*e) + dmax[n * g.C + c]);
         }
       }
   }
@@ -350,13 +367,16 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
   s.training = p.training;
   const int64_t N = s.N, C = s.C, HW = s.HW, Cp = s.Cp, Cr = s.Cr;
   const Geo geo{N, C, HW, s.CB, Cp};
-  const float* px = static_cast<const float*>(s.x.raw());
+  const void* px = s.x.raw();
+  const DType dt = s.x.dtype();
 
   // P1: average and max over H, W -> the MLP's input rows [avg; max] (2N, C).
   s.mlp_in.assign(2 * N * C, 0.f);
   s.amax_hw.assign(N * C, 0);
-  with_block(s.B, [&](auto b) {
-    Kernels<decltype(b)::value>::pool_hw(geo, px, s.mlp_in.data(), s.mlp_in.data() + N * C, s.amax_hw.data());
+  with_kernels(s.B, dt, [&](auto k) {
+    using K = decltype(k);
+    K::pool_hw(geo, static_cast<const typename K::Elem*>(px), s.mlp_in.data(), s.mlp_in.data() + N * C,
+               s.amax_hw.data());
   });
 
   // Shared MLP on [avg; max] (2N rows), summed per sample, sigmoid.
@@ -379,8 +399,9 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
     // P2: max and mean over channels of x1 = x * att_c -> s (N, 2, H, W).
     s.s = Tensor::empty({N, 2, s.H, s.W});
     s.carg.assign(N * HW, 0);
-    with_block(s.B, [&](auto b) {
-      Kernels<decltype(b)::value>::pool_c(geo, px, s.att_c.data(), s.s.data(), s.carg.data());
+    with_kernels(s.B, dt, [&](auto k) {
+      using K = decltype(k);
+      K::pool_c(geo, static_cast<const typename K::Elem*>(px), s.att_c.data(), s.s.data(), s.carg.data());
     });
 
     // k x k conv (oneDNN), then batch norm over the single channel, then sigmoid.
@@ -419,9 +440,11 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
   // P3: out = x * att_c (* att_s), in x's layout.
   Tensor out = Tensor::with_desc(s.x.shape(), s.x.desc());
   const bool spatial = !p.channel_only;
-  with_block(s.B, [&](auto b) {
-    Kernels<decltype(b)::value>::gate(geo, px, s.att_c.data(), spatial ? s.att_s.data() : nullptr,
-                                      static_cast<float*>(out.raw()));
+  with_kernels(s.B, dt, [&](auto k) {
+    using K = decltype(k);
+    using E = typename K::Elem;
+    K::gate(geo, static_cast<const E*>(px), s.att_c.data(), spatial ? s.att_s.data() : nullptr,
+            static_cast<E*>(out.raw()));
   });
 
   std::vector<Var> inputs = {xv, w.fc1_w, w.fc1_b, w.fc2_w, w.fc2_b};
@@ -434,8 +457,9 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
     const int64_t N = s.N, C = s.C, HW = s.HW, Cp = s.Cp, Cr = s.Cr;
     const Geo geo{N, C, HW, s.CB, Cp};
     Tensor dyt = self.grad.to_desc(s.x.desc());
-    const float* dy = static_cast<const float*>(dyt.raw());
-    const float* px = static_cast<const float*>(s.x.raw());
+    const void* dy = dyt.raw();
+    const void* px = s.x.raw();
+    const DType dt = s.x.dtype();
     const float* ac = s.att_c.data();
     const bool spatial = !s.channel_only;
 
@@ -445,7 +469,11 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
     Tensor dconv;
     if (spatial) {
       std::vector<float> datt(N * HW);
-      with_block(s.B, [&](auto b) { Kernels<decltype(b)::value>::datt_s(geo, dy, px, ac, datt.data()); });
+      with_kernels(s.B, dt, [&](auto k) {
+        using K = decltype(k);
+        using E = typename K::Elem;
+        K::datt_s(geo, static_cast<const E*>(dy), static_cast<const E*>(px), ac, datt.data());
+      });
       const int64_t M = N * HW;
       std::vector<float> dzb(M);
       double sum_d = 0, sum_dz = 0;
@@ -474,11 +502,13 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
 
     // Q2: dx1 -> d_att_c and dx = dx1 * att_c.
     Tensor dx = Tensor::with_desc(s.x.shape(), s.x.desc());
-    float* pdx = static_cast<float*>(dx.raw());
+    void* pdx = dx.raw();
     std::vector<float> datt_c(N * C);
-    with_block(s.B, [&](auto b) {
-      Kernels<decltype(b)::value>::dx_channel(geo, dy, px, ac, spatial ? s.att_s.data() : nullptr, ds0.data(),
-                                              ds1.data(), s.carg.data(), pdx, datt_c.data());
+    with_kernels(s.B, dt, [&](auto k) {
+      using K = decltype(k);
+      using E = typename K::Elem;
+      K::dx_channel(geo, static_cast<const E*>(dy), static_cast<const E*>(px), ac, spatial ? s.att_s.data() : nullptr,
+                    ds0.data(), ds1.data(), s.carg.data(), static_cast<E*>(pdx), datt_c.data());
     });
 
     // MLP backward. Both halves (avg rows, max rows) get the same d_o.
@@ -541,8 +571,9 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
     }
 
     // Q3: pooling backward into dx.
-    with_block(s.B, [&](auto b) {
-      Kernels<decltype(b)::value>::dx_pool(geo, din.data(), din.data() + N * C, s.amax_hw.data(), pdx);
+    with_kernels(s.B, dt, [&](auto k) {
+      using K = decltype(k);
+      K::dx_pool(geo, din.data(), din.data() + N * C, s.amax_hw.data(), static_cast<typename K::Elem*>(pdx));
     });
     autograd::accumulate(autograd::input(self, 0), dx);
     if (spatial) {

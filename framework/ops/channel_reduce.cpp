@@ -15,7 +15,7 @@ void check4(const Var& x, const char* op) {
 
 Var channel_mean(const Var& x) {
   check4(x, "channel_mean");
-  Tensor xv = x.value().plain();
+  Tensor xv = x.value().to_dtype(DType::f32).plain();
   const int64_t N = xv.dim(0), C = xv.dim(1), HW = xv.dim(2) * xv.dim(3);
   Tensor y = Tensor::zeros({N, 1, xv.dim(2), xv.dim(3)});
   const float inv = 1.f / static_cast<float>(C);
@@ -32,7 +32,7 @@ Var channel_mean(const Var& x) {
   }
   Shape xs = xv.shape();
   return autograd::make_result(y, "channel_mean", {x}, [xs, inv](Node& self) {
-    Tensor g = self.grad.plain();
+    Tensor g = self.grad.to_dtype(DType::f32).plain();
     const int64_t N = xs[0], C = xs[1], HW = xs[2] * xs[3];
     Tensor dx = Tensor::empty(xs);
     const float* pg = g.data();
@@ -47,7 +47,7 @@ Var channel_mean(const Var& x) {
 
 Var channel_max(const Var& x) {
   check4(x, "channel_max");
-  Tensor xv = x.value().plain();
+  Tensor xv = x.value().to_dtype(DType::f32).plain();
   const int64_t N = xv.dim(0), C = xv.dim(1), HW = xv.dim(2) * xv.dim(3);
   Tensor y = Tensor::empty({N, 1, xv.dim(2), xv.dim(3)});
   const bool grad = autograd::needs_grad({&x});
@@ -73,7 +73,7 @@ Var channel_max(const Var& x) {
   if (!grad) return Var(y);
   Shape xs = xv.shape();
   return autograd::make_result(y, "channel_max", {x}, [xs, arg = std::move(arg)](Node& self) {
-    Tensor g = self.grad.plain();
+    Tensor g = self.grad.to_dtype(DType::f32).plain();
     const int64_t N = xs[0], C = xs[1], HW = xs[2] * xs[3];
     Tensor dx = Tensor::zeros(xs);
     const float* pg = g.data();

@@ -16,7 +16,7 @@ Var concat_channels(const std::vector<Var>& xs) {
     DERMIS_CHECK(v.dim(0) == xs[0].dim(0) && v.dim(2) == xs[0].dim(2) && v.dim(3) == xs[0].dim(3),
                  "concat_channels: input {} has shape {} but input 0 has {}; N, H and W must match", i,
                  to_string(v.shape()), to_string(xs[0].shape()));
-    vals.push_back(v.plain());
+    vals.push_back(v.to_dtype(DType::f32).plain());
     C += v.dim(1);
   }
   const int64_t N = xs[0].dim(0), HW = xs[0].dim(2) * xs[0].dim(3);
@@ -36,7 +36,7 @@ Var concat_channels(const std::vector<Var>& xs) {
   std::vector<Shape> shapes;
   for (auto& v : vals) shapes.push_back(v.shape());
   return autograd::make_result(y, "concat_channels", xs, [shapes, offs, N, C, HW](Node& self) {
-    Tensor g = self.grad.plain();
+    Tensor g = self.grad.to_dtype(DType::f32).plain();
     for (size_t i = 0; i < shapes.size(); ++i) {
       Node& ni = autograd::input(self, i);
       if (!ni.requires_grad) continue;

@@ -1,11 +1,15 @@
-// conv2d: oneDNN convolution forward, backward-data and backward-weights (+bias).
+// conv2d: oneDNN convolution forward, backward-data and backward-weights (+bias), with an optional
+// fused ReLU (eltwise post-op).
 //
 // Source, weights and destination descriptors use format_tag::any so oneDNN picks its fastest
-// (blocked) layouts; the output stays in that layout. Weights are kept plain (OIHW) as parameters
-// and reordered to the primitive's layout when it differs. Backward primitives take the forward
-// primitive descriptor as their hint.
+// (blocked) layouts; the output stays in that layout. Weights are kept plain (OIHW) f32 as
+// parameters and reordered to the primitive's layout (and dtype) when it differs. Backward
+// primitives take the forward primitive descriptor (without post-op) as their hint.
+// The compute dtype is the input's: f32, or bf16 (from AutocastBF16 or a bf16 input), in which
+// case activations and their gradients are bf16 while bias and weight gradients stay f32.
 #include <fmt/format.h>
 
+#include "../bf16.h"
 #include "../dnnl/context.h"
 #include "conv2d.h"
 
@@ -22,6 +26,7 @@ struct ConvGeom {
   int64_t N, C, H, W, OC, KH, KW, Ho, Wo;
   Conv2dParams p;
   bool bias;
+  memory::data_type dt = memory::data_type::f32;  // activations and compute: f32, or bf16 (f32 weight gradients)
   memory::dims src() const { return {N, C, H, W}; }
   memory::dims wei() const {
     return p.groups == 1 ? memory::dims{OC, C, KH, KW} : memory::dims{p.groups, OC / p.groups, C / p.groups, KH, KW};
@@ -35,13 +40,14 @@ struct ConvGeom {
     return {(Ho - 1) * p.stride + (KH - 1) * p.dilation + 1 - H - p.pad,
             (Wo - 1) * p.stride + (KW - 1) * p.dilation + 1 - W - p.pad};
   }
-  memory::desc any(const memory::dims& d) const { return memory::desc(d, memory::data_type::f32, tag::any); }
+  memory::desc any(const memory::dims& d) const { return memory::desc(d, dt, tag::any); }
+  memory::desc any_f32(const memory::dims& d) const { return memory::desc(d, memory::data_type::f32, tag::any); }
   memory::desc user_wei() const {
     return memory::desc(wei(), memory::data_type::f32, p.groups == 1 ? tag::oihw : tag::goihw);
   }
   std::string key() const {
-    return fmt::format("{},{},{},{}|{},{},{}|s{}p{}d{}g{}|b{}r{}", N, C, H, W, OC, KH, KW, p.stride, p.pad,
-                       p.dilation, p.groups, bias, p.relu);
+    return fmt::format("{},{},{},{}|{},{},{}|s{}p{}d{}g{}|b{}r{}|{}", N, C, H, W, OC, KH, KW, p.stride, p.pad,
+                       p.dilation, p.groups, bias, p.relu, dt == memory::data_type::bf16 ? "bf16" : "f32");
   }
 };
 
@@ -53,7 +59,8 @@ ConvGeom geometry(const Tensor& x, const Tensor& w, const Shape* b, const Conv2d
                "conv2d: need stride >= 1, pad >= 0, dilation >= 1, groups >= 1 (got stride={}, pad={}, dilation={}, "
                "groups={})",
                p.stride, p.pad, p.dilation, p.groups);
-  ConvGeom g{x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(2), w.dim(3), 0, 0, p, b != nullptr};
+  ConvGeom g{x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(2), w.dim(3), 0, 0, p, b != nullptr,
+             to_dnnl(x.dtype())};
   DERMIS_CHECK(g.C == w.dim(1) * p.groups,
                "conv2d: channel mismatch: input {} has {} channels but weight {} expects {} (C/groups={} x groups={})",
                to_string(x.shape()), g.C, to_string(w.shape()), w.dim(1) * p.groups, w.dim(1), p.groups);
@@ -74,7 +81,7 @@ using BwdWeiPrim = ctx::Prim<dnnl::convolution_backward_weights::primitive_desc,
 
 FwdPrim& forward_prim(const ConvGeom& g, dnnl::prop_kind prop) {
   return ctx::cached<FwdPrim>(ctx::with_threads(fmt::format("conv_fwd{}|{}", static_cast<int>(prop), g.key())), [&] {
-    auto bias_md = g.bias ? g.any({g.OC}) : memory::desc();
+    auto bias_md = g.bias ? g.any_f32({g.OC}) : memory::desc();
     dnnl::convolution_forward::desc d(prop, dnnl::algorithm::convolution_direct, g.any(g.src()), g.any(g.wei()),
                                       bias_md, g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r());
     dnnl::primitive_attr attr;
@@ -109,9 +116,10 @@ BwdDataPrim& bwd_data_prim(const ConvGeom& g) {
 
 BwdWeiPrim& bwd_wei_prim(const ConvGeom& g) {
   return ctx::cached<BwdWeiPrim>(ctx::with_threads("conv_bwd_wei|" + g.key()), [&] {
-    auto bias_md = g.bias ? g.any({g.OC}) : memory::desc();
-    dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, g.any(g.src()), g.any(g.wei()),
-                                               bias_md, g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r());
+    auto bias_md = g.bias ? g.any_f32({g.OC}) : memory::desc();
+    dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, g.any(g.src()),
+                                               g.any_f32(g.wei()), bias_md, g.any(g.dst()), g.strides(), g.dil(),
+                                               g.pad_l(), g.pad_r());
     BwdWeiPrim p(dnnl::convolution_backward_weights::primitive_desc(
         d, ctx::engine(), forward_prim(without_relu(g), dnnl::prop_kind::forward_training).pd));
     ctx::note_impl("conv_bwd_weights", p.pd.impl_info_str());
@@ -121,6 +129,23 @@ BwdWeiPrim& bwd_wei_prim(const ConvGeom& g) {
 
 // A plain weight tensor viewed with the primitive's logical weight dims (goihw for groups > 1).
 Tensor weight_as_user(const Tensor& w, const ConvGeom& g) { return w.plain().view_desc(g.user_wei()); }
+template <class T>
+void mask_loop(const T* y, const T* g, T* d, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+  for (int64_t i = 0; i < n; ++i) d[i] = ld(y[i]) > 0.f ? g[i] : T{};
+}
+
+// g where out > 0, else 0, in out's layout and dtype.
+Tensor relu_mask(const Tensor& grad, const Tensor& out) {
+  const Tensor g = grad.to_desc(out.desc());
+  Tensor d = Tensor::with_desc(out.shape(), out.desc());
+  const int64_t n = static_cast<int64_t>(out.bytes() / dtype_size(out.dtype()));
+  if (out.dtype() == DType::f32)
+    mask_loop(static_cast<const float*>(out.raw()), static_cast<const float*>(g.raw()), static_cast<float*>(d.raw()), n);
+  else
+    mask_loop(static_cast<const bf16*>(out.raw()), static_cast<const bf16*>(g.raw()), static_cast<bf16*>(d.raw()), n);
+  return d;
+}
 }  // namespace
 
 namespace detail {
@@ -143,6 +168,7 @@ void conv2d_backward(const Tensor& x, const Tensor& w, bool has_bias, const Tens
                      Tensor* dx, Tensor* dw, Tensor* db) {
   const Shape bshape{w.dim(0)};
   const ConvGeom g = geometry(x, w, has_bias ? &bshape : nullptr, {p.stride, p.pad, p.dilation, p.groups, false});
+  // Weight and bias gradients come back f32; dx in x's dtype.
   if (dx) {
     auto& bd = bwd_data_prim(g);
     Tensor dy = dy_in.to_desc(bd.pd.diff_dst_desc());
@@ -175,10 +201,14 @@ void conv2d_backward(const Tensor& x, const Tensor& w, bool has_bias, const Tens
 Var conv2d(const Var& x, const Var& w, const Var& b, Conv2dParams p) {
   DERMIS_CHECK(x.defined() && w.defined(), "conv2d: input and weight must be defined");
   geometry(x.value(), w.value(), b.defined() ? &b.shape() : nullptr, p);  // validates first
+  DERMIS_CHECK(w.value().dtype() == DType::f32 && (!b.defined() || b.value().dtype() == DType::f32),
+               "conv2d: weights and bias must be f32 (bf16 compute converts them on the fly)");
   const bool train = autograd::needs_grad({&x, &w, &b});
-  Tensor dst = detail::conv2d_forward(x.value(), w.value(), b.defined() ? b.value() : Tensor(), p, train);
+  // Under AutocastBF16 the input is converted once; backward keeps the bf16 copy (half the memory).
+  const Tensor xin = autocast_bf16() ? x.value().to_dtype(DType::bf16) : x.value();
+  Tensor dst = detail::conv2d_forward(xin, w.value(), b.defined() ? b.value() : Tensor(), p, train);
   if (!train) return Var(dst);
-  Tensor src = x.value(), wei = w.value().plain();
+  Tensor src = xin, wei = w.value().plain();
   const bool has_bias = b.defined();
   Tensor out = p.relu ? dst : Tensor();  // the ReLU's mask, from the output
   return autograd::make_result(dst, "conv2d", {x, w, b}, [src, wei, has_bias, p, out](Node& self) {
@@ -186,16 +216,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, Conv2dParams p) {
     Node& nw = autograd::input(self, 1);
     Node& nb = autograd::input(self, 2);
     Tensor dy = self.grad;
-    if (p.relu) {  // dy through the fused ReLU: zero where the output is not positive
-      const Tensor g = self.grad.to_desc(out.desc());
-      dy = Tensor::with_desc(out.shape(), out.desc());
-      float* d = static_cast<float*>(dy.raw());
-      const float* gv = static_cast<const float*>(g.raw());
-      const float* y = static_cast<const float*>(out.raw());
-      const int64_t n = static_cast<int64_t>(dy.bytes() / sizeof(float));
-#pragma omp parallel for simd schedule(static) if (n > 32768)
-      for (int64_t i = 0; i < n; ++i) d[i] = y[i] > 0.f ? gv[i] : 0.f;
-    }
+    if (p.relu) dy = relu_mask(self.grad, out);  // dy through the fused ReLU
     Tensor dx, dw, db;
     detail::conv2d_backward(src, wei, has_bias, dy, p, nx.requires_grad ? &dx : nullptr,
                             nw.requires_grad ? &dw : nullptr, has_bias && nb.requires_grad ? &db : nullptr);

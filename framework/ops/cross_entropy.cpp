@@ -30,7 +30,7 @@ Var softmax_cross_entropy(const Var& logits, const std::vector<int>& targets, co
   std::vector<double> w(K, 1.0);
   for (int64_t k = 0; k < static_cast<int64_t>(p.class_weights.size()); ++k) w[k] = p.class_weights[k];
   const double e = p.label_smoothing;
-  Tensor z = logits.value().plain();
+  Tensor z = logits.value().to_dtype(DType::f32).plain();
   const float* pz = z.data();
   Tensor prob = Tensor::empty({N, K});
   float* pp = prob.data();

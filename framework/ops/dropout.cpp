@@ -10,7 +10,7 @@ namespace dermis {
 
 namespace {
 Tensor apply_mask(const Tensor& in, uint64_t seed, uint64_t base, float p) {
-  Tensor x = in.plain();
+  Tensor x = in.to_dtype(DType::f32).plain();
   Tensor y = Tensor::empty(x.shape());
   const float scale = 1.f / (1.f - p);
   const float* px = x.data();

@@ -47,7 +47,8 @@ Var linear(const Var& x, const Var& w, const Var& b) {
   const IpGeom g{x.dim(0), x.dim(1), w.dim(0), b.defined()};
   const bool train = autograd::needs_grad({&x, &w, &b});
   auto& f = fwd_prim(g, train ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
-  Tensor src = x.value().plain(), wei = w.value().plain();
+  // f32 throughout: a bf16 input (after pooling under AutocastBF16) is converted here.
+  Tensor src = x.value().to_desc(g.src()), wei = w.value().plain();
   Tensor dst = Tensor::empty({g.N, g.OC});
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src.memory()}, {DNNL_ARG_WEIGHTS, wei.memory()},
                                        {DNNL_ARG_DST, dst.memory()}};
@@ -60,7 +61,7 @@ Var linear(const Var& x, const Var& w, const Var& b) {
     Node& nx = autograd::input(self, 0);
     Node& nw = autograd::input(self, 1);
     Node& nb = autograd::input(self, 2);
-    Tensor dy = self.grad.plain();
+    Tensor dy = self.grad.to_desc(g.dst());
     if (nx.requires_grad) {
       auto& bd = ctx::cached<BwdDataPrim>(ctx::with_threads("ip_bwd_data|" + g.key()), [&] {
         dnnl::inner_product_backward_data::desc d(g.src(), g.wei(), g.dst());

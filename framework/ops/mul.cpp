@@ -7,7 +7,8 @@ namespace dermis {
 
 namespace {
 // Elementwise product of two equal-shaped tensors in a's layout.
-Tensor same_shape_mul(const Tensor& a, const Tensor& b) {
+Tensor same_shape_mul(const Tensor& a0, const Tensor& b) {
+  const Tensor a = a0.to_dtype(DType::f32);
   Tensor y = a.clone();
   Tensor bb = b.to_desc(a.desc());
   float* py = static_cast<float*>(y.raw());
@@ -24,7 +25,7 @@ Var mul(const Var& a, const Var& b) {
   const Tensor &av = a.value(), &bv = b.value();
   const Shape out = bcast::result_shape(av.shape(), bv.shape(), "mul");
   const bool same = av.shape() == bv.shape();
-  Tensor y = same ? same_shape_mul(av, bv) : bcast::apply(av.plain(), bv.plain(), out, bcast::BinOp::mul);
+  Tensor y = same ? same_shape_mul(av, bv) : bcast::apply(av.to_dtype(DType::f32).plain(), bv.to_dtype(DType::f32).plain(), out, bcast::BinOp::mul);
   if (!autograd::needs_grad({&a, &b})) return Var(y);
   return autograd::make_result(y, "mul", {a, b}, [av, bv, same](Node& self) {
     Node &na = autograd::input(self, 0), &nb = autograd::input(self, 1);
@@ -33,11 +34,11 @@ Var mul(const Var& a, const Var& b) {
       if (nb.requires_grad) autograd::accumulate(nb, same_shape_mul(self.grad, av));
       return;
     }
-    Tensor g = self.grad.plain();
+    Tensor g = self.grad.to_dtype(DType::f32).plain();
     if (na.requires_grad)
-      autograd::accumulate(na, bcast::sum_to(bcast::apply(g, bv.plain(), g.shape(), bcast::BinOp::mul), av.shape()));
+      autograd::accumulate(na, bcast::sum_to(bcast::apply(g, bv.to_dtype(DType::f32).plain(), g.shape(), bcast::BinOp::mul), av.shape()));
     if (nb.requires_grad)
-      autograd::accumulate(nb, bcast::sum_to(bcast::apply(g, av.plain(), g.shape(), bcast::BinOp::mul), bv.shape()));
+      autograd::accumulate(nb, bcast::sum_to(bcast::apply(g, av.to_dtype(DType::f32).plain(), g.shape(), bcast::BinOp::mul), bv.shape()));
   });
 }
 

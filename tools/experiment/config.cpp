@@ -52,6 +52,7 @@ void add_train_flags(cli::Args& a) {
   a.add("hue", "0.02", "hue jitter (turns)");
   a.add("seed", "0", "random seed (split, weights, order, augmentation, dropout)");
   a.add("threads", "0", "OpenMP threads for the model (0: automatic)");
+  a.add("precision", "f32", "f32, or bf16: mixed precision (bf16 activations and convolutions, f32 weights)");
   a.add("loader-threads", "0", "JPEG loader threads (0: automatic)");
   a.add_bool("cache", "keep decoded images in memory after the first epoch");
   a.add("out", "", "run folder (default: runs/<model>-<date>-<time>)");
@@ -97,6 +98,7 @@ TrainConfig train_config_from_flags(const cli::Args& a) {
   c.class_weights = a.str("class-weights");
   c.label_smoothing = a.real("label-smoothing", 0, 0.999);
   c.balanced_sampling = a.flag("balanced-sampling");
+  c.precision = a.str("precision");
   c.val_fraction = a.real("val-fraction", 0.01, 0.9);
   c.crop_scale_min = a.real("crop-scale", 0.05, 1);
   c.rotate_degrees = a.real("rotate", 0, 180);
@@ -116,6 +118,7 @@ TrainConfig train_config_from_flags(const cli::Args& a) {
 }
 
 void TrainConfig::validate() const {
+  DERMIS_CHECK(precision == "f32" || precision == "bf16", "flag --precision: expected f32 or bf16, got '{}'", precision);
   DERMIS_CHECK(class_weights == "none" || class_weights == "inverse" || class_weights == "sqrt",
                "flag --class-weights: expected none, inverse or sqrt, got '{}'", class_weights);
   optim::ScheduleOptions s = schedule;
@@ -160,6 +163,7 @@ json::Value TrainConfig::to_json() const {
                       {"class_weights", class_weights},
                       {"label_smoothing", label_smoothing},
                       {"balanced_sampling", balanced_sampling},
+                      {"precision", precision},
                       {"crop_scale_min", crop_scale_min},
                       {"rotate_degrees", rotate_degrees},
                       {"jitter", jitter},
@@ -196,6 +200,7 @@ TrainConfig TrainConfig::from_json(const json::Value& v) {
   str("plateau_metric", c.plateau_metric), num("min_lr", c.schedule.min_lr);
   num("warmup_epochs", c.schedule.warmup_epochs), str("class_weights", c.class_weights);
   num("label_smoothing", c.label_smoothing), boolean("balanced_sampling", c.balanced_sampling);
+  str("precision", c.precision);
   num("crop_scale_min", c.crop_scale_min), num("rotate_degrees", c.rotate_degrees), num("jitter", c.jitter);
   num("hue", c.hue);
   if (auto* s = v.find("seed")) c.seed = std::stoull(s->string("seed"));

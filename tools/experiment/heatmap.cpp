@@ -33,14 +33,21 @@ void colour(float t, float rgb[3]) {
 }
 }  // namespace
 
-Heatmap attention_heatmap(models::Classifier& model, const Tensor& x, const data::Normalization& norm, int scale) {
+HeatmapMethod parse_heatmap_method(const std::string& s) {
+  if (s == "grad_cam" || s == "gradcam") return HeatmapMethod::grad_cam;
+  if (s == "attention") return HeatmapMethod::attention;
+  DERMIS_FAIL("flag --heatmap-method: unknown method '{}'; use grad_cam or attention", s);
+}
+
+Heatmap attention_heatmap(models::Classifier& model, const Tensor& x, const data::Normalization& norm, int scale,
+                          HeatmapMethod method) {
   DERMIS_CHECK(x.ndim() == 4 && x.dim(0) == 1 && x.dim(1) == 3, "heatmap: expected one image (1, 3, H, W)");
   model.eval();
   Heatmap out;
   std::vector<float> map;
   int mh = 0, mw = 0;
   nn::CBAM* cbam = model.last_cbam();
-  if (cbam && !cbam->options.channel_only) {
+  if (method == HeatmapMethod::attention && cbam && !cbam->options.channel_only) {
     NoGrad ng;
     cbam->capture_attention = true;
     Var logits = model.forward(Var(x));

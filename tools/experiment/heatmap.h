@@ -1,6 +1,6 @@
-// Attention heatmaps: the spatial attention of a model's last CBAM block (where the model looked),
-// or Grad-CAM on its last feature map for models without CBAM, upsampled and blended over the input
-// image as a colour map (blue = low, red = high).
+// Heatmaps of where a model looked: Grad-CAM on its last feature map (the default) or the spatial
+// attention of its last CBAM block, upsampled and blended over the input image as a colour map
+// (blue = low, red = high).
 #pragma once
 
 #include <string>
@@ -18,7 +18,16 @@ struct Heatmap {
   std::string method;        // "cbam_spatial_attention" or "grad_cam"
 };
 
-// x: one normalised image (1, 3, H, W). The overlay is `scale` times the input size.
-Heatmap attention_heatmap(models::Classifier& model, const Tensor& x, const data::Normalization& norm, int scale = 2);
+enum class HeatmapMethod {
+  grad_cam,   // Grad-CAM of the top class on the last feature map (any model)
+  attention,  // the last CBAM block's spatial attention (CBAM models with a spatial gate)
+};
+// "grad_cam" / "attention" -> the method; anything else is an error naming the flag.
+HeatmapMethod parse_heatmap_method(const std::string& s);
+
+// x: one normalised image (1, 3, H, W). The overlay is `scale` times the input size. Models
+// without a CBAM spatial gate always get Grad-CAM.
+Heatmap attention_heatmap(models::Classifier& model, const Tensor& x, const data::Normalization& norm, int scale = 2,
+                          HeatmapMethod method = HeatmapMethod::grad_cam);
 
 }  // namespace dermis::experiment

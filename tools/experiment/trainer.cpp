@@ -183,8 +183,9 @@ TrainResult train(TrainConfig c, const std::string& command) {
       lr_trace.emplace_back(static_cast<double>(r.epoch - 1), r.lr);
     }
   }
-  fmt::print("model: {} ({:.2f} M parameters), input {}x{}, batch {}, {} threads + {} loader thread{}\n", c.model,
-             model->num_parameters() / 1e6, c.height, c.width, c.batch, num_threads(), loader_threads,
+  fmt::print("model: {} ({:.2f} M parameters), input {}x{}, batch {}, {}, {} threads + {} loader thread{}\n", c.model,
+             model->num_parameters() / 1e6, c.height, c.width, c.batch,
+             c.precision == "bf16" ? "bf16 mixed precision" : "f32", num_threads(), loader_threads,
              loader_threads > 1 ? "s" : "");
   fmt::print("run folder: {}\n", c.out);
   std::fflush(stdout);
@@ -192,6 +193,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
   const std::string best_path = (fs::path(c.out) / "best.safetensors").string();
   const std::string last_path = (fs::path(c.out) / "last.safetensors").string();
   const double budget = c.minutes * 60;
+  const bool bf16 = c.precision == "bf16";
   const bool tty = isatty(fileno(stdout));
   const int64_t nb = train_loader.batches_per_epoch();
   double val_seconds = -1;  // measured after the first validation
@@ -226,9 +228,13 @@ TrainResult train(TrainConfig c, const std::string& command) {
       lr_now = sched.lr(epoch + static_cast<double>(b) / nb, progress);
       opt.set_lr(static_cast<float>(lr_now));
       if (b % std::max<int64_t>(1, nb / 20) == 0) lr_trace.emplace_back(epoch + static_cast<double>(b) / nb, lr_now);
-      Var logits = model->forward(Var(batch->images));
-      Var loss = softmax_cross_entropy(logits, batch->labels,
-                                       {.class_weights = weights, .label_smoothing = static_cast<float>(c.label_smoothing)});
+      Var loss;
+      {
+        AutocastBF16 ac(bf16);
+        Var logits = model->forward(Var(batch->images));
+        loss = softmax_cross_entropy(logits, batch->labels,
+                                     {.class_weights = weights, .label_smoothing = static_cast<float>(c.label_smoothing)});
+      }
       opt.zero_grad();
       loss.backward();
       opt.step();
@@ -253,7 +259,10 @@ TrainResult train(TrainConfig c, const std::string& command) {
 
     // Validation.
     const double tv = now();
-    Predictions p = predict(*model, val_loader, false);
+    Predictions p = [&] {
+      AutocastBF16 ac(bf16);
+      return predict(*model, val_loader, false);
+    }();
     metrics::Report r = metrics::evaluate(p.labels, p.probs, datasets::kNumClasses);
     r.loss = p.loss;
     val_seconds = now() - tv;
