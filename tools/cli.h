@@ -91,8 +91,10 @@ class Args {
     std::string s = usage_ + "\n\nFlags:\n";
     for (auto& n : order_) {
       const Flag& f = flags_.at(n);
+      // The default is shown unless the help text already explains it or there is none.
+      const bool show = !f.is_bool && !f.value.empty() && f.help.find("default") == std::string::npos;
       s += fmt::format("  --{:<18} {}{}\n", f.is_bool ? n : n + " V", f.help,
-                       f.is_bool ? "" : fmt::format(" (default: {})", f.value));
+                       show ? fmt::format(" (default: {})", f.value) : "");
     }
     s += "  --help               show this help\n";
     fmt::print("{}", s);
