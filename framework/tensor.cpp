@@ -269,29 +269,4 @@ Tensor& Tensor::zero_() {
   return *this;
 }
 
-uint64_t content_hash_mix(uint64_t h) {
-  h ^= h >> 30;
-  h *= 0xbf58476d1ce4e5b9ULL;
-  h ^= h >> 27;
-  h *= 0x94d049bb133111ebULL;
-  return h ^ (h >> 31);
-}
-
-uint64_t content_hash(const Tensor& t, uint64_t seed) {
-  DERMIS_CHECK(t.defined(), "content_hash of an undefined tensor");
-  const size_t bytes = t.bytes(), words = bytes / 8;
-  const auto* p = static_cast<const unsigned char*>(t.raw());
-  const uint64_t key = content_hash_mix(seed + 0x9e3779b97f4a7c15ULL);
-  uint64_t sum = 0;
-#pragma omp parallel for reduction(+ : sum) schedule(static) if (words > 65536)
-  for (size_t i = 0; i < words; ++i) {
-    uint64_t v;
-    std::memcpy(&v, p + i * 8, 8);
-    sum += content_hash_mix(v ^ (key + i * 0x9e3779b97f4a7c15ULL));
-  }
-  uint64_t tail = 0;
-  std::memcpy(&tail, p + words * 8, bytes - words * 8);
-  return content_hash_mix(sum ^ content_hash_mix(tail ^ key) ^ (bytes * 0xff51afd7ed558ccdULL));
-}
-
 }  // namespace dermis

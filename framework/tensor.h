@@ -84,11 +84,4 @@ class Tensor {
   std::shared_ptr<uint8_t> storage_;
 };
 
-// A 64-bit hash of a tensor's storage bytes, chained through `seed`: equal contents give equal
-// hashes, and any change gives another hash with probability 1 - 2^-64 (each 8-byte word is mixed
-// with its position, and the mixed words are summed, so the pass is parallel and still
-// deterministic). For caches of values derived from parameters (see nn::conv_bn).
-uint64_t content_hash(const Tensor& t, uint64_t seed);
-uint64_t content_hash_mix(uint64_t h);  // a 64-bit finaliser (splitmix64's)
-
 }  // namespace dermis

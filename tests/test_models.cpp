@@ -156,8 +156,8 @@ BOOST_AUTO_TEST_CASE(eval_folds_batch_norm_into_convolutions) {
     for (size_t i = 0; i < folded.size(); ++i)
       BOOST_TEST(std::abs(folded[i] - unfolded[i]) <= tol,
                  name << " logit " << i << ": folded " << folded[i] << " vs unfolded " << unfolded[i]);
-    // The folded weights are cached; changing any input of the fold in place (through a tensor
-    // handle taken earlier, as an optimiser would) must be seen by the next forward.
+    // Changing any input of the fold in place (through a tensor handle taken earlier, as an
+    // optimiser would) must be seen by the next forward (this guards any caching of the fold).
     for (const std::string which : {"weight", "running_var"}) {
       auto named = which == "weight" ? m->named_parameters() : std::vector<std::pair<std::string, Var>>{};
       Tensor t;

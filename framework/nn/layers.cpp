@@ -2,7 +2,6 @@
 #include "layers.h"
 
 #include <cmath>
-#include <cstring>
 
 #include "../random.h"
 
@@ -92,27 +91,17 @@ Var conv_bn(Conv2d& conv, BatchNorm2d& bn, const Var& x, bool relu) {
   DERMIS_CHECK(gamma.numel() == oc, "conv_bn: the convolution has {} output channels but the batch norm {}", oc,
                gamma.numel());
   const float eps = bn.options.eps;
-  uint64_t h = content_hash(w, 1);
-  for (const Tensor* t : {&gamma, &beta, &mean, &var}) h = content_hash(*t, h);
-  if (cb.defined()) h = content_hash(cb, h);
-  uint32_t eps_bits;
-  std::memcpy(&eps_bits, &eps, sizeof eps_bits);
-  h = content_hash_mix(h ^ eps_bits);
-  auto& cache = conv.folded;
-  if (!cache.weight.defined() || cache.hash != h || cache.weight.shape() != w.shape()) {
-    Tensor wf = Tensor::empty(w.shape()), bf = Tensor::empty({oc});
-    const float *pw = w.data(), *pg = gamma.data(), *pb = beta.data(), *pm = mean.data(), *pv = var.data();
-    float *qw = wf.data(), *qb = bf.data();
+  Tensor wf = Tensor::empty(w.shape()), bf = Tensor::empty({oc});
+  const float *pw = w.data(), *pg = gamma.data(), *pb = beta.data(), *pm = mean.data(), *pv = var.data();
+  float *qw = wf.data(), *qb = bf.data();
 #pragma omp parallel for schedule(static) if (oc * per > 32768)
-    for (int64_t o = 0; o < oc; ++o) {
-      const float sc = pg[o] / std::sqrt(pv[o] + eps);
-      for (int64_t i = 0; i < per; ++i) qw[o * per + i] = pw[o * per + i] * sc;
-      qb[o] = pb[o] - pm[o] * sc + (cb.defined() ? cb.data()[o] * sc : 0.f);
-    }
-    cache = {h, wf, bf};
+  for (int64_t o = 0; o < oc; ++o) {
+    const float sc = pg[o] / std::sqrt(pv[o] + eps);
+    for (int64_t i = 0; i < per; ++i) qw[o * per + i] = pw[o * per + i] * sc;
+    qb[o] = pb[o] - pm[o] * sc + (cb.defined() ? cb.data()[o] * sc : 0.f);
   }
   const auto& co = conv.options;
-  return conv2d(x, Var(cache.weight), Var(cache.bias),
+  return conv2d(x, Var(wf), Var(bf),
                 {.stride = co.stride, .pad = co.pad, .dilation = co.dilation, .groups = co.groups, .relu = relu});
 }
 

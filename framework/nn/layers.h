@@ -27,12 +27,6 @@ class Conv2d : public Module {
   std::string type_name() const override { return "Conv2d"; }
   Var weight, bias;  // (out, in/groups, k, k), (out) or undefined
   Conv2dOptions options;
-  // conv_bn's folded weights and bias in eval mode, reused while every input of the fold has the
-  // same content (checked by a 64-bit content hash each call, far cheaper than folding again).
-  struct Folded {
-    uint64_t hash = 0;
-    Tensor weight, bias;
-  } folded;
 };
 
 struct BatchNormOptions {
