@@ -15,6 +15,7 @@
 #include "framework/random.h"
 #include "models/cbam_small.h"
 #include "models/resnet_cbam.h"
+#include "synthetic_training.h"
 
 using namespace dermis;
 using tag = dnnl::memory::format_tag;
@@ -241,42 +242,11 @@ BOOST_AUTO_TEST_CASE(resnet18_cbam_step_in_bf16_matches_f32) {
 }
 
 BOOST_AUTO_TEST_CASE(training_converges_in_bf16) {
-  // The fixed-seed training test of test_training, under AutocastBF16.
-  Generator g(42);
-  manual_seed(42);
-  auto net = models::cbam_small(datasets::kSyntheticClasses);
-  optim::SGD opt(net->parameters(), {.lr = 0.05f, .momentum = 0.9f, .weight_decay = 1e-4f, .nesterov = true});
-  std::vector<float> losses;
-  for (int step = 0; step < 200; ++step) {
-    auto b = datasets::synthetic_batch(32, 32, g);
-    Var loss;
-    {
-      AutocastBF16 ac;
-      loss = softmax_cross_entropy(net->forward(Var(b.images)), b.labels);
-    }
-    opt.zero_grad();
-    loss.backward();
-    opt.step();
-    losses.push_back(loss.item());
-  }
-  const float first = std::accumulate(losses.begin(), losses.begin() + 10, 0.f) / 10;
-  const float last = std::accumulate(losses.end() - 10, losses.end(), 0.f) / 10;
-  BOOST_TEST_MESSAGE("bf16: mean loss, first 10 steps " << first << ", last 10 steps " << last);
-  BOOST_TEST(last < 0.6f * first);
-  NoGrad ng;
-  AutocastBF16 ac;
-  net->eval();
-  Generator held(4242);
-  auto b = datasets::synthetic_batch(256, 32, held);
-  auto logits = net->forward(Var(b.images)).value().to_vector();
-  int correct = 0;
-  for (int i = 0; i < 256; ++i) {
-    int best = 0;
-    for (int k = 1; k < 7; ++k)
-      if (logits[i * 7 + k] > logits[i * 7 + best]) best = k;
-    correct += best == b.labels[i];
-  }
-  BOOST_TEST_MESSAGE("bf16: held-out accuracy " << correct / 256.0);
-  BOOST_TEST(correct / 256.0 > 0.8);
+  // test_training's fixed-seed run and thresholds, under AutocastBF16.
+  const testing::TrainOutcome r = testing::train_cbam_small_on_synthetic(true);
+  BOOST_TEST_MESSAGE("bf16: mean loss, first 10 steps " << r.first_loss << ", last 10 steps " << r.last_loss);
+  BOOST_TEST(r.last_loss < 0.6f * r.first_loss);
+  BOOST_TEST_MESSAGE("bf16: held-out accuracy " << r.held_out_accuracy);
+  BOOST_TEST(r.held_out_accuracy > 0.8);
 }
 
