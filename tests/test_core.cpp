@@ -1,5 +1,5 @@
 // Core behaviour: tensors and layouts, autograd semantics (accumulation, graph freeing, no_grad),
-// clear errors on misuse, determinism, the primitive cache and the SGD update rule.
+// clear errors on misuse, determinism, the primitive cache, the SGD update rule and weight averaging.
 #define BOOST_TEST_MODULE core
 #include <boost/test/unit_test.hpp>
 
@@ -10,6 +10,8 @@
 
 #include "framework/dnnl/context.h"
 #include "framework/ops.h"
+#include "framework/nn/layers.h"
+#include "framework/optim/ema.h"
 #include "framework/optim/sgd.h"
 #include "framework/random.h"
 #include "testing.h"
@@ -199,3 +201,36 @@ BOOST_AUTO_TEST_CASE(sgd_matches_pytorch_rule) {
   expect_error([] { optim::SGD({}, {.lr = 0.1f, .nesterov = true}); }, "Nesterov");
 }
 
+
+BOOST_AUTO_TEST_CASE(weight_average_follows_formula) {
+  // Parameters and buffers: shadow = d * shadow + (1 - d) * model, d = min(decay, (1 + t) / (10 + t)).
+  nn::BatchNorm2d model(2), shadow(2);
+  auto set = [](Tensor& t, float a, float b) {
+    t.data()[0] = a;
+    t.data()[1] = b;
+  };
+  set(model.weight.value(), 1.f, 2.f);
+  set(model.running_var, 4.f, 8.f);
+  optim::WeightAverage avg(model, shadow, 0.5);
+  BOOST_TEST(shadow.weight.value().to_vector() == std::vector<float>({1.f, 2.f}));
+  double w[2] = {1, 2}, v[2] = {4, 8};
+  const float steps[3][2] = {{3.f, -1.f}, {0.f, 5.f}, {7.f, 7.f}};
+  for (int t = 0; t < 3; ++t) {
+    set(model.weight.value(), steps[t][0], steps[t][1]);
+    set(model.running_var, 2 * steps[t][0], 2 * steps[t][1]);
+    const double d = std::min(0.5, (1.0 + t) / (10.0 + t));
+    BOOST_TEST(avg.current_decay() == d, boost::test_tools::tolerance(1e-12));
+    avg.update(model);
+    for (int i = 0; i < 2; ++i) {
+      w[i] = d * w[i] + (1 - d) * steps[t][i];
+      v[i] = d * v[i] + (1 - d) * 2 * steps[t][i];
+      BOOST_TEST(shadow.weight.value().data()[i] == w[i], boost::test_tools::tolerance(1e-5));
+      BOOST_TEST(shadow.running_var.data()[i] == v[i], boost::test_tools::tolerance(1e-5));
+    }
+  }
+  BOOST_TEST(avg.updates() == 3);
+  BOOST_TEST(model.weight.value().data()[0] == 7.f);  // the model itself is untouched
+  expect_error([&] { optim::WeightAverage(model, shadow, 1.0); }, "decay");
+  nn::BatchNorm2d other(3);
+  expect_error([&] { optim::WeightAverage(model, other, 0.9); }, "");
+}

@@ -220,8 +220,10 @@ BOOST_AUTO_TEST_CASE(short_run_and_checkpoint_round_trip) {
 BOOST_AUTO_TEST_CASE(resume_equals_uninterrupted_run) {
   TempDir out;
   auto a = small_run(out / "a");
+  a.ema = 0.9;  // the weight average is resumed too
   experiment::train(a);
   auto b = small_run(out / "b");
+  b.ema = 0.9;
   b.stop_after = 1;
   experiment::train(b);
   experiment::TrainConfig r;
@@ -235,6 +237,7 @@ BOOST_AUTO_TEST_CASE(resume_equals_uninterrupted_run) {
     BOOST_TEST(fa.tensors[i].second.to_vector() == fb.tensors[i].second.to_vector(),
                "tensor " << fa.tensors[i].first << " differs after resume");
   }
+  BOOST_TEST(fa.find("ema.fc.weight") != nullptr);
   BOOST_TEST(fa.metadata.at("epoch") == "3");
   BOOST_TEST(fb.metadata.at("epoch") == "3");
 }

@@ -16,8 +16,11 @@ json::Value norm_json(const data::Normalization& n) {
 }
 }  // namespace
 
-void save_checkpoint(const std::string& path, models::Classifier& model, const CheckpointInfo& info, optim::SGD* opt) {
+void save_checkpoint(const std::string& path, models::Classifier& model, const CheckpointInfo& info, optim::SGD* opt,
+                     models::Classifier* average) {
   auto tensors = model.state();
+  if (average)
+    for (auto& [n, t] : average->state()) tensors.emplace_back("ema." + n, t);
   if (opt) {
     const auto named = model.named_parameters();
     auto& bufs = opt->momentum_buffers();
@@ -99,13 +102,26 @@ Checkpoint load_checkpoint(const std::string& path) {
   ck.model = models::create(in.model, static_cast<int>(in.classes.size()));
   std::vector<std::pair<std::string, Tensor>> weights;
   for (auto& [n, t] : ck.file.tensors)
-    if (n.rfind("optimizer.", 0) != 0) weights.emplace_back(n, t);
+    if (n.rfind("optimizer.", 0) != 0 && n.rfind("ema.", 0) != 0) weights.emplace_back(n, t);
   try {
     ck.model->load_state(weights);
   } catch (const Error& e) {
     DERMIS_FAIL("{}: the weights do not fit a {} with {} classes: {}", path, in.model, in.classes.size(), e.what());
   }
   return ck;
+}
+
+bool load_weight_average(const Checkpoint& ck, models::Classifier& average) {
+  std::vector<std::pair<std::string, Tensor>> w;
+  for (auto& [n, t] : ck.file.tensors)
+    if (n.rfind("ema.", 0) == 0) w.emplace_back(n.substr(4), t);
+  if (w.empty()) return false;
+  try {
+    average.load_state(w);
+  } catch (const Error& e) {
+    DERMIS_FAIL("{}: the weight average does not fit a {}: {}", ck.file.path, ck.info.model, e.what());
+  }
+  return true;
 }
 
 void load_optimizer_state(const Checkpoint& ck, models::Classifier& model, optim::SGD& opt) {

@@ -33,9 +33,10 @@ struct CheckpointInfo {
   uint64_t rng_seed = 0, rng_counter = 0;  // the default generator (dropout)
 };
 
-// Writes atomically. With `opt`, the momentum buffers are included (for --resume).
+// Writes atomically. With `opt`, the momentum buffers are included (for --resume); with `average`,
+// the weight average's parameters and buffers under "ema.<name>".
 void save_checkpoint(const std::string& path, models::Classifier& model, const CheckpointInfo& info,
-                     optim::SGD* opt = nullptr);
+                     optim::SGD* opt = nullptr, models::Classifier* average = nullptr);
 
 struct Checkpoint {
   CheckpointInfo info;
@@ -46,6 +47,10 @@ struct Checkpoint {
 // Reads and validates a checkpoint and rebuilds its model. Errors name the file and the problem
 // (not a dermis checkpoint, damaged, model mismatch, ...).
 Checkpoint load_checkpoint(const std::string& path);
+
+// Restores the weight average saved by save_checkpoint(..., average) into `average`; false if the
+// checkpoint has none.
+bool load_weight_average(const Checkpoint& ck, models::Classifier& average);
 
 // Restores the momentum buffers saved by save_checkpoint(..., opt) into `opt` (same model).
 void load_optimizer_state(const Checkpoint& ck, models::Classifier& model, optim::SGD& opt);

@@ -45,6 +45,8 @@ void add_train_flags(cli::Args& a) {
   a.add("class-weights", "sqrt", "none | inverse | sqrt (loss weights against class imbalance)");
   a.add("label-smoothing", "0.1", "label smoothing in [0, 1)");
   a.add_bool("balanced-sampling", "sample classes uniformly (with replacement) instead of shuffling");
+  a.add("ema", "0", "validate and keep as best an exponential moving average of the weights with this per-step "
+        "decay (e.g. 0.999; 0: off)");
   a.add("val-fraction", "0.2", "share of lesions held out for validation (grouped by lesion_id)");
   a.add("crop-scale", "0.5", "random resized crop: smallest area fraction");
   a.add("rotate", "15", "random rotation range in degrees (plus flips and 90-degree turns)");
@@ -98,6 +100,7 @@ TrainConfig train_config_from_flags(const cli::Args& a) {
   c.class_weights = a.str("class-weights");
   c.label_smoothing = a.real("label-smoothing", 0, 0.999);
   c.balanced_sampling = a.flag("balanced-sampling");
+  c.ema = a.real("ema", 0, 0.999999);
   c.precision = a.str("precision");
   c.val_fraction = a.real("val-fraction", 0.01, 0.9);
   c.crop_scale_min = a.real("crop-scale", 0.05, 1);
@@ -163,6 +166,7 @@ json::Value TrainConfig::to_json() const {
                       {"class_weights", class_weights},
                       {"label_smoothing", label_smoothing},
                       {"balanced_sampling", balanced_sampling},
+                      {"ema", ema},
                       {"precision", precision},
                       {"crop_scale_min", crop_scale_min},
                       {"rotate_degrees", rotate_degrees},
@@ -200,6 +204,7 @@ TrainConfig TrainConfig::from_json(const json::Value& v) {
   str("plateau_metric", c.plateau_metric), num("min_lr", c.schedule.min_lr);
   num("warmup_epochs", c.schedule.warmup_epochs), str("class_weights", c.class_weights);
   num("label_smoothing", c.label_smoothing), boolean("balanced_sampling", c.balanced_sampling);
+  num("ema", c.ema);
   str("precision", c.precision);
   num("crop_scale_min", c.crop_scale_min), num("rotate_degrees", c.rotate_degrees), num("jitter", c.jitter);
   num("hue", c.hue);

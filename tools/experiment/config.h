@@ -31,6 +31,7 @@ struct TrainConfig {
   std::string class_weights = "sqrt";                // none | inverse | sqrt
   double label_smoothing = 0.1;
   bool balanced_sampling = false;
+  double ema = 0;  // per-step decay of the weight average that is validated and saved as best (0: off)
   std::string precision = "f32";  // f32 | bf16 (mixed precision: bf16 activations and convolutions)
   // augmentation
   double crop_scale_min = 0.5, rotate_degrees = 15, jitter = 0.1, hue = 0.02;

@@ -21,6 +21,7 @@
 #include "evaluation.h"
 #include "framework/data/loader.h"
 #include "framework/ops.h"
+#include "framework/optim/ema.h"
 #include "framework/random.h"
 #include "heatmap.h"
 #include "models/registry.h"
@@ -152,6 +153,20 @@ TrainResult train(TrainConfig c, const std::string& command) {
                                        .momentum = static_cast<float>(c.momentum),
                                        .weight_decay = static_cast<float>(c.weight_decay),
                                        .nesterov = c.nesterov && c.momentum > 0});
+  // Weight average: validated, and saved as best, instead of the raw weights.
+  std::shared_ptr<models::Classifier> average;
+  std::unique_ptr<optim::WeightAverage> averager;
+  if (c.ema > 0) {
+    average = models::create(c.model, datasets::kNumClasses);
+    average->eval();
+    averager = std::make_unique<optim::WeightAverage>(*model, *average, c.ema);
+    if (ck) {
+      DERMIS_CHECK(load_weight_average(*ck, *average), "{}: the run uses --ema but the checkpoint has no weight average",
+                   c.resume);
+      averager->set_updates(ck->info.step);
+    }
+  }
+  models::Classifier& evaluated = average ? *average : *model;
   optim::ScheduleOptions so = c.schedule;
   so.base_lr = c.lr;
   so.plateau_maximize = c.plateau_metric == "balanced_accuracy";
@@ -183,10 +198,10 @@ TrainResult train(TrainConfig c, const std::string& command) {
       lr_trace.emplace_back(static_cast<double>(r.epoch - 1), r.lr);
     }
   }
-  fmt::print("model: {} ({:.2f} M parameters), input {}x{}, batch {}, {}, {} threads + {} loader thread{}\n", c.model,
-             model->num_parameters() / 1e6, c.height, c.width, c.batch,
+  fmt::print("model: {} ({:.2f} M parameters), input {}x{}, batch {}, {}, {} threads + {} loader thread{}{}\n",
+             c.model, model->num_parameters() / 1e6, c.height, c.width, c.batch,
              c.precision == "bf16" ? "bf16 mixed precision" : "f32", num_threads(), loader_threads,
-             loader_threads > 1 ? "s" : "");
+             loader_threads > 1 ? "s" : "", c.ema > 0 ? fmt::format(", weight average (decay {})", c.ema) : "");
   fmt::print("run folder: {}\n", c.out);
   std::fflush(stdout);
 
@@ -238,6 +253,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
       opt.zero_grad();
       loss.backward();
       opt.step();
+      if (averager) averager->update(*model);
       const float lv = loss.item();
       DERMIS_CHECK(std::isfinite(lv), "training diverged (loss {}) at epoch {} step {}; lower --lr", lv, epoch + 1, b + 1);
       loss_sum += lv * batch->images.dim(0);
@@ -261,7 +277,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
     const double tv = now();
     Predictions p = [&] {
       AutocastBF16 ac(bf16);
-      return predict(*model, val_loader, false);
+      return predict(evaluated, val_loader, false);
     }();
     metrics::Report r = metrics::evaluate(p.labels, p.probs, datasets::kNumClasses);
     r.loss = p.loss;
@@ -286,10 +302,10 @@ TrainResult train(TrainConfig c, const std::string& command) {
     info.rng_seed = default_generator().seed(), info.rng_counter = default_generator().counter();
     if (r.balanced_accuracy > info.best_metric) {
       info.best_metric = r.balanced_accuracy, info.best_epoch = epoch + 1;
-      save_checkpoint(best_path, *model, info);
+      save_checkpoint(best_path, evaluated, info);
       best_report = r;
     }
-    save_checkpoint(last_path, *model, info, &opt);
+    save_checkpoint(last_path, *model, info, &opt, average.get());
   }
 
   // Final evaluation of the best checkpoint and the report.
