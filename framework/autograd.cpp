@@ -61,6 +61,10 @@ void Var::set_grad(const Tensor& g) {
   node_->grad = g;
 }
 Var Var::detach() const { return Var(value(), false); }
+void Var::set_grad_ready_hook(std::function<void()> f) {
+  DERMIS_CHECK(node_, "set_grad_ready_hook on an undefined Var");
+  node_->grad_ready = std::move(f);
+}
 
 void Var::backward(const Tensor& grad) {
   DERMIS_CHECK(node_, "backward() on an undefined Var");
@@ -102,6 +106,7 @@ void Var::backward(const Tensor& grad) {
     Node& n = **it;
     if (n.backward && n.grad.defined()) n.backward(n);
     const bool leaf = !n.backward && n.inputs.empty();
+    if (leaf && n.grad_ready && n.grad.defined()) n.grad_ready();
     n.backward = nullptr;  // frees everything the closure captured
     n.inputs.clear();
     if (!leaf && !n.retain_grad && &n != node_.get()) n.grad = Tensor();

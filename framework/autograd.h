@@ -29,6 +29,9 @@ struct Node {
   const char* op = "leaf";
   std::vector<std::shared_ptr<Node>> inputs;
   BackwardFn backward;
+  // Leaves only: called by backward() once this leaf's gradient for the pass is complete (all its
+  // consumers have run). Kept across passes. Data-parallel training starts communication here.
+  std::function<void()> grad_ready;
 
   Node() = default;
   Node(const Node&) = delete;
@@ -56,6 +59,7 @@ class Var {
   void retain_grad();
   void zero_grad();                   // drops the gradient (it is re-created on accumulation)
   void set_grad(const Tensor& g);     // replaces the gradient (tests; optimisers)
+  void set_grad_ready_hook(std::function<void()> f);  // see Node::grad_ready (leaves)
   Var detach() const;                 // same value, no graph
 
   // Backpropagates from this Var. Without `grad` the Var must hold exactly one element.

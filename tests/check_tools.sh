@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Command-line behaviour of the tools: --help, bad flags and bad files give one clear line on
-# stderr and a non-zero exit, and nothing is left half-written.
+# Command-line behaviour of the tools: --help, required flags, heatmap options, and nothing left
+# half-written. The table of bad inputs (images, CSVs, checkpoints, flags) is check_bad_inputs.sh.
 # Usage: check_tools.sh BUILD_DIR WORKDIR
 set -uo pipefail
 build=$1
@@ -22,13 +22,7 @@ expect() {
 for t in train evaluate predict make_synthetic; do expect 0 "usage:" -- "$build/tools/$t" --help; done
 for b in cbam model_cost loader_throughput pipeline train_throughput ops; do expect 0 "usage:" -- "$build/bench/$b" --help; done
 T=$build/tools/train
-expect 2 "unknown flag --bogus" -- $T --bogus 1
-expect 2 "flag --size" -- $T --size 0x0
-expect 2 "flag --batch" -- $T --batch -1
-expect 2 "flag --lr" -- $T --lr nan
-expect 2 "unknown schedule 'linear'" -- $T --schedule linear
 expect 2 "flag --class-weights" -- $T --class-weights heavy
-expect 2 "unknown model 'resnet50'" -- $T --model resnet50 --synthetic-count 60 --epochs 1 --out "$work/r0"
 expect 2 "HAM10000_metadata" -- $T --data "$work/nowhere" --out "$work/r1"
 expect 2 "cannot open" -- $T --resume "$work/none.safetensors"
 # A tiny real run to get a checkpoint, then damage it.
@@ -40,7 +34,6 @@ E=$build/tools/evaluate
 P=$build/tools/predict
 data=$build/synthetic-ham10000-80
 expect 2 "flag --checkpoint is required" -- $E --data "$data"
-expect 2 "trunc.safetensors" -- $E --checkpoint "$work/trunc.safetensors" --data "$data"
 expect 2 "text.safetensors" -- $E --checkpoint "$work/text.safetensors" --data "$data"
 expect 2 "flag --split" -- $E --checkpoint "$ck" --data "$data" --split test
 img=$(ls "$data"/HAM10000_images_part_1/*.jpg | head -1)

@@ -1,6 +1,7 @@
 // Finite-difference gradient checks of every op, for every input and parameter (see gradcheck.h
 // for the method and the tolerances), over several shapes including odd sizes, stride 2 and padding.
 #define BOOST_TEST_MODULE ops_grad
+#include "framework/distributed.h"
 #include "gradcheck.h"
 
 using namespace dermis;
@@ -100,6 +101,34 @@ BOOST_AUTO_TEST_CASE(batch_norm2d_grad) {
           [&](const std::vector<Var>& v) { return batch_norm2d(v[0], v[1], v[2], em, ev, {.training = false}); },
           {rnd(s), Tensor::uniform({C}, gen(), 0.5f, 1.5f), rnd({C})});
   }
+}
+
+BOOST_AUTO_TEST_CASE(sync_batch_norm2d_grad_and_forward) {
+  // Synchronised BN (data-parallel) has its own kernels; with one rank its reductions are local,
+  // so it must equal oneDNN's batch norm: output, running statistics, and the gradients by
+  // finite differences.
+  dist::set_sync_batch_norm(true);
+  for (const Shape& s : std::vector<Shape>{{4, 3, 3, 3}, {3, 16, 2, 2}}) {
+    const int64_t C = s[1];
+    Tensor rm = Tensor::zeros({C}), rv = Tensor::full({C}, 1.f);
+    check("sync batch_norm2d train " + to_string(s),
+          [&](const std::vector<Var>& v) { return batch_norm2d(v[0], v[1], v[2], rm, rv, {.training = true}); },
+          {rnd(s, 2.f), Tensor::uniform({C}, gen(), 0.5f, 1.5f), rnd({C})});
+    const Tensor x = rnd(s, 2.f), w = Tensor::uniform({C}, gen(), 0.5f, 1.5f), b = rnd({C});
+    Tensor rm1 = Tensor::zeros({C}), rv1 = Tensor::full({C}, 1.f), rm2 = rm1.clone(), rv2 = rv1.clone();
+    const Var ys = batch_norm2d(Var(x), Var(w), Var(b), rm1, rv1, {.training = true, .relu = true});
+    dist::set_sync_batch_norm(false);
+    const Var yo = batch_norm2d(Var(x), Var(w), Var(b), rm2, rv2, {.training = true, .relu = true});
+    dist::set_sync_batch_norm(true);
+    const auto a = ys.value().to_vector(), o = yo.value().to_vector();
+    for (size_t i = 0; i < a.size(); ++i) BOOST_TEST(a[i] == o[i], boost::test_tools::tolerance(1e-4f));
+    const auto m1 = rm1.to_vector(), m2 = rm2.to_vector(), v1 = rv1.to_vector(), v2 = rv2.to_vector();
+    for (int64_t c = 0; c < C; ++c) {
+      BOOST_TEST(m1[c] == m2[c], boost::test_tools::tolerance(1e-4f));
+      BOOST_TEST(v1[c] == v2[c], boost::test_tools::tolerance(1e-4f));
+    }
+  }
+  dist::set_sync_batch_norm(false);
 }
 
 BOOST_AUTO_TEST_CASE(fused_bn_relu_and_add_relu_grad) {

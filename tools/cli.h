@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/distributed.h"
 #include "framework/error.h"
 
 namespace dermis::cli {
@@ -110,6 +111,10 @@ int run_main(const char* name, F&& body) {
   try {
     return body();
   } catch (const std::exception& e) {
+    if (dist::size() > 1) {  // one failing rank ends the whole job rather than leave the others waiting
+      std::fprintf(stderr, "%s: error (rank %d of %d): %s\n", name, dist::rank(), dist::size(), e.what());
+      dist::abort_job(2);
+    }
     std::fprintf(stderr, "%s: error: %s\n", name, e.what());
     return 2;
   }

@@ -65,6 +65,10 @@ JpegInfo jpeg_info(const std::vector<uint8_t>& d, const std::string& name) {
     DERMIS_FAIL("{}: corrupt JPEG header ({}); replace it or remove it from the dataset", name,
                 tjGetErrorStr2(decompressor()));
   DERMIS_CHECK(w > 0 && h > 0, "{}: JPEG reports an empty image ({}x{})", name, w, h);
+  // A header can claim up to 65535x65535; decoding that would need gigabytes.
+  DERMIS_CHECK(static_cast<int64_t>(w) * h <= kMaxJpegPixels,
+               "{}: the JPEG claims {}x{} pixels, more than dermis decodes ({} megapixels); downscale it or remove it",
+               name, w, h, kMaxJpegPixels / 1000000);
   return {w, h, cs == TJCS_CMYK || cs == TJCS_YCCK};
 }
 

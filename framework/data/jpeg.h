@@ -26,6 +26,9 @@ struct JpegInfo {
 // Reads a whole file; a missing, unreadable or empty file is an error naming it.
 std::vector<uint8_t> read_file(const std::string& path);
 
+// Largest image (width x height of the file) that jpeg_info accepts.
+constexpr int64_t kMaxJpegPixels = 100'000'000;
+
 // Header only (size, colour space). Errors name `name`.
 JpegInfo jpeg_info(const std::vector<uint8_t>& data, const std::string& name);
 

@@ -22,6 +22,9 @@ void LoaderOptions::validate() const {
   DERMIS_CHECK(threads >= 1 && threads <= 256, "loader: threads must be in [1, 256], got {}", threads);
   DERMIS_CHECK(prefetch >= 1 && prefetch <= 1024, "loader: prefetch must be in [1, 1024], got {}", prefetch);
   DERMIS_CHECK(num_classes >= 1, "loader: num_classes must be positive");
+  DERMIS_CHECK(shard_count >= 1 && shard_rank >= 0 && shard_rank < shard_count,
+               "loader: shard {} of {} does not exist", shard_rank, shard_count);
+  DERMIS_CHECK(shard_count == 1 || drop_last, "loader: sharding needs drop_last (every shard takes the same steps)");
   for (int c = 0; c < 3; ++c)
     DERMIS_CHECK(std::isfinite(norm.mean[c]) && std::isfinite(norm.std[c]) && norm.std[c] > 0,
                  "loader: normalisation std must be positive and finite");
@@ -54,8 +57,8 @@ Loader::Loader(std::vector<Item> items, LoaderOptions o)
 Loader::~Loader() = default;
 
 int64_t Loader::batches_per_epoch() const {
-  const int64_t n = size();
-  return opt_.drop_last ? n / opt_.batch : (n + opt_.batch - 1) / opt_.batch;
+  const int64_t n = size(), gb = opt_.batch * opt_.shard_count;
+  return opt_.drop_last ? n / gb : (n + gb - 1) / gb;
 }
 
 std::vector<int64_t> Loader::order(int64_t e) const {
@@ -152,6 +155,7 @@ void Loader::load_sample(int64_t item, int64_t e, int64_t position, float* chw) 
 struct Loader::Epoch::State {
   Loader* L = nullptr;
   int64_t epoch = 0, nb = 0, consumed = 0, next_claim = 0;
+  int64_t first = 0;  // first sample of the order this epoch starts at
   std::vector<int64_t> order;
   std::mutex mu;
   std::condition_variable cv_work, cv_ready;
@@ -161,7 +165,9 @@ struct Loader::Epoch::State {
 
   Batch build(int64_t b) {
     const LoaderOptions& o = L->opt_;
-    const int64_t start = b * o.batch, end = std::min<int64_t>(start + o.batch, static_cast<int64_t>(order.size()));
+    const int64_t start = first + (b * o.shard_count + o.shard_rank) * o.batch;
+    const int64_t end = std::min<int64_t>(start + o.batch, static_cast<int64_t>(order.size()));
+    if (start >= end) return {};  // the last, partial global batch may not reach this shard
     const int64_t per = 3 * o.height * o.width;
     Batch out;
     Tensor images = Tensor::empty({end - start, 3, o.height, o.width});
@@ -255,13 +261,17 @@ std::optional<Batch> Loader::Epoch::next() {
   }
 }
 
-Loader::Epoch Loader::epoch(int64_t e) {
+Loader::Epoch Loader::epoch(int64_t e, int64_t first_sample) {
   auto s = std::make_unique<Epoch::State>();
   s->L = this;
   s->epoch = e;
   s->order = order(e);
   const int64_t n = static_cast<int64_t>(s->order.size());
-  s->nb = opt_.drop_last ? n / opt_.batch : (n + opt_.batch - 1) / opt_.batch;
+  DERMIS_CHECK(first_sample >= 0 && first_sample <= n, "Loader::epoch: first sample {} is outside the epoch's {}",
+               first_sample, n);
+  s->first = first_sample;
+  const int64_t left = n - first_sample, gb = opt_.batch * opt_.shard_count;
+  s->nb = opt_.drop_last ? left / gb : (left + gb - 1) / gb;
   Epoch::State* raw = s.get();
   for (int t = 0; t < opt_.threads; ++t) raw->threads.emplace_back([raw] { raw->work(); });
   return Epoch(std::move(s));

@@ -47,6 +47,10 @@ struct LoaderOptions {
   EvalMode eval_mode = EvalMode::resize;
   DecodeOptions decode;
   uint64_t seed = 0;
+  // Data-parallel shard: of each global batch of batch * shard_count consecutive samples of the
+  // epoch's order, this loader yields the shard_rank-th slice of `batch` samples (so shard_count
+  // loaders with batch B see exactly the batches of one loader with batch shard_count * B).
+  int shard_rank = 0, shard_count = 1;
   void validate() const;
 };
 
@@ -69,7 +73,7 @@ class Loader {
   Loader& operator=(const Loader&) = delete;
 
   int64_t size() const { return static_cast<int64_t>(items_.size()); }
-  int64_t batches_per_epoch() const;
+  int64_t batches_per_epoch() const;  // of this shard (= global batches of the epoch)
   const LoaderOptions& options() const { return opt_; }
   const std::vector<Item>& items() const { return items_; }
   int64_t bad_images() const { return bad_.load(); }
@@ -88,7 +92,9 @@ class Loader {
     explicit Epoch(std::unique_ptr<State> s);
     std::unique_ptr<State> s_;
   };
-  Epoch epoch(int64_t e);
+  // Epoch e, starting at sample `first_sample` of its order (a run resumed mid-epoch, with the same
+  // or another shard count: the samples from there on are those of an uninterrupted epoch).
+  Epoch epoch(int64_t e, int64_t first_sample = 0);
 
   // The sample order of epoch e (indices into items), as the workers use it.
   std::vector<int64_t> order(int64_t e) const;

@@ -197,6 +197,13 @@ const Value* Value::find(const std::string& key) const {
   return it == o.end() ? nullptr : &it->second;
 }
 
+const Value& Value::at(const std::string& key) const {
+  DERMIS_CHECK(is_object(), "expected an object holding '{}'", key);
+  const Value* x = find(key);
+  DERMIS_CHECK(x != nullptr, "'{}' is missing", key);
+  return *x;
+}
+
 Value parse(const std::string& text, const std::string& source) {
   Parser p{text, source};
   Value v = p.value(0);

@@ -44,6 +44,7 @@ struct Value {
   const Object& object(const char* what = "value") const;
   bool boolean(const char* what = "value") const;
   const Value* find(const std::string& key) const;  // objects only; nullptr if absent
+  const Value& at(const std::string& key) const;    // throws dermis::Error naming a missing key
 };
 
 // Parses exactly one JSON value (surrounding whitespace allowed); errors name `source` and offset.

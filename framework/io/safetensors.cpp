@@ -2,6 +2,7 @@
 #include "safetensors.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "../error.h"
+#include "../fault.h"
 #include "json.h"
 
 namespace dermis::io {
@@ -68,6 +70,7 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   h += "}";
   while ((8 + h.size()) % 8) h += ' ';  // keeps the data 8-byte aligned (allowed by the format)
 
+  const bool kill_midway = fault::trigger("kill_in_save"), fail_midway = fault::trigger("enospc_in_save");
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   DERMIS_CHECK(fd >= 0, "cannot write {}: {} (check that the folder exists and is writable)", tmp,
@@ -75,8 +78,9 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   auto write_all = [&](const void* p, size_t n) {
     const char* c = static_cast<const char*>(p);
     while (n > 0) {
-      const ssize_t w = ::write(fd, c, n);
+      ssize_t w = ::write(fd, c, n);
       if (w < 0 && errno == EINTR) continue;
+      if (fail_midway) w = -1, errno = ENOSPC;
       if (w <= 0) {
         const int e = errno;
         ::close(fd);
@@ -93,7 +97,10 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   for (int i = 0; i < 8; ++i) le[i] = static_cast<unsigned char>(len >> (8 * i));
   write_all(le, 8);
   write_all(h.data(), h.size());
-  for (auto& t : plain) write_all(t.data(), static_cast<size_t>(t.numel()) * sizeof(float));
+  for (size_t i = 0; i < plain.size(); ++i) {
+    if (kill_midway && i == plain.size() / 2) ::kill(::getpid(), SIGKILL);
+    write_all(plain[i].data(), static_cast<size_t>(plain[i].numel()) * sizeof(float));
+  }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     ::unlink(tmp.c_str());
     DERMIS_FAIL("writing {} failed: {}; the previous file, if any, is untouched", path, std::strerror(errno));
@@ -102,6 +109,14 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
     const int e = errno;
     ::unlink(tmp.c_str());
     DERMIS_FAIL("cannot move {} into place as {}: {}", tmp, path, std::strerror(e));
+  }
+  // Make the rename itself durable: without this a power cut can lose the new directory entry.
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
   }
 }
 
@@ -149,9 +164,15 @@ TensorFile load_safetensors(const std::string& path) {
       DERMIS_CHECK(dt == "F32", "dtype {} is not supported (dermis reads F32)", dt.empty() ? "(missing)" : dt);
       DERMIS_CHECK(v.find("shape") && v.find("data_offsets"), "shape or data_offsets missing");
       Entry e{name, {}, 0, 0};
+      uint64_t elements = 1;
       for (auto& d : v.find("shape")->array("shape")) {
         const int64_t x = d.integer("shape entry");
         DERMIS_CHECK(x > 0 && x < (int64_t{1} << 40), "bad dimension {}", x);
+        DERMIS_CHECK(e.shape.size() < 8, "more than 8 dimensions");
+        // Checked before multiplying, so that no product can overflow.
+        DERMIS_CHECK(static_cast<uint64_t>(x) <= data_size / 4 / elements,
+                     "shape needs more than the file's {} data bytes", data_size);
+        elements *= static_cast<uint64_t>(x);
         e.shape.push_back(x);
       }
       const auto& offs = v.find("data_offsets")->array("data_offsets");

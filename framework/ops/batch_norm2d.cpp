@@ -2,6 +2,10 @@
 // PyTorch-style running-statistics update, or inference with the running statistics.
 #include <fmt/format.h>
 
+#include <cmath>
+#include <vector>
+
+#include "../distributed.h"
 #include "../dnnl/context.h"
 #include "../ops.h"
 
@@ -33,6 +37,100 @@ void check_vec(const Tensor& t, int64_t C, const char* what) {
                "batch_norm2d: {} must be a plain tensor of shape ({}), got {}", what, C,
                t.defined() ? to_string(t.shape()) : "undefined");
 }
+// Synchronised batch norm (training): the statistics, and backward's two sums, are reduced over
+// every rank (dist::sync_stats), so the whole global batch is normalised together. Plain f32,
+// double accumulation; with one rank it is ordinary batch norm.
+Var sync_batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& running_mean, Tensor& running_var,
+                      const BatchNormParams& p) {
+  const Tensor xp = x.value().dtype() == DType::f32 ? x.value().plain() : x.value().to_dtype(DType::f32).plain();
+  const int64_t N = xp.dim(0), C = xp.dim(1), HW = xp.dim(2) * xp.dim(3);
+  const float* px = xp.data();
+  std::vector<double> st(static_cast<size_t>(C) + 1, 0.0);
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < C; ++c) {
+    double s = 0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t i = 0; i < HW; ++i) s += px[(n * C + c) * HW + i];
+    st[c] = s;
+  }
+  st[C] = static_cast<double>(N * HW);
+  dist::sync_stats(st.data(), C + 1);
+  const double count = st[C];
+  DERMIS_CHECK(count > 1, "batch_norm2d: training needs more than one value per channel");
+  std::vector<double> mean(static_cast<size_t>(C)), sq(static_cast<size_t>(C), 0.0);
+  for (int64_t c = 0; c < C; ++c) mean[c] = st[c] / count;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < C; ++c) {
+    double s = 0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t i = 0; i < HW; ++i) {
+        const double d = px[(n * C + c) * HW + i] - mean[c];
+        s += d * d;
+      }
+    sq[c] = s;
+  }
+  dist::sync_stats(sq.data(), C);
+  Tensor rstd = Tensor::empty({C}), meanf = Tensor::empty({C});
+  float *prs = rstd.data(), *pm = meanf.data(), *rm = running_mean.data(), *rv = running_var.data();
+  for (int64_t c = 0; c < C; ++c) {
+    const double var = sq[c] / count;
+    prs[c] = static_cast<float>(1.0 / std::sqrt(var + p.eps));
+    pm[c] = static_cast<float>(mean[c]);
+    rm[c] = (1.f - p.momentum) * rm[c] + p.momentum * static_cast<float>(mean[c]);
+    rv[c] = (1.f - p.momentum) * rv[c] + p.momentum * static_cast<float>(var * count / (count - 1));
+  }
+  const Tensor gamma = weight.value().plain(), beta = bias.value().plain();
+  Tensor y = Tensor::empty(xp.shape());
+  {
+    const float *g = gamma.data(), *b = beta.data();
+    float* py = y.data();
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c) {
+        const float a = g[c] * prs[c], o = b[c] - pm[c] * a;
+        const float* src = px + (n * C + c) * HW;
+        float* dst = py + (n * C + c) * HW;
+        for (int64_t i = 0; i < HW; ++i) dst[i] = src[i] * a + o;
+      }
+  }
+  const DType xdt = x.value().dtype();
+  Var out = autograd::make_result(y, "sync_batch_norm2d", {x, weight, bias}, [=](Node& self) {
+    const Tensor dy = self.grad.dtype() == DType::f32 ? self.grad.plain() : self.grad.to_dtype(DType::f32).plain();
+    const float *pdy = dy.data(), *g = gamma.data(), *rs = rstd.data(), *mu = meanf.data();
+    std::vector<double> sums(2 * static_cast<size_t>(C), 0.0);  // sum dy, sum dy * xhat
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < C; ++c) {
+      double sd = 0, sdx = 0;
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t i = 0; i < HW; ++i) {
+          const int64_t e = (n * C + c) * HW + i;
+          sd += pdy[e];
+          sdx += pdy[e] * ((px[e] - mu[c]) * rs[c]);
+        }
+      sums[c] = sd, sums[C + c] = sdx;
+    }
+    Tensor dgamma = Tensor::empty({C}), dbeta = Tensor::empty({C});
+    for (int64_t c = 0; c < C; ++c) dbeta.data()[c] = static_cast<float>(sums[c]), dgamma.data()[c] = static_cast<float>(sums[C + c]);
+    dist::sync_stats(sums.data(), 2 * C);  // the global sums shape dx; the parameter gradients stay local
+    Tensor dx = Tensor::empty(xp.shape());
+    float* pdx = dx.data();
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c) {
+        const double md = sums[c] / count, mdx = sums[C + c] / count;
+        const double k = static_cast<double>(g[c]) * rs[c];
+        for (int64_t i = 0; i < HW; ++i) {
+          const int64_t e = (n * C + c) * HW + i;
+          const double xhat = (px[e] - mu[c]) * rs[c];
+          pdx[e] = static_cast<float>(k * (pdy[e] - md - xhat * mdx));
+        }
+      }
+    autograd::accumulate(autograd::input(self, 0), xdt == DType::f32 ? dx : dx.to_dtype(xdt));
+    autograd::accumulate(autograd::input(self, 1), dgamma);
+    autograd::accumulate(autograd::input(self, 2), dbeta);
+  });
+  return p.relu ? relu(out) : out;
+}
 }  // namespace
 
 Var batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& running_mean, Tensor& running_var,
@@ -51,6 +149,7 @@ Var batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& runni
                "batch_norm2d: training needs more than one value per channel (input {}); use eval mode or a larger batch",
                to_string(xv.shape()));
 
+  if (p.training && dist::sync_batch_norm()) return sync_batch_norm2d(x, weight, bias, running_mean, running_var, p);
   const bool grad = autograd::needs_grad({&x, &weight, &bias});
   const auto prop = (grad || p.training) ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
   const memory::desc md = xv.desc();

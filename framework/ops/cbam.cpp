@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "../bf16.h"
+#include "../distributed.h"
 #include "../ops.h"
 #include "../profile.h"
 #include "conv2d.h"
@@ -53,6 +54,7 @@ struct Saved {
   std::vector<float> mlp_in, mlp_h;     // (2N, C) [avg; max], (2N, Cr) post-ReLU
   Tensor fc1_w, fc2_w, conv_w;          // plain weights
   float bn_gamma = 0, inv_std = 0;
+  double bn_count = 0;                  // values the spatial BN statistics cover (all ranks with sync BN)
   bool channel_only = false, training = true;
   Tensor s;                             // (N, 2, H, W) spatial pooling, plain
   std::vector<int32_t> carg;            // (N, HW) argmax over channels of x1
@@ -411,16 +413,21 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
     const float* pz = z.data();
     const int64_t M = N * HW;
     double mean, var;
+    s.bn_count = static_cast<double>(M);
     if (p.training) {
-      double sum = 0, sq = 0;
-      for (int64_t i = 0; i < M; ++i) sum += pz[i];
-      mean = sum / M;
+      // With synchronised batch norm the sums (and the count) are over every rank's batch.
+      double st[2] = {0, static_cast<double>(M)}, sq = 0;
+      for (int64_t i = 0; i < M; ++i) st[0] += pz[i];
+      dist::sync_stats(st, 2);
+      s.bn_count = st[1];
+      mean = st[0] / s.bn_count;
       for (int64_t i = 0; i < M; ++i) sq += (pz[i] - mean) * (pz[i] - mean);
-      var = sq / M;
+      dist::sync_stats(&sq, 1);
+      var = sq / s.bn_count;
       float* rm = bn_running_mean.data();
       float* rv = bn_running_var.data();
       rm[0] = static_cast<float>((1 - p.bn_momentum) * rm[0] + p.bn_momentum * mean);
-      rv[0] = static_cast<float>((1 - p.bn_momentum) * rv[0] + p.bn_momentum * var * M / (M - 1));
+      rv[0] = static_cast<float>((1 - p.bn_momentum) * rv[0] + p.bn_momentum * var * s.bn_count / (s.bn_count - 1));
     } else {
       mean = bn_running_mean.data()[0];
       var = bn_running_var.data()[0];
@@ -484,11 +491,14 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
       }
       dgamma = static_cast<float>(sum_dz);
       dbeta = static_cast<float>(sum_d);
+      double sums[2] = {sum_d, sum_dz};
+      if (s.training) dist::sync_stats(sums, 2);  // sync BN: dz uses the global sums
+      const double cnt = s.bn_count;
       Tensor dz = Tensor::empty({N, 1, s.H, s.W});
       float* pdz = dz.data();
       const float g = s.bn_gamma * s.inv_std;
       for (int64_t i = 0; i < M; ++i)
-        pdz[i] = s.training ? static_cast<float>(g * (dzb[i] - sum_d / M - s.zhat[i] * sum_dz / M)) : g * dzb[i];
+        pdz[i] = s.training ? static_cast<float>(g * (dzb[i] - sums[0] / cnt - s.zhat[i] * sums[1] / cnt)) : g * dzb[i];
       Tensor dsv;
       Node& nconv = autograd::input(self, 5);
       detail::conv2d_backward(s.s, s.conv_w, false, dz, {.pad = s.k / 2}, &dsv,

@@ -48,6 +48,9 @@ void save_checkpoint(const std::string& path, models::Classifier& model, const C
                                            {"bad_epochs", s.bad_epochs},
                                            {"cooldown_left", s.cooldown_left},
                                            {"has_best", s.has_best}})},
+      {"epoch_progress", fmt::format("{{\"batches\":{},\"images\":{},\"loss_sum\":{},\"position\":{}}}",
+                                     info.epoch_batches, info.epoch_images, json::dump(info.epoch_loss_sum),
+                                     info.epoch_position)},
       {"rng", fmt::format("{{\"seed\":\"{}\",\"counter\":\"{}\"}}", info.rng_seed, info.rng_counter)},
   };
   io::save_safetensors(path, tensors, meta);
@@ -75,8 +78,8 @@ Checkpoint load_checkpoint(const std::string& path) {
                  "bad input_size '{}'", size);
     const json::Value n = json::parse(get("normalization"), "normalization");
     for (int c = 0; c < 3; ++c) {
-      in.norm.mean[c] = static_cast<float>(n.find("mean")->array("mean").at(c).number("mean"));
-      in.norm.std[c] = static_cast<float>(n.find("std")->array("std").at(c).number("std"));
+      in.norm.mean[c] = static_cast<float>(n.at("mean").array("mean").at(c).number("mean"));
+      in.norm.std[c] = static_cast<float>(n.at("std").array("std").at(c).number("std"));
     }
     in.config = json::parse(get("config"), "config");
     in.epoch = std::stoll(get("epoch"));
@@ -85,14 +88,22 @@ Checkpoint load_checkpoint(const std::string& path) {
     in.best_metric = std::stod(get("best_balanced_accuracy"));
     in.best_epoch = std::stoll(get("best_epoch"));
     const json::Value s = json::parse(get("schedule"), "schedule");
-    in.schedule.plateau_lr = s.find("plateau_lr")->number();
-    in.schedule.best = s.find("best")->number();
-    in.schedule.bad_epochs = static_cast<int>(s.find("bad_epochs")->integer());
-    in.schedule.cooldown_left = static_cast<int>(s.find("cooldown_left")->integer());
-    in.schedule.has_best = s.find("has_best")->boolean();
+    in.schedule.plateau_lr = s.at("plateau_lr").number();
+    in.schedule.best = s.at("best").number();
+    in.schedule.bad_epochs = static_cast<int>(s.at("bad_epochs").integer());
+    in.schedule.cooldown_left = static_cast<int>(s.at("cooldown_left").integer());
+    in.schedule.has_best = s.at("has_best").boolean();
+    if (m.count("epoch_progress")) {  // absent in checkpoints written at epoch ends by older versions
+      const json::Value p = json::parse(m.at("epoch_progress"), "epoch_progress");
+      in.epoch_batches = p.at("batches").integer();
+      in.epoch_images = p.at("images").integer();
+      in.epoch_loss_sum = p.at("loss_sum").number();
+      in.epoch_position = p.at("position").integer();
+      DERMIS_CHECK(in.epoch_batches >= 0 && in.epoch_images >= 0 && in.epoch_position >= 0, "bad epoch_progress");
+    }
     const json::Value r = json::parse(get("rng"), "rng");
-    in.rng_seed = std::stoull(r.find("seed")->string());
-    in.rng_counter = std::stoull(r.find("counter")->string());
+    in.rng_seed = std::stoull(r.at("seed").string());
+    in.rng_counter = std::stoull(r.at("counter").string());
   } catch (const Error& e) {
     DERMIS_FAIL("{}: damaged checkpoint metadata: {}", path, e.what());
   } catch (const std::exception& e) {

@@ -25,6 +25,11 @@ struct CheckpointInfo {
   data::Normalization norm;
   json::Value config;         // the training run's settings (TrainConfig::to_json)
   int64_t epoch = 0;          // completed epochs
+  // Progress into the next epoch when the run was interrupted mid-epoch (SIGINT/SIGTERM): batches
+  // done, and their summed loss and image count (for the epoch's mean training loss).
+  int64_t epoch_batches = 0, epoch_images = 0;
+  int64_t epoch_position = 0;  // samples of the epoch's order consumed (all ranks together)
+  double epoch_loss_sum = 0;
   int64_t step = 0;           // completed optimiser steps
   double elapsed_seconds = 0;  // training time so far (for time budgets)
   double best_metric = -1;    // best validation balanced accuracy so far

@@ -45,6 +45,8 @@ void add_train_flags(cli::Args& a) {
   a.add("class-weights", "sqrt", "none | inverse | sqrt (loss weights against class imbalance)");
   a.add("label-smoothing", "0.1", "label smoothing in [0, 1)");
   a.add_bool("balanced-sampling", "sample classes uniformly (with replacement) instead of shuffling");
+  a.add_bool("sync-bn", "data-parallel (mpirun): BatchNorm statistics over the global batch of all ranks "
+             "instead of each rank's own");
   a.add("ema", "0", "validate and keep as best an exponential moving average of the weights with this per-step "
         "decay (e.g. 0.999; 0: off)");
   a.add("val-fraction", "0.2", "share of lesions held out for validation (grouped by lesion_id)");
@@ -55,6 +57,8 @@ void add_train_flags(cli::Args& a) {
   a.add("seed", "0", "random seed (split, weights, order, augmentation, dropout)");
   a.add("threads", "0", "OpenMP threads for the model (0: automatic)");
   a.add("precision", "f32", "f32, or bf16: mixed precision (bf16 activations and convolutions, f32 weights)");
+  a.add("nonfinite", "stop", "a NaN/Inf loss or gradient: stop (naming the step and tensor) | skip (drop the step; "
+        "stops after 10 in a row)");
   a.add("loader-threads", "0", "JPEG loader threads (0: automatic)");
   a.add_bool("cache", "keep decoded images in memory after the first epoch");
   a.add("out", "", "run folder (default: runs/<model>-<date>-<time>)");
@@ -101,7 +105,11 @@ TrainConfig train_config_from_flags(const cli::Args& a) {
   c.label_smoothing = a.real("label-smoothing", 0, 0.999);
   c.balanced_sampling = a.flag("balanced-sampling");
   c.ema = a.real("ema", 0, 0.999999);
+  c.sync_bn = a.flag("sync-bn");
   c.precision = a.str("precision");
+  c.nonfinite = a.str("nonfinite");
+  DERMIS_CHECK(c.nonfinite == "stop" || c.nonfinite == "skip", "flag --nonfinite: expected stop or skip, got '{}'",
+               c.nonfinite);
   c.val_fraction = a.real("val-fraction", 0.01, 0.9);
   c.crop_scale_min = a.real("crop-scale", 0.05, 1);
   c.rotate_degrees = a.real("rotate", 0, 180);
@@ -167,7 +175,9 @@ json::Value TrainConfig::to_json() const {
                       {"label_smoothing", label_smoothing},
                       {"balanced_sampling", balanced_sampling},
                       {"ema", ema},
+                      {"sync_bn", sync_bn},
                       {"precision", precision},
+                      {"nonfinite", nonfinite},
                       {"crop_scale_min", crop_scale_min},
                       {"rotate_degrees", rotate_degrees},
                       {"jitter", jitter},
@@ -204,8 +214,8 @@ TrainConfig TrainConfig::from_json(const json::Value& v) {
   str("plateau_metric", c.plateau_metric), num("min_lr", c.schedule.min_lr);
   num("warmup_epochs", c.schedule.warmup_epochs), str("class_weights", c.class_weights);
   num("label_smoothing", c.label_smoothing), boolean("balanced_sampling", c.balanced_sampling);
-  num("ema", c.ema);
-  str("precision", c.precision);
+  num("ema", c.ema), boolean("sync_bn", c.sync_bn);
+  str("precision", c.precision), str("nonfinite", c.nonfinite);
   num("crop_scale_min", c.crop_scale_min), num("rotate_degrees", c.rotate_degrees), num("jitter", c.jitter);
   num("hue", c.hue);
   if (auto* s = v.find("seed")) c.seed = std::stoull(s->string("seed"));

@@ -15,9 +15,13 @@ struct TrainResult {
   metrics::Report best_val;
   int64_t best_epoch = 0, epochs_done = 0;
   double train_img_s = 0, elapsed_s = 0;
+  int interrupted_by = 0;  // SIGINT/SIGTERM: the signal; last_checkpoint holds the run mid-epoch
 };
 
-// Runs the whole experiment. `command` is recorded in the report.
+// Runs the whole experiment. `command` is recorded in the report. SIGINT and SIGTERM during the run
+// finish the current step, write last.safetensors (resumable mid-epoch) and return with
+// interrupted_by set; a second signal ends the process at once (the checkpoints stay whole:
+// they are written to a temporary file and renamed).
 TrainResult train(TrainConfig cfg, const std::string& command = "");
 
 // Where the built-in synthetic dataset lives (beside the build folder of the running binary) and

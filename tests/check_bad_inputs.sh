@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Every kind of bad input, tried for real on the tools: damaged images, metadata and ground-truth
+# CSVs in odd dialects or wrong, damaged and mismatched checkpoints, nonsense flags. Each case
+# states the exit code and a phrase the message must contain; the table of what each produced is
+# written to WORKDIR/bad_inputs.md.
+# Usage: check_bad_inputs.sh BUILD_DIR WORKDIR
+set -uo pipefail
+build=$1
+work=$2
+src=$(cd "$(dirname "$0")" && pwd)
+rm -rf "$work" && mkdir -p "$work"
+T=$build/tools/train
+E=$build/tools/evaluate
+P=$build/tools/predict
+fail=0
+table=$work/bad_inputs.md
+printf '| input | tool | exit | message (first line) |\n| --- | --- | --- | --- |\n' > "$table"
+
+# case DESCRIPTION EXIT NEEDLE -- command...
+case_() {
+  local what=$1 code=$2 needle=$3
+  shift 4
+  "$@" > "$work/out" 2> "$work/err"
+  local got=$?
+  local msg
+  msg=$(grep -a -m1 -E "error|warning" "$work/err" || head -1 "$work/err")
+  [ -z "$msg" ] && msg=$(head -c 150 "$work/out" | tr '\n' ' ')
+  if [ "$got" -ne "$code" ] || ! grep -aqF -- "$needle" "$work/err" "$work/out"; then
+    echo "FAIL: $what: $* -> exit $got (want $code), output lacks '$needle':"
+    cat "$work/err"
+    fail=1
+  else
+    echo "ok: $what -> exit $got"
+  fi
+  printf '| %s | %s | %s | %s |\n' "$what" "$(basename "$1")" "$got" "$(echo "$msg" | sed "s|$work/||g; s/|/\\\\|/g" | cut -c1-220)" >> "$table"
+}
+
+# A tiny run for a checkpoint, and a small HAM10000-layout dataset built from its synthetic images.
+"$T" --synthetic-count 80 --epochs 1 --size 32x32 --report-images 0 --out "$work/run" > "$work/train.log" 2>&1 ||
+  { echo "FAIL: tiny run"; cat "$work/train.log"; exit 1; }
+ck=$work/run/best.safetensors
+syn=$build/synthetic-ham10000-80
+mkdir -p "$work/ds/imgs"
+ids=()
+for f in $(ls "$syn"/HAM10000_images_part_1/*.jpg | head -6); do
+  cp "$f" "$work/ds/imgs/"
+  ids+=("$(basename "$f" .jpg)")
+done
+write_meta() {  # the six images as nv, mel, bkl, nv, bcc, df, one lesion each
+  local dx=(nv mel bkl nv bcc df)
+  echo "lesion_id,image_id,dx,dx_type,age,sex,localization"
+  for i in 0 1 2 3 4 5; do echo "HAM_$((1000 + i)),${ids[$i]},${dx[$i]},histo,50.0,male,back"; done
+}
+write_meta > "$work/ds/HAM10000_metadata.csv"
+cp -r "$work/ds" "$work/clean"
+ev() { "$E" --checkpoint "$ck" --data "$work/ds" --images imgs "$@"; }
+
+# ---- images --------------------------------------------------------------------------------------
+victim=$work/ds/imgs/${ids[2]}.jpg
+keep=$work/victim.jpg
+cp "$victim" "$keep"
+image_case() {  # DESCRIPTION MAKER
+  local what=$1
+  cp "$keep" "$victim"
+  eval "$2"
+  case_ "image: $what" 2 "${ids[2]}" -- "$E" --checkpoint "$ck" --data "$work/ds" --images imgs
+  case_ "image: $what, --skip-bad-images" 0 "balanced_accuracy" -- "$E" --checkpoint "$ck" --data "$work/ds" --images imgs --skip-bad-images
+}
+image_case "empty file" ': > "$victim"'
+image_case "truncated (first half)" 'head -c $(( $(stat -c %s "$keep") / 2 )) "$keep" > "$victim"'
+image_case "corrupt scan data" 'python3 -c "
+import sys; b = bytearray(open(sys.argv[1], \"rb\").read()); n = len(b)
+for i in range(n // 2, n // 2 + 64): b[i] ^= 0x5A
+open(sys.argv[1], \"wb\").write(b)" "$victim"'
+image_case "PNG saved as .jpg" 'printf "\x89PNG\r\n\x1a\n0000000000000000" > "$victim"'
+image_case "text file" 'echo "not an image" > "$victim"'
+image_case "header claims 65000x65000" 'python3 -c "
+import sys, struct; b = bytearray(open(sys.argv[1], \"rb\").read()); i = b.find(b\"\xff\xc0\")
+struct.pack_into(\">HH\", b, i + 5, 65000, 65000); open(sys.argv[1], \"wb\").write(b)" "$victim"'
+image_case "missing file" 'rm -f "$victim"'
+image_case "a folder named like the image" 'rm -f "$victim"; mkdir -p "$victim"'
+rm -rf "$victim"
+cp "$keep" "$victim"
+cp "$src/fuzz/corpus/jpeg/gray_48x40.jpg" "$work/gray.jpg"
+cp "$src/fuzz/corpus/jpeg/cmyk_40x32.jpg" "$work/cmyk.jpg"
+cp "$src/fuzz/corpus/jpeg/progressive_64x48.jpg" "$work/progressive.jpg"
+case_ "image: grayscale JPEG (accepted)" 0 "probabilities" -- "$P" --checkpoint "$ck" --json "$work/gray.jpg"
+case_ "image: CMYK JPEG (accepted)" 0 "probabilities" -- "$P" --checkpoint "$ck" --json "$work/cmyk.jpg"
+case_ "image: progressive JPEG (accepted)" 0 "probabilities" -- "$P" --checkpoint "$ck" --json "$work/progressive.jpg"
+: > "$work/empty.jpg"
+case_ "image: empty file to predict" 2 "empty.jpg" -- "$P" --checkpoint "$ck" "$work/empty.jpg"
+
+# ---- metadata CSV --------------------------------------------------------------------------------
+meta=$work/ds/HAM10000_metadata.csv
+meta_case() {  # DESCRIPTION EXIT NEEDLE TRANSFORM(sed/python on the clean CSV)
+  write_meta > "$meta"
+  eval "$4"
+  case_ "metadata: $1" "$2" "$3" -- "$E" --checkpoint "$ck" --data "$work/ds" --images imgs
+}
+meta_case "UTF-8 byte-order mark (accepted)" 0 '"images":6' 'printf "\xef\xbb\xbf" | cat - "$meta" > "$work/m" && mv "$work/m" "$meta"'
+meta_case "CRLF line ends (accepted)" 0 '"images":6' 'sed -i "s/\$/\r/" "$meta"'
+meta_case "quoted fields with commas (accepted)" 0 '"images":6' 'sed -i "s/,back\$/,\"back, upper\"/; 2s/^HAM_1000/\"HAM_1000\"/" "$meta"'
+meta_case "extra columns (accepted)" 0 '"images":6' 'sed -i "1s/\$/,note/; 2,\$s/\$/,x/" "$meta"'
+meta_case "columns in another order (accepted)" 0 '"images":6' 'awk -F, -v OFS=, "{print \$3,\$2,\$1,\$4,\$5,\$6,\$7}" "$meta" > "$work/m" && mv "$work/m" "$meta"'
+meta_case "missing dx value" 2 "line 3" 'sed -i "3s/,mel,/,,/" "$meta"'
+meta_case "unknown dx code" 2 "melanoma" 'sed -i "3s/,mel,/,melanoma,/" "$meta"'
+meta_case "row with a missing field" 2 "line 4" 'sed -i "4s/,back\$//" "$meta"'
+meta_case "no dx column" 2 "dx" 'sed -i "1s/,dx,/,diagnosis,/" "$meta"'
+meta_case "duplicate image id" 2 "${ids[0]}" 'sed -i "3s/${ids[1]}/${ids[0]}/" "$meta"'
+meta_case "header only" 2 "no images" 'head -1 "$meta" > "$work/m" && mv "$work/m" "$meta"'
+meta_case "binary garbage" 2 "HAM10000_metadata.csv" 'head -c 300 "$keep" > "$meta"'
+write_meta > "$meta"
+
+# ---- ground-truth CSV (ISIC 2018 Task 3) ---------------------------------------------------------
+gt=$work/gt.csv
+gt_case() {  # DESCRIPTION EXIT NEEDLE ROW-FOR-THE-THIRD-IMAGE
+  {
+    echo "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC"
+    echo "${ids[0]},0.0,1.0,0.0,0.0,0.0,0.0,0.0"
+    echo "${ids[1]},1.0,0.0,0.0,0.0,0.0,0.0,0.0"
+    echo "${ids[2]},$4"
+  } > "$gt"
+  case_ "ground truth: $1" "$2" "$3" -- "$E" --checkpoint "$ck" --data "$work/ds/imgs" --ground-truth "$gt"
+}
+gt_case "one-hot rows (accepted)" 0 '"images":3' "0.0,0.0,0.0,0.0,1.0,0.0,0.0"
+gt_case "two classes set in a row" 2 "line 4" "1.0,0.0,0.0,0.0,1.0,0.0,0.0"
+gt_case "no class set in a row" 2 "line 4" "0.0,0.0,0.0,0.0,0.0,0.0,0.0"
+gt_case "a value of 0.5" 2 "line 4" "0.5,0.5,0.0,0.0,0.0,0.0,0.0"
+gt_case "a value that is not a number" 2 "line 4" "yes,0.0,0.0,0.0,0.0,0.0,0.0"
+gt_case "a missing field" 2 "line 4" "0.0,0.0,0.0,0.0,1.0,0.0"
+
+# ---- checkpoints ---------------------------------------------------------------------------------
+craft() {  # OUT PYTHON-EXPRESSION on (header dict h, data bytes d) -> writes a modified copy of $ck
+  python3 - "$ck" "$1" "$2" <<'PY'
+import json, struct, sys
+src, out, expr = sys.argv[1:4]
+b = open(src, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n]); d = b[8 + n:]
+hlen = None
+exec(expr)
+hj = json.dumps(h).encode()
+open(out, "wb").write(struct.pack("<Q", hlen if hlen is not None else len(hj)) + hj + d)
+PY
+}
+ck_case() {  # DESCRIPTION NEEDLE FILE
+  case_ "checkpoint: $1" 2 "$2" -- "$E" --checkpoint "$3" --data "$work/ds" --images imgs
+}
+ck_case "a safetensors file from PyTorch, not dermis" "not a dermis checkpoint" "$src/golden/cbam_torch.safetensors"
+head -c 5000 "$ck" > "$work/truncated.safetensors"
+ck_case "truncated" "truncated" "$work/truncated.safetensors"
+craft "$work/lying.safetensors" 'k = [x for x in h if x != "__metadata__"][0]; h[k]["data_offsets"][1] += 4096; h[k]["shape"][0] += 1024'
+ck_case "header lying about tensor sizes" "damaged" "$work/lying.safetensors"
+craft "$work/hugelen.safetensors" 'hlen = 4 << 30'
+ck_case "4 GB header length" "header length" "$work/hugelen.safetensors"
+craft "$work/othermodel.safetensors" 'h["__metadata__"]["model"] = "resnet18_cbam"'
+ck_case "weights of another model (metadata says resnet18_cbam)" "do not fit a resnet18_cbam" "$work/othermodel.safetensors"
+craft "$work/badmeta.safetensors" 'h["__metadata__"]["schedule"] = "{\"best\": 1}"'
+ck_case "damaged metadata (schedule)" "damaged checkpoint metadata" "$work/badmeta.safetensors"
+craft "$work/nodtype.safetensors" 'k = [x for x in h if x != "__metadata__"][0]; h[k]["dtype"] = "F64"'
+ck_case "a tensor stored as F64" "F64" "$work/nodtype.safetensors"
+printf 'garbage' > "$work/tiny.safetensors"
+ck_case "7-byte file" "tiny.safetensors" "$work/tiny.safetensors"
+case_ "checkpoint: resume from a damaged file" 2 "truncated" -- "$T" --resume "$work/truncated.safetensors"
+case_ "checkpoint: resume with another model's weights" 2 "do not fit" -- "$T" --resume "$work/othermodel.safetensors"
+
+# ---- flags ---------------------------------------------------------------------------------------
+case_ "flag: --size 0x0" 2 "flag --size" -- "$T" --size 0x0
+case_ "flag: --batch -1" 2 "flag --batch" -- "$T" --batch -1
+case_ "flag: --lr nan" 2 "flag --lr" -- "$T" --lr nan
+case_ "flag: --schedule linear" 2 "unknown schedule 'linear'" -- "$T" --schedule linear
+case_ "flag: --epochs 1.5" 2 "flag --epochs" -- "$T" --epochs 1.5
+case_ "flag: --val-fraction 2" 2 "flag --val-fraction" -- "$T" --val-fraction 2
+case_ "flag: --precision fp8" 2 "flag --precision" -- "$T" --precision fp8
+case_ "flag: --ema 1" 2 "flag --ema" -- "$T" --ema 1
+case_ "flag: --nonfinite ignore" 2 "flag --nonfinite" -- "$T" --nonfinite ignore
+case_ "flag: --model resnet50" 2 "unknown model 'resnet50'" -- "$T" --model resnet50 --synthetic-count 80 --out "$work/r50"
+case_ "flag: --bogus" 2 "unknown flag --bogus" -- "$T" --bogus
+case_ "flag: --lr without a value" 2 "flag --lr" -- "$T" --lr
+case_ "flag: evaluate --batch 0" 2 "flag --batch" -- "$E" --checkpoint "$ck" --data "$work/ds" --images imgs --batch 0
+case_ "flag: predict --top 0" 2 "flag --top" -- "$P" --checkpoint "$ck" --top 0 "$keep"
+
+echo
+cat "$table"
+exit $fail
