@@ -18,16 +18,14 @@ int main(int argc, char** argv) {
     if (!args.parse(argc, argv)) return 0;
     const int classes = static_cast<int>(args.integer("classes", 2, 100000));
     std::vector<int64_t> sizes;
-    for (const auto& part : [&] {
-           std::vector<std::string> v;
-           std::string s = args.str("sizes"), cur;
-           for (char c : s + ",")
-             if (c == ',')
-               v.push_back(cur), cur.clear();
-             else
-               cur += c;
-           return v;
-         }()) {
+    std::vector<std::string> parts(1);
+    for (char c : args.str("sizes")) {
+      if (c == ',')
+        parts.emplace_back();
+      else
+        parts.back() += c;
+    }
+    for (const auto& part : parts) {
       char* end = nullptr;
       const long v = std::strtol(part.c_str(), &end, 10);
       DERMIS_CHECK(!part.empty() && *end == '\0' && v >= 32, "flag --sizes: '{}' is not a size >= 32", part);

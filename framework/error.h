@@ -29,4 +29,8 @@ namespace detail {
       ::dermis::detail::throw_error(__FILE__, __LINE__, ::fmt::format(__VA_ARGS__)); \
   } while (0)
 
+#ifdef __CPPCHECK__  // ./dermis lint: cppcheck does not follow throw_error's [[noreturn]] through the macro
+#define DERMIS_FAIL(...) throw ::dermis::Error(::fmt::format(__VA_ARGS__))
+#else
 #define DERMIS_FAIL(...) ::dermis::detail::throw_error(__FILE__, __LINE__, ::fmt::format(__VA_ARGS__))
+#endif

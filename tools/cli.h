@@ -45,7 +45,7 @@ class Args {
       bool has_value = false;
       if (auto eq = name.find('='); eq != std::string::npos) {
         value = name.substr(eq + 1);
-        name = name.substr(0, eq);
+        name.resize(eq);
         has_value = true;
       }
       auto it = flags_.find(name);

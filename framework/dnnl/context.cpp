@@ -100,6 +100,6 @@ std::map<std::string, std::set<std::string>> impls() {
   return impl_registry().m;
 }
 
-std::string with_threads(std::string key) { return key + fmt::format("#t{}", omp_get_max_threads()); }
+std::string with_threads(const std::string& key) { return key + fmt::format("#t{}", omp_get_max_threads()); }
 
 }  // namespace dermis::dnnl_ctx

@@ -52,7 +52,7 @@ void note_impl(const std::string& kind, const std::string& impl);
 std::map<std::string, std::set<std::string>> impls();
 
 // Appends the thread count to a key.
-std::string with_threads(std::string key);
+std::string with_threads(const std::string& key);
 
 // A primitive descriptor together with its primitive.
 template <class PD, class P>

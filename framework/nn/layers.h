@@ -79,7 +79,7 @@ class GlobalAvgPool : public Module {
 
 class MaxPool2d : public Module {
  public:
-  explicit MaxPool2d(Pool2dParams p) : params(p) {}
+  explicit MaxPool2d(const Pool2dParams& p) : params(p) {}
   Var forward(const Var& x) override { return max_pool2d(x, params); }
   std::string type_name() const override { return "MaxPool2d"; }
   Pool2dParams params;

@@ -46,10 +46,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       fs::remove(r / "HAM10000_metadata.csv");
       fs::remove(r / "HAM10000_metadata.tab");
       write(r / (mode == 0 ? "HAM10000_metadata.csv" : "HAM10000_metadata.tab"), text);
-      datasets::read_ham10000(r.string(), {"images", true});
+      datasets::read_ham10000(r.string(), {"images", false});
     } else if (mode == 1) {
       write(r / "truth.csv", text);
-      datasets::read_isic_ground_truth((r / "truth.csv").string(), (r / "images").string(), true);
+      datasets::read_isic_ground_truth((r / "truth.csv").string(), (r / "images").string(), false);
     } else {
       datasets::parse_csv(text, "input.csv");
     }
