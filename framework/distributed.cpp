@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -212,12 +213,15 @@ struct GradientReducer::Impl {
   std::vector<Bucket> buckets;
   size_t next_to_start = 0;
   bool in_finish = false;
-  double last_overlap = 0;
+  double last_overlap = 0, last_wait = 0;
+  int64_t last_start_bytes = 0;  // bytes the most recent start_ready() call launched
   int64_t total_bytes = 0;
 
   void start_ready() {
+    int64_t launched = 0;
     while (next_to_start < buckets.size() && buckets[next_to_start].pending == 0) {
       Bucket& b = buckets[next_to_start++];
+      launched += b.numel * static_cast<int64_t>(sizeof(float));
       b.started = true;
       b.started_in_backward = !in_finish;
 #ifdef DERMIS_HAVE_MPI
@@ -227,6 +231,7 @@ struct GradientReducer::Impl {
             "allreduce (gradient bucket)");
 #endif
     }
+    if (launched > 0) last_start_bytes = launched;
   }
 
   void progress() {
@@ -284,6 +289,7 @@ GradientReducer::~GradientReducer() {
 
 int64_t GradientReducer::buckets() const { return static_cast<int64_t>(impl_->buckets.size()); }
 double GradientReducer::overlap_fraction() const { return impl_->last_overlap; }
+double GradientReducer::wait_seconds() const { return impl_->last_wait; }
 int64_t GradientReducer::bytes_per_step() const { return impl_->total_bytes; }
 
 void GradientReducer::finish() {
@@ -299,13 +305,18 @@ void GradientReducer::finish() {
       --b.pending;
     }
   m.start_ready();
+  // Overlapped: buckets started while backward still had gradients to produce, i.e. all but
+  // those launched by the last gradient (and any launched here).
   int64_t early = 0;
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto& b : m.buckets) {
 #ifdef DERMIS_HAVE_MPI
     check(MPI_Wait(&b.req, MPI_STATUS_IGNORE), "allreduce (gradient bucket)");
 #endif
     if (b.started_in_backward) early += b.numel * static_cast<int64_t>(sizeof(float));
   }
+  m.last_wait = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (m.last_start_bytes > 0 && early >= m.last_start_bytes) early -= m.last_start_bytes;
   m.last_overlap = m.total_bytes > 0 ? static_cast<double>(early) / static_cast<double>(m.total_bytes) : 0;
   const float inv = 1.f / static_cast<float>(g_size);
   for (auto& b : m.buckets) {

@@ -79,9 +79,11 @@ class GradientReducer {
   void finish();
 
   int64_t buckets() const;
-  // Share of the allreduce bytes whose communication was started before backward ended, in the
-  // last step (the overlap achieved).
+  // Last step: share of the allreduce bytes whose communication started while backward still had
+  // gradients to compute (the overlap achieved), and the time finish() waited for communication
+  // (what the overlap did not hide).
   double overlap_fraction() const;
+  double wait_seconds() const;
   int64_t bytes_per_step() const;
 
  private:

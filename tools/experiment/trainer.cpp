@@ -390,7 +390,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
     model->train();
     // This epoch's training loss: `base_*` carried over from a checkpoint written mid-epoch (all
     // ranks), `*_here` this process's own steps since.
-    double base_loss = 0, loss_here = 0, lr_now = 0, overlap_sum = 0;
+    double base_loss = 0, loss_here = 0, lr_now = 0, overlap_sum = 0, wait_sum = 0;
     int64_t base_seen = 0, seen_here = 0, steps = 0;
     int64_t b = 0, position = 0;  // global batches and samples of this epoch done
     if (ck && epoch == start_epoch && ck->info.epoch_position > 0) {  // resuming mid-epoch (any rank count)
@@ -443,7 +443,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
       loss.backward();
       if (reducer) {  // averaged over ranks; a non-finite value on one rank reaches all
         reducer->finish();
-        overlap_sum += reducer->overlap_fraction();
+        overlap_sum += reducer->overlap_fraction(), wait_sum += reducer->wait_seconds();
       }
       const float lv = loss.item();
       // A non-finite loss or gradient never reaches the weights.
@@ -527,6 +527,8 @@ TrainResult train(TrainConfig c, const std::string& command) {
       line["ranks"] = ranks;
       line["allreduce_mb_per_step"] = static_cast<double>(reducer->bytes_per_step()) / 1e6;
       line["allreduce_overlap"] = overlap_sum / static_cast<double>(std::max<int64_t>(1, steps - b0));
+      line["allreduce_wait_ms"] = 1e3 * wait_sum / static_cast<double>(std::max<int64_t>(1, steps - b0));
+      line["step_ms"] = 1e3 * (now() - t_epoch) / static_cast<double>(std::max<int64_t>(1, steps - b0));
     }
     if (writer) append_line(metrics_path, json::dump(line));
 
