@@ -19,6 +19,18 @@ namespace dermis::datasets {
 namespace fs = std::filesystem;
 
 namespace {
+// The header as read, for messages: bytes that are not printable ASCII shown as \xHH (a binary
+// file passed as CSV must not put raw bytes on the terminal), at most 200 characters.
+std::string shown_header(const CsvTable& t) {
+  std::string out;
+  for (size_t i = 0; i < t.header.size() && out.size() < 200; ++i) {
+    if (i) out += ',';
+    for (unsigned char ch : t.header[i]) out += (ch >= 0x20 && ch < 0x7f) ? std::string(1, static_cast<char>(ch))
+                                                                              : fmt::format("\\x{:02x}", ch);
+  }
+  return out.size() > 200 ? out.substr(0, 200) + "..." : out;
+}
+
 
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -174,7 +186,7 @@ Dataset read_ham10000(const std::string& root_arg, const ReadOptions& o) {
   const int c_lesion = t.column("lesion_id"), c_image = t.column("image_id"), c_dx = t.column("dx");
   for (auto [c, name] : {std::pair{c_lesion, "lesion_id"}, {c_image, "image_id"}, {c_dx, "dx"}})
     DERMIS_CHECK(c >= 0, "{}: line {}: the header has no '{}' column; HAM10000 metadata needs the columns lesion_id, "
-                 "image_id and dx (got: {})", path, t.header_line, name, fmt::join(t.header, ","));
+                 "image_id and dx (got: {})", path, t.header_line, name, shown_header(t));
 
   std::vector<Entry> entries;
   entries.reserve(t.rows.size());
@@ -213,12 +225,12 @@ Dataset read_isic_ground_truth(const std::string& csv, const std::string& images
   const CsvTable t = read_csv(csv);
   const int c_image = t.column("image");
   DERMIS_CHECK(c_image >= 0, "{}: line {}: the header has no 'image' column; ISIC 2018 Task 3 ground truth has the "
-               "header {} (got: {})", csv, t.header_line, expected, fmt::join(t.header, ","));
+               "header {} (got: {})", csv, t.header_line, expected, shown_header(t));
   std::vector<int> label_of_column(t.header.size(), -1);  // column -> class index
   for (int k = 0; k < kNumClasses; ++k) {
     const int c = t.column(kIsic[k]);
     DERMIS_CHECK(c >= 0, "{}: line {}: the header has no '{}' column; ISIC 2018 Task 3 ground truth has the header "
-                 "{} (got: {})", csv, t.header_line, kIsic[k], expected, fmt::join(t.header, ","));
+                 "{} (got: {})", csv, t.header_line, kIsic[k], expected, shown_header(t));
     label_of_column[c] = class_index(kIsic[k]);
   }
   for (size_t c = 0; c < t.header.size(); ++c)

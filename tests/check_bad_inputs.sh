@@ -108,7 +108,7 @@ meta_case "row with a missing field" 2 "line 4" 'sed -i "4s/,back\$//" "$meta"'
 meta_case "no dx column" 2 "dx" 'sed -i "1s/,dx,/,diagnosis,/" "$meta"'
 meta_case "duplicate image id" 2 "${ids[0]}" 'sed -i "3s/${ids[1]}/${ids[0]}/" "$meta"'
 meta_case "header only" 2 "no images" 'head -1 "$meta" > "$work/m" && mv "$work/m" "$meta"'
-meta_case "binary garbage" 2 "HAM10000_metadata.csv" 'head -c 300 "$keep" > "$meta"'
+meta_case "binary garbage" 2 "got: \\xff\\xd8\\xff" 'head -c 300 "$keep" > "$meta"'
 write_meta > "$meta"
 
 # ---- ground-truth CSV (ISIC 2018 Task 3) ---------------------------------------------------------
