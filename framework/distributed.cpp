@@ -97,30 +97,31 @@ void chunked(int64_t n, F&& f) {
   constexpr int64_t kMax = int64_t{1} << 30;
   for (int64_t o = 0; o < n; o += kMax) f(o, static_cast<int>(std::min(kMax, n - o)));
 }
+template <class T>
+MPI_Datatype mpi_type() {
+  if constexpr (std::is_same_v<T, float>) return MPI_FLOAT;
+  else if constexpr (std::is_same_v<T, double>) return MPI_DOUBLE;
+  else return MPI_INT;
+}
 }  // namespace
 #endif
 
-void allreduce_sum(float* data, int64_t n) {
+namespace {
+template <class T>
+void allreduce_sum_impl(T* data, int64_t n) {
   if (g_size == 1) return;
 #ifdef DERMIS_HAVE_MPI
   chunked(n, [&](int64_t o, int c) {
-    check(MPI_Allreduce(MPI_IN_PLACE, data + o, c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "allreduce");
+    check(MPI_Allreduce(MPI_IN_PLACE, data + o, c, mpi_type<T>(), MPI_SUM, MPI_COMM_WORLD), "allreduce");
   });
 #else
   (void)data, (void)n;
 #endif
 }
+}  // namespace
 
-void allreduce_sum(double* data, int64_t n) {
-  if (g_size == 1) return;
-#ifdef DERMIS_HAVE_MPI
-  chunked(n, [&](int64_t o, int c) {
-    check(MPI_Allreduce(MPI_IN_PLACE, data + o, c, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "allreduce");
-  });
-#else
-  (void)data, (void)n;
-#endif
-}
+void allreduce_sum(float* data, int64_t n) { allreduce_sum_impl(data, n); }
+void allreduce_sum(double* data, int64_t n) { allreduce_sum_impl(data, n); }
 
 double allreduce_sum(double v) {
   allreduce_sum(&v, 1);
@@ -158,7 +159,7 @@ template <class T>
 std::vector<T> allgather_impl(const std::vector<T>& local) {
   if (g_size == 1) return local;
 #ifdef DERMIS_HAVE_MPI
-  const MPI_Datatype type = std::is_same_v<T, float> ? MPI_FLOAT : MPI_INT;
+  const MPI_Datatype type = mpi_type<T>();
   int n = static_cast<int>(local.size());
   std::vector<int> counts(static_cast<size_t>(g_size)), displs(static_cast<size_t>(g_size));
   check(MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, MPI_COMM_WORLD), "allgather");
@@ -201,7 +202,6 @@ struct GradientReducer::Impl {
     int64_t numel = 0;
     std::vector<float> buf;
     size_t pending = 0;
-    bool started = false;
     bool started_in_backward = false;
 #ifdef DERMIS_HAVE_MPI
     MPI_Request req = MPI_REQUEST_NULL;
@@ -222,7 +222,6 @@ struct GradientReducer::Impl {
     while (next_to_start < buckets.size() && buckets[next_to_start].pending == 0) {
       Bucket& b = buckets[next_to_start++];
       launched += b.numel * static_cast<int64_t>(sizeof(float));
-      b.started = true;
       b.started_in_backward = !in_finish;
 #ifdef DERMIS_HAVE_MPI
       DERMIS_CHECK(b.numel < (int64_t{1} << 31), "gradient bucket too large");
@@ -329,7 +328,7 @@ void GradientReducer::finish() {
       p.set_grad(g);
     }
     b.pending = b.params.size();
-    b.started = b.started_in_backward = false;
+    b.started_in_backward = false;
   }
   std::fill(m.reported.begin(), m.reported.end(), false);
   m.next_to_start = 0;

@@ -16,23 +16,18 @@ fail=0
 table=$work/bad_inputs.md
 printf '| input | tool | exit | message (first line) |\n| --- | --- | --- | --- |\n' > "$table"
 
-# case DESCRIPTION EXIT NEEDLE -- command...
+source "$src/expect.sh"
+
+# case DESCRIPTION EXIT NEEDLE -- command...: expect, plus a row of the table.
 case_() {
-  local what=$1 code=$2 needle=$3
-  shift 4
-  "$@" > "$work/out" 2> "$work/err"
-  local got=$?
+  local what=$1
+  shift
+  echo "case: $what"
+  expect "$@"
   local msg
   msg=$(grep -a -m1 -E "error|warning" "$work/err" || head -1 "$work/err")
   [ -z "$msg" ] && msg=$(head -c 150 "$work/out" | tr '\n' ' ')
-  if [ "$got" -ne "$code" ] || ! grep -aqF -- "$needle" "$work/err" "$work/out"; then
-    echo "FAIL: $what: $* -> exit $got (want $code), output lacks '$needle':"
-    cat "$work/err"
-    fail=1
-  else
-    echo "ok: $what -> exit $got"
-  fi
-  printf '| %s | %s | %s | %s |\n' "$what" "$(basename "$1")" "$got" "$(echo "$msg" | sed "s|$work/||g; s/|/\\\\|/g" | cut -c1-220)" >> "$table"
+  printf '| %s | %s | %s | %s |\n' "$what" "$(basename "$4")" "$got" "$(echo "$msg" | sed "s|$work/||g; s/|/\\\\|/g" | cut -c1-220)" >> "$table"
 }
 
 # A tiny run for a checkpoint, and a small HAM10000-layout dataset built from its synthetic images.

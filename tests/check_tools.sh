@@ -7,18 +7,7 @@ build=$1
 work=$2
 rm -rf "$work" && mkdir -p "$work"
 fail=0
-# expect EXIT_CODE STDERR_SUBSTRING -- command...
-expect() {
-  local code=$1 needle=$2
-  shift 3
-  "$@" > "$work/out" 2> "$work/err"
-  local got=$?
-  if [ "$got" -ne "$code" ] || ! grep -qF -- "$needle" "$work/err" "$work/out"; then
-    echo "FAIL: $* -> exit $got (want $code), output lacks '$needle':"; cat "$work/err"; fail=1
-  else
-    echo "ok: $* -> exit $got: $(head -c 160 "$work/err" "$work/out" | tr '\n' ' ' | head -c 160)"
-  fi
-}
+source "$(dirname "$0")/expect.sh"
 for t in train evaluate predict make_synthetic; do expect 0 "usage:" -- "$build/tools/$t" --help; done
 for b in cbam model_cost loader_throughput pipeline train_throughput ops; do expect 0 "usage:" -- "$build/bench/$b" --help; done
 T=$build/tools/train

@@ -23,6 +23,7 @@
 #include "datasets/split.h"
 #include "datasets/synthetic_ham.h"
 #include "evaluation.h"
+#include "framework/data/jpeg.h"
 #include "framework/data/loader.h"
 #include "framework/distributed.h"
 #include "framework/fault.h"
@@ -136,12 +137,13 @@ void check_output_folder(const std::string& dir, uint64_t checkpoint_bytes) {
   }
 }
 
-// Temporary files of checkpoint writes that a killed process left behind.
+// Temporary files of atomic writes (NAME.tmp.PID: checkpoints, metrics) that a killed process left
+// behind.
 void remove_stale_temporaries(const std::string& dir) {
   std::error_code ec;
   for (auto& e : fs::directory_iterator(dir, ec)) {
     const std::string n = e.path().filename().string();
-    if (n.find(".safetensors.tmp.") != std::string::npos) fs::remove(e.path(), ec);
+    if (n.find(".tmp.") != std::string::npos) fs::remove(e.path(), ec);
   }
 }
 
@@ -344,15 +346,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
       lr_trace.emplace_back(static_cast<double>(r.epoch - 1), r.lr);
     }
     f.close();
-    if (writer) {
-      const std::string tmp = metrics_path + ".tmp";
-      {
-        std::ofstream o(tmp, std::ios::trunc);
-        o << kept;
-        DERMIS_CHECK(o.good(), "cannot write {}", tmp);
-      }
-      fs::rename(tmp, metrics_path);
-    }
+    if (writer) data::write_file_atomic(metrics_path, std::vector<uint8_t>(kept.begin(), kept.end()));
   }
   fmt::print("model: {} ({:.2f} M parameters), input {}x{}, batch {}, {}, {} threads + {} loader thread{}{}\n",
              c.model, model->num_parameters() / 1e6, c.height, c.width, c.batch,
@@ -385,6 +379,12 @@ TrainResult train(TrainConfig c, const std::string& command) {
   bool nan_injected = false;
   // Every rank must stop at the same step: the decision is agreed on (a max over ranks).
   auto agree = [&](int64_t v) { return ranks > 1 ? dist::allreduce_max(v) : v; };
+  // The run's state for a checkpoint: time so far, schedule and generator.
+  auto stamp = [&] {
+    info.elapsed_seconds = now() - run_t0;
+    info.schedule = sched.state();
+    info.rng_seed = default_generator().seed(), info.rng_counter = default_generator().counter();
+  };
   int interrupted_by = 0;
   for (; epoch < last_epoch && !stop; ++epoch) {
     model->train();
@@ -489,9 +489,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
         const auto [ls, n] = epoch_loss();
         info.epoch = epoch;
         info.epoch_batches = b, info.epoch_loss_sum = ls, info.epoch_images = n, info.epoch_position = position;
-        info.elapsed_seconds = now() - run_t0;
-        info.schedule = sched.state();
-        info.rng_seed = default_generator().seed(), info.rng_counter = default_generator().counter();
+        stamp();
         if (writer) save_checkpoint(last_path, *model, info, &opt, average.get());
         fmt::print("\n{} received: stopped after epoch {} step {}/{}; the run is saved in {}\n"
                    "continue it with: train --resume {}\n",
@@ -534,9 +532,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
 
     // Checkpoints: last (with optimiser state, for --resume) and best by balanced accuracy.
     info.epoch = epoch + 1;
-    info.elapsed_seconds = now() - run_t0;
-    info.schedule = sched.state();
-    info.rng_seed = default_generator().seed(), info.rng_counter = default_generator().counter();
+    stamp();
     if (r.balanced_accuracy > info.best_metric) {
       info.best_metric = r.balanced_accuracy, info.best_epoch = epoch + 1;
       if (writer) save_checkpoint(best_path, evaluated, info);
