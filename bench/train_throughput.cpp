@@ -28,6 +28,7 @@ int run(int argc, char** argv) {
   args.add("threads", "2", "OpenMP threads");
   args.add("steps", "5", "timed steps (after one warm-up step), as the peer");
   args.add("dtype", "f32", "f32, or bf16 (mixed precision: AutocastBF16 around forward and loss, f32 weights)");
+  args.add("conv", "auto", "convolution algorithm: auto (Winograd for f32 3x3 stride-1 convolutions) or direct");
   args.add("phase", "both", "train, infer or both (train only, for profiling the training step)");
   if (!args.parse(argc, argv)) return 0;
   const std::string phase = args.str("phase");
@@ -36,6 +37,9 @@ int run(int argc, char** argv) {
   const std::string dtype = args.str("dtype");
   DERMIS_CHECK(dtype == "f32" || dtype == "bf16", "flag --dtype: '{}' is not f32 or bf16", dtype);
   const bool use_bf16 = dtype == "bf16";
+  const std::string conv = args.str("conv");
+  DERMIS_CHECK(conv == "auto" || conv == "direct", "flag --conv: '{}' is not auto or direct", conv);
+  set_conv_algorithm(conv == "direct" ? ConvAlgorithm::direct : ConvAlgorithm::automatic);
   set_num_threads(static_cast<int>(args.integer("threads", 1, 1024)));
   const int64_t size = args.integer("size", 32, 4096), batch = args.integer("batch", 1, 4096);
   const long steps = args.integer("steps", 1, 100000);
@@ -83,7 +87,7 @@ int run(int argc, char** argv) {
   }
   json::Object out{{"bench", "train_throughput"}, {"framework", "dermis"}, {"model", args.str("model")},
                    {"size", size}, {"batch", batch}, {"threads", num_threads()}, {"steps", static_cast<int64_t>(steps)},
-                   {"dtype", dtype}, {"train_img_s", train}, {"infer_img_s", infer},
+                   {"dtype", dtype}, {"conv", conv}, {"train_img_s", train}, {"infer_img_s", infer},
                    {"peak_rss_mb", static_cast<double>(ru.ru_maxrss) / 1024.0}, {"onednn_impls", impls}};
   std::printf("%s\n", json::dump(out).c_str());
   return 0;

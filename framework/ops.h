@@ -24,6 +24,16 @@ struct Conv2dParams {
 // Ho = (H + 2*pad - dilation*(KH-1) - 1) / stride + 1.
 Var conv2d(const Var& x, const Var& w, const Var& b = {}, Conv2dParams p = {});
 
+// The oneDNN convolution algorithm. automatic (the default): Winograd F(4x4, 3x3) for f32
+// convolutions oneDNN implements it for (3x3, stride 1, no dilation, no groups, input and output
+// channels multiples of 16), forward and both backward passes, direct for everything else.
+// Winograd does about half the multiplications; its rounding differs from direct convolution's by
+// about 1e-6 relative. direct: always direct convolution. Process-wide; set it before the first
+// convolution (primitives are cached per algorithm, so switching later is safe but recompiles).
+enum class ConvAlgorithm { automatic, direct };
+void set_conv_algorithm(ConvAlgorithm a);
+ConvAlgorithm conv_algorithm();
+
 // ---- pooling -------------------------------------------------------------------------------
 struct Pool2dParams {
   int64_t kernel = 2;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/dnnl/context.h"
 #include "framework/ops.h"
 #include "framework/random.h"
 #include "framework/tensor.h"
@@ -107,6 +108,67 @@ BOOST_AUTO_TEST_CASE(conv2d_matches_reference) {
             fmt::format("conv2d+relu x{} w{} ({})", to_string(c.x), to_string(c.w), mode(grad)));
     }
   }
+}
+
+// Winograd (the default for f32 3x3 stride-1 convolutions with channels in multiples of 16): the
+// forward against the reference, and the three gradients against direct convolution's (which the
+// finite-difference checks in test_ops_grad cover), on shapes of the models (28x28 with 64 channels
+// is layer1's, 4x4 with 512 layer4's) and odd ones. On a CPU with AVX-512 the Winograd kernels must
+// really run.
+BOOST_AUTO_TEST_CASE(conv2d_winograd_matches_reference_and_direct) {
+  struct Case {
+    Shape x, w;
+    int64_t pad;
+    bool bias;
+  };
+  const std::vector<Case> cases = {
+      {{2, 16, 9, 7}, {32, 16, 3, 3}, 1, true},
+      {{2, 64, 28, 28}, {64, 64, 3, 3}, 1, false},
+      {{2, 512, 4, 4}, {512, 512, 3, 3}, 1, false},
+      {{1, 32, 10, 11}, {16, 32, 3, 3}, 0, true},
+  };
+  Generator gen(7);
+  for (const auto& c : cases) {
+    Tensor x = Tensor::randn(c.x, gen), w = Tensor::randn(c.w, gen), b = Tensor::randn({c.w[0]}, gen);
+    const auto want = ref::conv2d(vec(x), c.x, vec(w), c.w, c.bias ? vec(b) : std::vector<float>{}, 1, c.pad, 1, 1);
+    const int64_t terms = c.w[1] * 9 + (c.bias ? 1 : 0);
+    const std::string what = fmt::format("winograd conv2d x{} w{} pad {}", to_string(c.x), to_string(c.w), c.pad);
+    std::vector<std::vector<float>> grads[2];
+    Tensor dy;
+    for (ConvAlgorithm alg : {ConvAlgorithm::automatic, ConvAlgorithm::direct}) {
+      set_conv_algorithm(alg);
+      const Conv2dParams p{.pad = c.pad};
+      check(conv2d(Var(x), Var(w), c.bias ? Var(b) : Var(), p), want, tol_terms(terms), what + " (inference path)");
+      Var vx = Var::parameter(x.clone()), vw = Var::parameter(w.clone()), vb = Var::parameter(b.clone());
+      Var y = conv2d(vx, vw, c.bias ? vb : Var(), p);
+      check(y, want, tol_terms(terms), what + " (training path)");
+      if (!dy.defined()) dy = Tensor::randn(y.value().shape(), gen);
+      y.backward(dy);
+      auto& gr = grads[alg == ConvAlgorithm::direct];
+      gr = {vx.grad().to_vector(), vw.grad().to_vector()};
+      if (c.bias) gr.push_back(vb.grad().to_vector());
+    }
+    set_conv_algorithm(ConvAlgorithm::automatic);
+    // dx sums OC*9 products, dweight and dbias N*Ho*Wo: the same rounding model as the forward.
+    const int64_t n_out = c.x[0] * (c.x[2] + 2 * c.pad - 2) * (c.x[3] + 2 * c.pad - 2);
+    const int64_t gterms[] = {c.w[0] * 9, n_out, n_out};
+    const char* names[] = {"dx", "dweight", "dbias"};
+    for (size_t k = 0; k < grads[0].size(); ++k) {
+      const Tol t = tol_terms(gterms[k]);
+      size_t bad = 0;
+      for (size_t i = 0; i < grads[0][k].size(); ++i)
+        bad += !(std::abs(grads[0][k][i] - grads[1][k][i]) <= t.atol + t.rtol * std::abs(grads[1][k][i]));
+      BOOST_TEST(bad == 0u, what << ": " << bad << " of " << grads[0][k].size() << " " << names[k]
+                                 << " values differ from direct convolution's");
+    }
+  }
+  bool wino = false;
+  for (const auto& [kind, names] : dnnl_ctx::impls())
+    for (const auto& n : names) wino = wino || n.find("wino") != std::string::npos;
+  if (dnnl::get_effective_cpu_isa() >= dnnl::cpu_isa::avx512_core)
+    BOOST_TEST(wino, "this CPU has AVX-512 but no Winograd convolution ran");
+  else
+    BOOST_TEST_MESSAGE("no AVX-512: Winograd is not available and direct convolution ran");
 }
 
 namespace {

@@ -9,6 +9,10 @@
 // case activations and their gradients are bf16 while bias and weight gradients stay f32.
 #include <fmt/format.h>
 
+#include <atomic>
+#include <mutex>
+#include <unordered_map>
+
 #include "../bf16.h"
 #include "../dnnl/context.h"
 #include "conv2d.h"
@@ -27,6 +31,7 @@ struct ConvGeom {
   Conv2dParams p;
   bool bias;
   memory::data_type dt = memory::data_type::f32;  // activations and compute: f32, or bf16 (f32 weight gradients)
+  dnnl::algorithm alg = dnnl::algorithm::convolution_direct;  // Winograd where conv_algorithm() allows it
   memory::dims src() const { return {N, C, H, W}; }
   memory::dims wei() const {
     return p.groups == 1 ? memory::dims{OC, C, KH, KW} : memory::dims{p.groups, OC / p.groups, C / p.groups, KH, KW};
@@ -46,10 +51,45 @@ struct ConvGeom {
     return memory::desc(wei(), memory::data_type::f32, p.groups == 1 ? tag::oihw : tag::goihw);
   }
   std::string key() const {
-    return fmt::format("{},{},{},{}|{},{},{}|s{}p{}d{}g{}|b{}r{}|{}", N, C, H, W, OC, KH, KW, p.stride, p.pad,
-                       p.dilation, p.groups, bias, p.relu, dt == memory::data_type::bf16 ? "bf16" : "f32");
+    return fmt::format("{},{},{},{}|{},{},{}|s{}p{}d{}g{}|b{}r{}|{}|{}", N, C, H, W, OC, KH, KW, p.stride,
+                       p.pad, p.dilation, p.groups, bias, p.relu, dt == memory::data_type::bf16 ? "bf16" : "f32",
+                       alg == dnnl::algorithm::convolution_winograd ? "wino" : "direct");
   }
 };
+
+std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::automatic};
+
+// Whether oneDNN has Winograd forward, backward-data and backward-weights for this geometry on this
+// CPU (they need AVX-512); asked once per geometry and remembered.
+bool winograd_available(ConvGeom g) {
+  g.alg = dnnl::algorithm::convolution_winograd;
+  static std::mutex mu;
+  static std::unordered_map<std::string, bool> known;
+  const std::string key = g.key();
+  std::lock_guard lock(mu);
+  if (auto it = known.find(key); it != known.end()) return it->second;
+  bool ok = true;
+  try {
+    const auto bias_md = g.bias ? g.any_f32({g.OC}) : memory::desc();
+    for (auto prop : {dnnl::prop_kind::forward_inference, dnnl::prop_kind::forward_training}) {
+      dnnl::convolution_forward::desc d(prop, g.alg, g.any(g.src()), g.any(g.wei()), bias_md, g.any(g.dst()),
+                                        g.strides(), g.dil(), g.pad_l(), g.pad_r());
+      dnnl::convolution_forward::primitive_desc fwd(d, ctx::engine());
+      if (prop == dnnl::prop_kind::forward_inference) continue;
+      dnnl::convolution_backward_data::primitive_desc(
+          {g.alg, g.any(g.src()), g.any(g.wei()), g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r()},
+          ctx::engine(), fwd);
+      dnnl::convolution_backward_weights::primitive_desc({g.alg, g.any(g.src()), g.any_f32(g.wei()), bias_md,
+                                                          g.any(g.dst()), g.strides(), g.dil(), g.pad_l(),
+                                                          g.pad_r()},
+                                                         ctx::engine(), fwd);
+    }
+  } catch (const dnnl::error&) {
+    ok = false;  // unimplemented here: direct convolution
+  }
+  known.emplace(key, ok);
+  return ok;
+}
 
 // b: the bias shape, or nullptr without bias.
 ConvGeom geometry(const Tensor& x, const Tensor& w, const Shape* b, const Conv2dParams& p) {
@@ -72,6 +112,10 @@ ConvGeom geometry(const Tensor& x, const Tensor& w, const Shape* b, const Conv2d
   DERMIS_CHECK(g.Ho >= 1 && g.Wo >= 1,
                "conv2d: input {} is too small for a {}x{} kernel with pad={} dilation={} (output would be {}x{})",
                to_string(x.shape()), g.KH, g.KW, p.pad, p.dilation, g.Ho, g.Wo);
+  if (g_algorithm.load() == ConvAlgorithm::automatic && g.dt == memory::data_type::f32 && p.groups == 1 &&
+      p.dilation == 1 && p.stride == 1 && g.KH == 3 && g.KW == 3 && p.pad <= 1 && g.C % 16 == 0 && g.OC % 16 == 0 &&
+      winograd_available(g))
+    g.alg = dnnl::algorithm::convolution_winograd;
   return g;
 }
 
@@ -82,7 +126,7 @@ using BwdWeiPrim = ctx::Prim<dnnl::convolution_backward_weights::primitive_desc,
 FwdPrim& forward_prim(const ConvGeom& g, dnnl::prop_kind prop) {
   return ctx::cached<FwdPrim>(ctx::with_threads(fmt::format("conv_fwd{}|{}", static_cast<int>(prop), g.key())), [&] {
     auto bias_md = g.bias ? g.any_f32({g.OC}) : memory::desc();
-    dnnl::convolution_forward::desc d(prop, dnnl::algorithm::convolution_direct, g.any(g.src()), g.any(g.wei()),
+    dnnl::convolution_forward::desc d(prop, g.alg, g.any(g.src()), g.any(g.wei()),
                                       bias_md, g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r());
     dnnl::primitive_attr attr;
     if (g.p.relu) {
@@ -105,7 +149,7 @@ ConvGeom without_relu(ConvGeom g) {
 
 BwdDataPrim& bwd_data_prim(const ConvGeom& g) {
   return ctx::cached<BwdDataPrim>(ctx::with_threads("conv_bwd_data|" + g.key()), [&] {
-    dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, g.any(g.src()), g.any(g.wei()),
+    dnnl::convolution_backward_data::desc d(g.alg, g.any(g.src()), g.any(g.wei()),
                                             g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r());
     BwdDataPrim p(dnnl::convolution_backward_data::primitive_desc(
         d, ctx::engine(), forward_prim(without_relu(g), dnnl::prop_kind::forward_training).pd));
@@ -117,7 +161,7 @@ BwdDataPrim& bwd_data_prim(const ConvGeom& g) {
 BwdWeiPrim& bwd_wei_prim(const ConvGeom& g) {
   return ctx::cached<BwdWeiPrim>(ctx::with_threads("conv_bwd_wei|" + g.key()), [&] {
     auto bias_md = g.bias ? g.any_f32({g.OC}) : memory::desc();
-    dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, g.any(g.src()),
+    dnnl::convolution_backward_weights::desc d(g.alg, g.any(g.src()),
                                                g.any_f32(g.wei()), bias_md, g.any(g.dst()), g.strides(), g.dil(),
                                                g.pad_l(), g.pad_r());
     BwdWeiPrim p(dnnl::convolution_backward_weights::primitive_desc(
@@ -148,11 +192,18 @@ Tensor relu_mask(const Tensor& grad, const Tensor& out) {
 }
 }  // namespace
 
+void set_conv_algorithm(ConvAlgorithm a) { g_algorithm.store(a); }
+ConvAlgorithm conv_algorithm() { return g_algorithm.load(); }
+
 namespace detail {
 
 Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, bool training) {
   const ConvGeom g = geometry(x, w, b.defined() ? &b.shape() : nullptr, p);
-  auto& fwd = forward_prim(g, training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
+  // Winograd for inference wants its weights pre-transformed into a special layout; with weights that
+  // change every call (training, or BN folded in eval) that reorder costs more than the convolution,
+  // so Winograd always runs the training kernel, which transforms the weights inside.
+  const bool train_kernel = training || g.alg == dnnl::algorithm::convolution_winograd;
+  auto& fwd = forward_prim(g, train_kernel ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
   Tensor src = x.to_desc(fwd.pd.src_desc());
   Tensor wei = weight_as_user(w, g).to_desc(fwd.pd.weights_desc());
   Tensor dst = Tensor::with_desc({g.N, g.OC, g.Ho, g.Wo}, fwd.pd.dst_desc());

@@ -57,6 +57,8 @@ void add_train_flags(cli::Args& a) {
   a.add("seed", "0", "random seed (split, weights, order, augmentation, dropout)");
   a.add("threads", "0", "OpenMP threads for the model (0: automatic)");
   a.add("precision", "f32", "f32, or bf16: mixed precision (bf16 activations and convolutions, f32 weights)");
+  a.add("conv", "auto", "convolution algorithm: auto (Winograd for f32 3x3 stride-1 convolutions, direct "
+        "otherwise) | direct");
   a.add("nonfinite", "stop", "a NaN/Inf loss or gradient: stop (naming the step and tensor) | skip (drop the step; "
         "stops after 10 in a row)");
   a.add("loader-threads", "0", "JPEG loader threads (0: automatic)");
@@ -107,6 +109,7 @@ TrainConfig train_config_from_flags(const cli::Args& a) {
   c.ema = a.real("ema", 0, 0.999999);
   c.sync_bn = a.flag("sync-bn");
   c.precision = a.str("precision");
+  c.conv = a.str("conv");
   c.nonfinite = a.str("nonfinite");
   DERMIS_CHECK(c.nonfinite == "stop" || c.nonfinite == "skip", "flag --nonfinite: expected stop or skip, got '{}'",
                c.nonfinite);
@@ -130,6 +133,7 @@ TrainConfig train_config_from_flags(const cli::Args& a) {
 
 void TrainConfig::validate() const {
   DERMIS_CHECK(precision == "f32" || precision == "bf16", "flag --precision: expected f32 or bf16, got '{}'", precision);
+  DERMIS_CHECK(conv == "auto" || conv == "direct", "flag --conv: expected auto or direct, got '{}'", conv);
   DERMIS_CHECK(class_weights == "none" || class_weights == "inverse" || class_weights == "sqrt",
                "flag --class-weights: expected none, inverse or sqrt, got '{}'", class_weights);
   optim::ScheduleOptions s = schedule;
@@ -177,6 +181,7 @@ json::Value TrainConfig::to_json() const {
                       {"ema", ema},
                       {"sync_bn", sync_bn},
                       {"precision", precision},
+                      {"conv", conv},
                       {"nonfinite", nonfinite},
                       {"crop_scale_min", crop_scale_min},
                       {"rotate_degrees", rotate_degrees},
@@ -215,7 +220,7 @@ TrainConfig TrainConfig::from_json(const json::Value& v) {
   num("warmup_epochs", c.schedule.warmup_epochs), str("class_weights", c.class_weights);
   num("label_smoothing", c.label_smoothing), boolean("balanced_sampling", c.balanced_sampling);
   num("ema", c.ema), boolean("sync_bn", c.sync_bn);
-  str("precision", c.precision), str("nonfinite", c.nonfinite);
+  str("precision", c.precision), str("conv", c.conv), str("nonfinite", c.nonfinite);
   num("crop_scale_min", c.crop_scale_min), num("rotate_degrees", c.rotate_degrees), num("jitter", c.jitter);
   num("hue", c.hue);
   if (auto* s = v.find("seed")) c.seed = std::stoull(s->string("seed"));

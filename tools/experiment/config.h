@@ -34,6 +34,7 @@ struct TrainConfig {
   bool sync_bn = false;  // data-parallel: BatchNorm statistics over all ranks' batches
   double ema = 0;  // per-step decay of the weight average that is validated and saved as best (0: off)
   std::string nonfinite = "stop";  // a non-finite loss or gradient: stop | skip (the step)
+  std::string conv = "auto";      // auto (Winograd where oneDNN has it) | direct
   std::string precision = "f32";  // f32 | bf16 (mixed precision: bf16 activations and convolutions)
   // augmentation
   double crop_scale_min = 0.5, rotate_degrees = 15, jitter = 0.1, hue = 0.02;
