@@ -142,6 +142,8 @@ BOOST_AUTO_TEST_CASE(conv2d_winograd_matches_reference_and_direct) {
       Var vx = Var::parameter(x.clone()), vw = Var::parameter(w.clone()), vb = Var::parameter(b.clone());
       Var y = conv2d(vx, vw, c.bias ? vb : Var(), p);
       check(y, want, tol_terms(terms), what + " (training path)");
+      check(conv2d(Var(x), Var(w), c.bias ? Var(b) : Var(), {.pad = c.pad, .relu = true}), ref::relu(want),
+            tol_terms(terms), what + " + ReLU post-op");
       if (!dy.defined()) dy = Tensor::randn(y.value().shape(), gen);
       y.backward(dy);
       auto& gr = grads[alg == ConvAlgorithm::direct];

@@ -126,15 +126,25 @@ using BwdWeiPrim = ctx::Prim<dnnl::convolution_backward_weights::primitive_desc,
 FwdPrim& forward_prim(const ConvGeom& g, dnnl::prop_kind prop) {
   return ctx::cached<FwdPrim>(ctx::with_threads(fmt::format("conv_fwd{}|{}", static_cast<int>(prop), g.key())), [&] {
     auto bias_md = g.bias ? g.any_f32({g.OC}) : memory::desc();
-    dnnl::convolution_forward::desc d(prop, g.alg, g.any(g.src()), g.any(g.wei()),
-                                      bias_md, g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r());
     dnnl::primitive_attr attr;
     if (g.p.relu) {
       dnnl::post_ops ops;
       ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
       attr.set_post_ops(ops);
     }
-    FwdPrim p(dnnl::convolution_forward::primitive_desc(d, attr, ctx::engine()));
+    auto make = [&](dnnl::algorithm alg) {
+      dnnl::convolution_forward::desc d(prop, alg, g.any(g.src()), g.any(g.wei()), bias_md, g.any(g.dst()),
+                                        g.strides(), g.dil(), g.pad_l(), g.pad_r());
+      return dnnl::convolution_forward::primitive_desc(d, attr, ctx::engine());
+    };
+    dnnl::convolution_forward::primitive_desc pd;
+    try {
+      pd = make(g.alg);
+    } catch (const dnnl::error&) {
+      if (g.alg == dnnl::algorithm::convolution_direct) throw;
+      pd = make(dnnl::algorithm::convolution_direct);  // no Winograd with this post-op here: direct
+    }
+    FwdPrim p(pd);
     ctx::note_impl(prop == dnnl::prop_kind::forward_inference ? "conv_fwd_inference" : "conv_fwd_training",
                    p.pd.impl_info_str());
     return p;
