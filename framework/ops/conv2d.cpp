@@ -7,6 +7,9 @@
 // primitives take the forward primitive descriptor (without post-op) as their hint.
 // The compute dtype is the input's: f32, or bf16 (from AutocastBF16 or a bf16 input), in which
 // case activations and their gradients are bf16 while bias and weight gradients stay f32.
+// Algorithm: f32 3x3 stride-1 convolutions with channels in multiples of 16 use oneDNN's Winograd
+// F(4x4, 3x3) kernels (forward, backward-data, backward-weights) where this CPU has them, unless
+// set_conv_algorithm(ConvAlgorithm::direct); everything else is direct convolution.
 #include <fmt/format.h>
 
 #include <atomic>
@@ -71,19 +74,18 @@ bool winograd_available(ConvGeom g) {
   bool ok = true;
   try {
     const auto bias_md = g.bias ? g.any_f32({g.OC}) : memory::desc();
-    for (auto prop : {dnnl::prop_kind::forward_inference, dnnl::prop_kind::forward_training}) {
-      dnnl::convolution_forward::desc d(prop, g.alg, g.any(g.src()), g.any(g.wei()), bias_md, g.any(g.dst()),
-                                        g.strides(), g.dil(), g.pad_l(), g.pad_r());
-      dnnl::convolution_forward::primitive_desc fwd(d, ctx::engine());
-      if (prop == dnnl::prop_kind::forward_inference) continue;
-      dnnl::convolution_backward_data::primitive_desc(
-          {g.alg, g.any(g.src()), g.any(g.wei()), g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r()},
-          ctx::engine(), fwd);
-      dnnl::convolution_backward_weights::primitive_desc({g.alg, g.any(g.src()), g.any_f32(g.wei()), bias_md,
-                                                          g.any(g.dst()), g.strides(), g.dil(), g.pad_l(),
-                                                          g.pad_r()},
-                                                         ctx::engine(), fwd);
-    }
+    // Only the training kernels: Winograd runs them in eval too (see conv2d_forward).
+    dnnl::convolution_forward::primitive_desc fwd({dnnl::prop_kind::forward_training, g.alg, g.any(g.src()),
+                                                   g.any(g.wei()), bias_md, g.any(g.dst()), g.strides(), g.dil(),
+                                                   g.pad_l(), g.pad_r()},
+                                                  ctx::engine());
+    dnnl::convolution_backward_data::primitive_desc(
+        {g.alg, g.any(g.src()), g.any(g.wei()), g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r()},
+        ctx::engine(), fwd);
+    dnnl::convolution_backward_weights::primitive_desc(
+        {g.alg, g.any(g.src()), g.any_f32(g.wei()), bias_md, g.any(g.dst()), g.strides(), g.dil(), g.pad_l(),
+         g.pad_r()},
+        ctx::engine(), fwd);
   } catch (const dnnl::error&) {
     ok = false;  // unimplemented here: direct convolution
   }
