@@ -8,7 +8,6 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
-#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -16,6 +15,7 @@
 #include "framework/dnnl/context.h"
 #include "framework/io/json.h"
 #include "framework/ops.h"
+#include "framework/ops/conv2d.h"
 #include "framework/random.h"
 #include "tools/cli.h"
 
@@ -75,31 +75,16 @@ void conv_case(int64_t N, int64_t C, int64_t OC, int64_t H, int64_t K, int64_t s
   const memory::dims src{N, C, H, H}, wei{OC, C, K, K}, dst{N, OC, Ho, Ho}, st{stride, stride}, pl{pad, pad};
   const memory::dims pr{(Ho - 1) * stride + K - H - pad, (Ho - 1) * stride + K - H - pad};
   auto& eng = ctx::engine();
-  // The raw primitives use the algorithm dermis picks (set_conv_algorithm): Winograd for 3x3
-  // stride-1 convolutions with channels in multiples of 16 where oneDNN has it, else direct.
-  auto make = [&](dnnl::algorithm alg) {
-    dnnl::convolution_forward::primitive_desc f(
-        {dnnl::prop_kind::forward_training, alg, any(src), any(wei), memory::desc(), any(dst), st, pl, pr}, eng);
-    dnnl::convolution_backward_data::primitive_desc d({alg, any(src), any(wei), any(dst), st, pl, pr}, eng, f);
-    dnnl::convolution_backward_weights::primitive_desc w(
-        {alg, any(src), any(wei), memory::desc(), any(dst), st, pl, pr}, eng, f);
-    return std::tuple{f, d, w};
-  };
-  const bool wino_shape = conv_algorithm() == ConvAlgorithm::automatic && K == 3 && stride == 1 && C % 16 == 0 &&
-                          OC % 16 == 0;
-  dnnl::algorithm alg = wino_shape ? dnnl::algorithm::convolution_winograd : dnnl::algorithm::convolution_direct;
-  std::tuple<dnnl::convolution_forward::primitive_desc, dnnl::convolution_backward_data::primitive_desc,
-             dnnl::convolution_backward_weights::primitive_desc>
-      pds;
-  try {
-    pds = make(alg);
-  } catch (const dnnl::error&) {
-    alg = dnnl::algorithm::convolution_direct;  // no Winograd on this CPU
-    pds = make(alg);
-  }
-  const auto& fpd = std::get<0>(pds);
-  const auto& bdpd = std::get<1>(pds);
-  const auto& bwpd = std::get<2>(pds);
+  // The raw primitives use the algorithm dermis picks for this shape (Winograd or direct).
+  const Conv2dParams p{.stride = stride, .pad = pad};
+  const dnnl::algorithm alg = detail::conv2d_uses_winograd({N, C, H, H}, {OC, C, K, K}, p)
+                                  ? dnnl::algorithm::convolution_winograd
+                                  : dnnl::algorithm::convolution_direct;
+  dnnl::convolution_forward::primitive_desc fpd(
+      {dnnl::prop_kind::forward_training, alg, any(src), any(wei), memory::desc(), any(dst), st, pl, pr}, eng);
+  dnnl::convolution_backward_data::primitive_desc bdpd({alg, any(src), any(wei), any(dst), st, pl, pr}, eng, fpd);
+  dnnl::convolution_backward_weights::primitive_desc bwpd(
+      {alg, any(src), any(wei), memory::desc(), any(dst), st, pl, pr}, eng, fpd);
   dnnl::convolution_forward fwd(fpd);
   dnnl::convolution_backward_data bdata(bdpd);
   dnnl::convolution_backward_weights bweights(bwpd);
@@ -115,7 +100,6 @@ void conv_case(int64_t N, int64_t C, int64_t OC, int64_t H, int64_t K, int64_t s
     ctx::execute(bweights, {{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_SRC, x.memory()}, {DNNL_ARG_DIFF_WEIGHTS, dw.memory()}}, "bwd weights");
   };
   Var xv(x, true), wv = Var::parameter(w);
-  const Conv2dParams p{.stride = stride, .pad = pad};
   auto ours_f = [&] {
     NoGrad ng;
     conv2d(xv, wv, Var(), p);
@@ -254,9 +238,7 @@ int run(int argc, char** argv) {
   args.add("conv", "auto", "convolution algorithm of both sides: auto (Winograd where dermis uses it) or direct");
   if (!args.parse(argc, argv)) return 0;
   set_num_threads(static_cast<int>(args.integer("threads", 1, 1024)));
-  const std::string conv = args.str("conv");
-  DERMIS_CHECK(conv == "auto" || conv == "direct", "flag --conv: '{}' is not auto or direct", conv);
-  set_conv_algorithm(conv == "direct" ? ConvAlgorithm::direct : ConvAlgorithm::automatic);
+  set_conv_algorithm(cli::conv_algorithm_flag(args.str("conv")));
   const int64_t N = args.integer("batch", 1, 4096);
   const int reps = static_cast<int>(args.integer("reps", 1, 100000));
   Generator g(0);

@@ -38,8 +38,7 @@ int run(int argc, char** argv) {
   DERMIS_CHECK(dtype == "f32" || dtype == "bf16", "flag --dtype: '{}' is not f32 or bf16", dtype);
   const bool use_bf16 = dtype == "bf16";
   const std::string conv = args.str("conv");
-  DERMIS_CHECK(conv == "auto" || conv == "direct", "flag --conv: '{}' is not auto or direct", conv);
-  set_conv_algorithm(conv == "direct" ? ConvAlgorithm::direct : ConvAlgorithm::automatic);
+  set_conv_algorithm(cli::conv_algorithm_flag(conv));
   set_num_threads(static_cast<int>(args.integer("threads", 1, 1024)));
   const int64_t size = args.integer("size", 32, 4096), batch = args.integer("batch", 1, 4096);
   const long steps = args.integer("steps", 1, 100000);

@@ -12,6 +12,7 @@
 
 #include "framework/distributed.h"
 #include "framework/error.h"
+#include "framework/ops.h"
 
 namespace dermis::cli {
 
@@ -118,6 +119,12 @@ int run_main(const char* name, F&& body) {
     std::fprintf(stderr, "%s: error: %s\n", name, e.what());
     return 2;
   }
+}
+
+// The --conv flag of train and the benchmarks: auto (Winograd where oneDNN has it) or direct.
+inline ConvAlgorithm conv_algorithm_flag(const std::string& v) {
+  DERMIS_CHECK(v == "auto" || v == "direct", "flag --conv: expected auto or direct, got '{}'", v);
+  return v == "direct" ? ConvAlgorithm::direct : ConvAlgorithm::automatic;
 }
 
 }  // namespace dermis::cli

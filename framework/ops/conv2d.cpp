@@ -93,19 +93,19 @@ bool winograd_available(ConvGeom g) {
   return ok;
 }
 
-// b: the bias shape, or nullptr without bias.
-ConvGeom geometry(const Tensor& x, const Tensor& w, const Shape* b, const Conv2dParams& p) {
-  DERMIS_CHECK(x.ndim() == 4, "conv2d: input must be 4-D (N, C, H, W), got shape {}", to_string(x.shape()));
-  DERMIS_CHECK(w.ndim() == 4, "conv2d: weight must be 4-D (OC, C/groups, KH, KW), got shape {}", to_string(w.shape()));
+// Validates the shapes and computes the output size; alg stays direct (see with_algorithm).
+// xs, ws: input and weight shapes, dt: the input's dtype, b: the bias shape or nullptr.
+ConvGeom geometry(const Shape& xs, DType dt, const Shape& ws, const Shape* b, const Conv2dParams& p) {
+  DERMIS_CHECK(xs.size() == 4, "conv2d: input must be 4-D (N, C, H, W), got shape {}", to_string(xs));
+  DERMIS_CHECK(ws.size() == 4, "conv2d: weight must be 4-D (OC, C/groups, KH, KW), got shape {}", to_string(ws));
   DERMIS_CHECK(p.stride >= 1 && p.pad >= 0 && p.dilation >= 1 && p.groups >= 1,
                "conv2d: need stride >= 1, pad >= 0, dilation >= 1, groups >= 1 (got stride={}, pad={}, dilation={}, "
                "groups={})",
                p.stride, p.pad, p.dilation, p.groups);
-  ConvGeom g{x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(2), w.dim(3), 0, 0, p, b != nullptr,
-             to_dnnl(x.dtype())};
-  DERMIS_CHECK(g.C == w.dim(1) * p.groups,
+  ConvGeom g{xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], 0, 0, p, b != nullptr, to_dnnl(dt)};
+  DERMIS_CHECK(g.C == ws[1] * p.groups,
                "conv2d: channel mismatch: input {} has {} channels but weight {} expects {} (C/groups={} x groups={})",
-               to_string(x.shape()), g.C, to_string(w.shape()), w.dim(1) * p.groups, w.dim(1), p.groups);
+               to_string(xs), g.C, to_string(ws), ws[1] * p.groups, ws[1], p.groups);
   DERMIS_CHECK(g.OC % p.groups == 0, "conv2d: {} output channels do not divide into {} groups", g.OC, p.groups);
   if (b)
     DERMIS_CHECK(b->size() == 1 && (*b)[0] == g.OC, "conv2d: bias must have shape ({}), got {}", g.OC, to_string(*b));
@@ -113,7 +113,13 @@ ConvGeom geometry(const Tensor& x, const Tensor& w, const Shape* b, const Conv2d
   g.Wo = (g.W + 2 * p.pad - p.dilation * (g.KW - 1) - 1) / p.stride + 1;
   DERMIS_CHECK(g.Ho >= 1 && g.Wo >= 1,
                "conv2d: input {} is too small for a {}x{} kernel with pad={} dilation={} (output would be {}x{})",
-               to_string(x.shape()), g.KH, g.KW, p.pad, p.dilation, g.Ho, g.Wo);
+               to_string(xs), g.KH, g.KW, p.pad, p.dilation, g.Ho, g.Wo);
+  return g;
+}
+
+// g with the algorithm conv_algorithm() and this CPU allow for it.
+ConvGeom with_algorithm(ConvGeom g) {
+  const Conv2dParams& p = g.p;
   if (g_algorithm.load() == ConvAlgorithm::automatic && g.dt == memory::data_type::f32 && p.groups == 1 &&
       p.dilation == 1 && p.stride == 1 && g.KH == 3 && g.KW == 3 && p.pad <= 1 && g.C % 16 == 0 && g.OC % 16 == 0 &&
       winograd_available(g))
@@ -210,7 +216,7 @@ ConvAlgorithm conv_algorithm() { return g_algorithm.load(); }
 namespace detail {
 
 Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, bool training) {
-  const ConvGeom g = geometry(x, w, b.defined() ? &b.shape() : nullptr, p);
+  const ConvGeom g = with_algorithm(geometry(x.shape(), x.dtype(), w.shape(), b.defined() ? &b.shape() : nullptr, p));
   // Winograd for inference wants its weights pre-transformed into a special layout; with weights that
   // change every call (training, or BN folded in eval) that reorder costs more than the convolution,
   // so Winograd always runs the training kernel, which transforms the weights inside.
@@ -230,7 +236,8 @@ Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const C
 void conv2d_backward(const Tensor& x, const Tensor& w, bool has_bias, const Tensor& dy_in, const Conv2dParams& p,
                      Tensor* dx, Tensor* dw, Tensor* db) {
   const Shape bshape{w.dim(0)};
-  const ConvGeom g = geometry(x, w, has_bias ? &bshape : nullptr, {p.stride, p.pad, p.dilation, p.groups, false});
+  const ConvGeom g = with_algorithm(
+      geometry(x.shape(), x.dtype(), w.shape(), has_bias ? &bshape : nullptr, {p.stride, p.pad, p.dilation, p.groups}));
   // Weight and bias gradients come back f32; dx in x's dtype.
   if (dx) {
     auto& bd = bwd_data_prim(g);
@@ -259,11 +266,15 @@ void conv2d_backward(const Tensor& x, const Tensor& w, bool has_bias, const Tens
   }
 }
 
+bool conv2d_uses_winograd(const Shape& x, const Shape& w, const Conv2dParams& p) {
+  return with_algorithm(geometry(x, DType::f32, w, nullptr, p)).alg == dnnl::algorithm::convolution_winograd;
+}
+
 }  // namespace detail
 
 Var conv2d(const Var& x, const Var& w, const Var& b, Conv2dParams p) {
   DERMIS_CHECK(x.defined() && w.defined(), "conv2d: input and weight must be defined");
-  geometry(x.value(), w.value(), b.defined() ? &b.shape() : nullptr, p);  // validates first
+  geometry(x.shape(), x.value().dtype(), w.shape(), b.defined() ? &b.shape() : nullptr, p);  // validates first
   DERMIS_CHECK(w.value().dtype() == DType::f32 && (!b.defined() || b.value().dtype() == DType::f32),
                "conv2d: weights and bias must be f32 (bf16 compute converts them on the fly)");
   const bool train = autograd::needs_grad({&x, &w, &b});

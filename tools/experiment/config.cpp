@@ -133,7 +133,7 @@ TrainConfig train_config_from_flags(const cli::Args& a) {
 
 void TrainConfig::validate() const {
   DERMIS_CHECK(precision == "f32" || precision == "bf16", "flag --precision: expected f32 or bf16, got '{}'", precision);
-  DERMIS_CHECK(conv == "auto" || conv == "direct", "flag --conv: expected auto or direct, got '{}'", conv);
+  cli::conv_algorithm_flag(conv);  // validates
   DERMIS_CHECK(class_weights == "none" || class_weights == "inverse" || class_weights == "sqrt",
                "flag --class-weights: expected none, inverse or sqrt, got '{}'", class_weights);
   optim::ScheduleOptions s = schedule;

@@ -219,7 +219,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
   // prefetch), so one per two cores keeps the model fed (bench/pipeline).
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   set_num_threads(c.threads > 0 ? c.threads : cores);
-  set_conv_algorithm(c.conv == "direct" ? ConvAlgorithm::direct : ConvAlgorithm::automatic);
+  set_conv_algorithm(cli::conv_algorithm_flag(c.conv));
   const int loader_threads = c.loader_threads > 0 ? c.loader_threads : data::default_loader_threads(cores);
 
   // Data: lesion-grouped, stratified split.
