@@ -88,4 +88,18 @@ std::vector<float> class_weights(const std::array<int64_t, kNumClasses>& counts,
   return w;
 }
 
+std::vector<float> logit_offsets(const std::array<int64_t, kNumClasses>& counts, double tau) {
+  DERMIS_CHECK(std::isfinite(tau) && tau >= 0, "logit_offsets: tau {} must be >= 0", tau);
+  int64_t total = 0;
+  for (int64_t n : counts) {
+    DERMIS_CHECK(n >= 0, "logit_offsets: negative class count {}", n);
+    total += n;
+  }
+  DERMIS_CHECK(total > 0, "logit_offsets: every class count is 0; compute the offsets from a non-empty training set");
+  std::vector<float> b(kNumClasses);
+  for (int k = 0; k < kNumClasses; ++k)
+    b[k] = static_cast<float>(tau * std::log(std::max(0.5, static_cast<double>(counts[k])) / static_cast<double>(total)));
+  return b;
+}
+
 }  // namespace dermis::datasets

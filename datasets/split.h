@@ -34,5 +34,9 @@ Dataset subset(const Dataset& d, const std::vector<size_t>& indices);
 // frequency ("balanced": sum_k n_k w_k = N, as scikit-learn), 0.5 its square root (milder), 0 all
 // ones. A class with no images gets weight 0. exponent must be >= 0; some count must be positive.
 std::vector<float> class_weights(const std::array<int64_t, kNumClasses>& counts, double exponent);
+// Logit-adjustment offsets tau * log(n_k / total) (Menon et al. 2021), for
+// CrossEntropyParams::logit_offsets; a class without samples counts as half a sample, which keeps
+// its offset finite (it is never a target).
+std::vector<float> logit_offsets(const std::array<int64_t, kNumClasses>& counts, double tau);
 
 }  // namespace dermis::datasets

@@ -96,9 +96,14 @@ Var dropout(const Var& x, float p, bool training);
 struct CrossEntropyParams {
   std::vector<float> class_weights;  // empty, or one weight per class
   float label_smoothing = 0.f;       // in [0, 1)
+  // Empty, or one offset per class added to every row of logits inside the loss only (logit
+  // adjustment, Menon et al. 2021: offsets tau * log(prior) make the loss balanced-error
+  // consistent while predictions stay argmax of the plain logits).
+  std::vector<float> logit_offsets;
 };
 // logits (N, K), targets N ints in [0, K) -> scalar mean loss, with PyTorch's F.cross_entropy
-// semantics for weights and label smoothing (weighted mean over sum of target weights).
+// semantics for weights and label smoothing (weighted mean over sum of target weights); with
+// logit_offsets, the loss of logits + offsets (the gradient with respect to the logits is the same).
 Var softmax_cross_entropy(const Var& logits, const std::vector<int>& targets, const CrossEntropyParams& p = {});
 
 // ---- attention ------------------------------------------------------------------------------

@@ -124,6 +124,8 @@ BOOST_AUTO_TEST_CASE(misuse_gets_clear_errors) {
   expect_error([&] { relu(x).backward(); }, "scalar output");
   expect_error([&] { softmax_cross_entropy(Var(Tensor::randn({2, 3}, g)), {0, 3}); }, "outside [0, 3)");
   expect_error([&] { softmax_cross_entropy(Var(Tensor::randn({2, 3}, g)), {0}); }, "1 targets for 2 rows");
+  expect_error([&] { softmax_cross_entropy(Var(Tensor::randn({2, 3}, g)), {0, 1}, {.logit_offsets = {1.f}}); },
+               "1 logit offsets for 3 classes");
   Tensor rm = Tensor::zeros({4}), rv = Tensor::zeros({4});
   expect_error([&] { batch_norm2d(x, Var(Tensor::zeros({4})), Var(Tensor::zeros({4})), rm, rv); }, "3 channels");
   expect_error([&] { max_pool2d(x, {.kernel = 3, .pad = 3}); }, "smaller than the kernel");

@@ -323,6 +323,20 @@ BOOST_AUTO_TEST_CASE(class_weights_values) {
   expect_error([&] { class_weights(counts, -1.0); }, {"exponent -1"});
 }
 
+BOOST_AUTO_TEST_CASE(logit_offsets_values) {
+  // tau * log(n_k / total), total 1000; an empty class counts as half a sample.
+  const std::array<int64_t, kNumClasses> counts = {100, 50, 0, 200, 150, 400, 100};
+  const auto b = logit_offsets(counts, 1.0);
+  const double want[kNumClasses] = {std::log(0.1), std::log(0.05), std::log(0.0005), std::log(0.2),
+                                    std::log(0.15), std::log(0.4), std::log(0.1)};
+  for (int k = 0; k < kNumClasses; ++k) BOOST_TEST(b[k] == want[k], boost::test_tools::tolerance(1e-6));
+  const auto h = logit_offsets(counts, 0.5);
+  for (int k = 0; k < kNumClasses; ++k) BOOST_TEST(h[k] == 0.5 * want[k], boost::test_tools::tolerance(1e-6));
+  for (float x : logit_offsets(counts, 0.0)) BOOST_TEST(x == 0.f);
+  expect_error([] { logit_offsets({}, 1.0); }, {"every class count is 0"});
+  expect_error([&] { logit_offsets(counts, -1.0); }, {"tau -1"});
+}
+
 BOOST_AUTO_TEST_CASE(synthetic_ham10000_round_trip) {
   TempDir t;
   const SyntheticOptions o{.count = 240, .width = 64, .height = 48, .seed = 3};

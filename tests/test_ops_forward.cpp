@@ -415,6 +415,26 @@ BOOST_AUTO_TEST_CASE(softmax_cross_entropy_matches_reference) {
       BOOST_TEST(loss.value().numel() == 1);
     }
   }
+  // Logit offsets: the loss of the shifted logits, computed by the reference on shifted input.
+  const std::vector<float> offsets = {-2.f, 0.5f, -1.f, -3.5f, 0.f, 1.25f, -0.75f};
+  for (const auto& c : cases) {
+    if (c.K != 7) continue;
+    Tensor z = Tensor::randn({c.N, c.K}, gen, 0.f, c.scale);
+    std::vector<int> y(c.N);
+    for (auto& t : y) t = static_cast<int>(gen.randint(c.K));
+    std::vector<float> shifted = vec(z);
+    for (int64_t i = 0; i < c.N; ++i)
+      for (int64_t k = 0; k < c.K; ++k) shifted[i * c.K + k] += offsets[k];
+    const double want = ref::softmax_cross_entropy(shifted, c.N, c.K, y, c.weights, c.smoothing);
+    const double plain = ref::softmax_cross_entropy(vec(z), c.N, c.K, y, c.weights, c.smoothing);
+    BOOST_TEST(std::abs(want - plain) > 1e-3);  // the offsets change the loss
+    Var loss = softmax_cross_entropy(
+        Var(z, true), y, {.class_weights = c.weights, .label_smoothing = c.smoothing, .logit_offsets = offsets});
+    check_values(vec(loss), loss.shape(), {{}, {want}}, tol_terms(c.N * c.K),
+                 fmt::format("softmax_cross_entropy with logit offsets N {} K {} weights {} smoothing {}", c.N, c.K,
+                             c.weights.size(), c.smoothing));
+    BOOST_TEST(vec(z) != shifted);  // the input logits are left alone
+  }
 }
 
 BOOST_AUTO_TEST_CASE(dropout_eval_is_identity) {

@@ -256,6 +256,12 @@ BOOST_AUTO_TEST_CASE(cross_entropy_grad) {
           return softmax_cross_entropy(v[0], t, {.class_weights = {0.5f, 2.f, 1.f, 3.f}, .label_smoothing = 0.1f});
         },
         {rnd({5, 4}, 2.f)});
+  check("cross entropy with logit offsets",
+        [&](const std::vector<Var>& v) {
+          return softmax_cross_entropy(
+              v[0], t, {.class_weights = {0.5f, 2.f, 1.f, 3.f}, .label_smoothing = 0.1f, .logit_offsets = {-1.5f, 0.f, 2.f, -0.5f}});
+        },
+        {rnd({5, 4}, 2.f)});
 }
 
 BOOST_AUTO_TEST_CASE(small_network_grad) {

@@ -3,7 +3,8 @@
 //   loss = [ sum_i w[y_i] * ((1-e) * -log p_i[y_i] + (e/K) * sum_k (w[k]/w[y_i]) * -log p_i[k]) ] / sum_i w[y_i]
 // i.e. (1-e) * weighted NLL mean + e * (sum_i sum_k w[k] * -log p_i[k] / K) / sum_i w[y_i].
 // Backward: dL/dz_ik = (p_ik * S_i - q_ik) / sum_j w[y_j] with q the weighted target distribution
-// and S_i its sum.
+// and S_i its sum. Logit offsets b (one per class) are added to every row first: the loss is that of
+// z + b, and since d(z + b)/dz = 1 the backward formula holds with p taken from z + b.
 #include <cmath>
 #include <vector>
 
@@ -24,6 +25,10 @@ Var softmax_cross_entropy(const Var& logits, const std::vector<int>& targets, co
   for (int64_t i = 0; i < N; ++i)
     DERMIS_CHECK(targets[i] >= 0 && targets[i] < K, "softmax_cross_entropy: target {} of row {} is outside [0, {})",
                  targets[i], i, K);
+  DERMIS_CHECK(p.logit_offsets.empty() || static_cast<int64_t>(p.logit_offsets.size()) == K,
+               "softmax_cross_entropy: {} logit offsets for {} classes", p.logit_offsets.size(), K);
+  for (float b : p.logit_offsets)
+    DERMIS_CHECK(std::isfinite(b), "softmax_cross_entropy: logit offsets must be finite");
   for (float w : p.class_weights)
     DERMIS_CHECK(std::isfinite(w) && w >= 0.f, "softmax_cross_entropy: class weights must be finite and >= 0");
 
@@ -31,6 +36,12 @@ Var softmax_cross_entropy(const Var& logits, const std::vector<int>& targets, co
   for (int64_t k = 0; k < static_cast<int64_t>(p.class_weights.size()); ++k) w[k] = p.class_weights[k];
   const double e = p.label_smoothing;
   Tensor z = logits.value().to_dtype(DType::f32).plain();
+  if (!p.logit_offsets.empty()) {
+    z = z.clone();
+    float* pz_mut = z.data();
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t k = 0; k < K; ++k) pz_mut[i * K + k] += p.logit_offsets[k];
+  }
   const float* pz = z.data();
   Tensor prob = Tensor::empty({N, K});
   float* pp = prob.data();

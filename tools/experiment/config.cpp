@@ -45,6 +45,9 @@ void add_train_flags(cli::Args& a) {
   a.add("class-weights", "sqrt", "none | inverse | sqrt (loss weights against class imbalance)");
   a.add("label-smoothing", "0.1", "label smoothing in [0, 1)");
   a.add_bool("balanced-sampling", "sample classes uniformly (with replacement) instead of shuffling");
+  a.add("logit-adjust", "0", "logit-adjusted loss (Menon et al. 2021): add TAU * log(training class frequency) to "
+        "the logits inside the loss, which balances the classes without resampling (1: the balanced-error "
+        "optimum; 0: off; not with --balanced-sampling)");
   a.add_bool("sync-bn", "data-parallel (mpirun): BatchNorm statistics over the global batch of all ranks "
              "instead of each rank's own");
   a.add("ema", "0", "validate and keep as best an exponential moving average of the weights with this per-step "
@@ -106,6 +109,7 @@ TrainConfig train_config_from_flags(const cli::Args& a) {
   c.class_weights = a.str("class-weights");
   c.label_smoothing = a.real("label-smoothing", 0, 0.999);
   c.balanced_sampling = a.flag("balanced-sampling");
+  c.logit_adjust = a.real("logit-adjust", 0, 10);
   c.ema = a.real("ema", 0, 0.999999);
   c.sync_bn = a.flag("sync-bn");
   c.precision = a.str("precision");
@@ -136,6 +140,9 @@ void TrainConfig::validate() const {
   cli::conv_algorithm_flag(conv);  // validates
   DERMIS_CHECK(class_weights == "none" || class_weights == "inverse" || class_weights == "sqrt",
                "flag --class-weights: expected none, inverse or sqrt, got '{}'", class_weights);
+  DERMIS_CHECK(!(logit_adjust > 0 && balanced_sampling),
+               "flag --logit-adjust: the classes of a --balanced-sampling stream are already uniform, so there is "
+               "nothing to adjust; use one or the other");
   optim::ScheduleOptions s = schedule;
   s.base_lr = lr;
   try {
@@ -178,6 +185,7 @@ json::Value TrainConfig::to_json() const {
                       {"class_weights", class_weights},
                       {"label_smoothing", label_smoothing},
                       {"balanced_sampling", balanced_sampling},
+                      {"logit_adjust", logit_adjust},
                       {"ema", ema},
                       {"sync_bn", sync_bn},
                       {"precision", precision},
@@ -219,7 +227,7 @@ TrainConfig TrainConfig::from_json(const json::Value& v) {
   str("plateau_metric", c.plateau_metric), num("min_lr", c.schedule.min_lr);
   num("warmup_epochs", c.schedule.warmup_epochs), str("class_weights", c.class_weights);
   num("label_smoothing", c.label_smoothing), boolean("balanced_sampling", c.balanced_sampling);
-  num("ema", c.ema), boolean("sync_bn", c.sync_bn);
+  num("logit_adjust", c.logit_adjust), num("ema", c.ema), boolean("sync_bn", c.sync_bn);
   str("precision", c.precision), str("conv", c.conv), str("nonfinite", c.nonfinite);
   num("crop_scale_min", c.crop_scale_min), num("rotate_degrees", c.rotate_degrees), num("jitter", c.jitter);
   num("hue", c.hue);

@@ -31,6 +31,7 @@ struct TrainConfig {
   std::string class_weights = "sqrt";                // none | inverse | sqrt
   double label_smoothing = 0.1;
   bool balanced_sampling = false;
+  double logit_adjust = 0;  // tau of the logit-adjusted loss (0: off)
   bool sync_bn = false;  // data-parallel: BatchNorm statistics over all ranks' batches
   double ema = 0;  // per-step decay of the weight average that is validated and saved as best (0: off)
   std::string nonfinite = "stop";  // a non-finite loss or gradient: stop | skip (the step)

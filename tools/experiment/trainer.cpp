@@ -237,6 +237,8 @@ TrainResult train(TrainConfig c, const std::string& command) {
   for (auto& it : train_items) counts[it.label]++;
   std::vector<float> weights;
   if (c.class_weights != "none") weights = datasets::class_weights(counts, c.class_weights == "inverse" ? 1.0 : 0.5);
+  std::vector<float> offsets;
+  if (c.logit_adjust > 0) offsets = datasets::logit_offsets(counts, c.logit_adjust);
   const data::Normalization norm =
       ck ? ck->info.norm : data::compute_normalization(train_items, c.height, c.width, 500, loader_threads);
   fmt::print("data: {} ({} images, {} lesions): {} train / {} validation images, lesion-grouped\n", root,
@@ -438,7 +440,9 @@ TrainResult train(TrainConfig c, const std::string& command) {
         AutocastBF16 ac(bf16);
         logits = model->forward(Var(batch->images));
         loss = softmax_cross_entropy(logits, batch->labels,
-                                     {.class_weights = weights, .label_smoothing = static_cast<float>(c.label_smoothing)});
+                                     {.class_weights = weights,
+                                      .label_smoothing = static_cast<float>(c.label_smoothing),
+                                      .logit_offsets = offsets});
       }
       opt.zero_grad();
       loss.backward();
