@@ -34,6 +34,10 @@ expect 2 "missing.jpg" -- $P --checkpoint "$ck" "$work/missing.jpg"
 expect 2 "flag --heatmap-method" -- $P --checkpoint "$ck" --heatmap "$work/h" --heatmap-method magic "$img"
 expect 0 "heatmap" -- $P --checkpoint "$ck" --heatmap "$work/h" --heatmap-method attention "$img"
 expect 0 "heatmap" -- $P --checkpoint "$ck" --heatmap "$work/h" --heatmap-method grad_cam "$img"
+# evaluate without --images finds the flat image folder the checkpoint was trained on.
+mkdir -p "$work/flat/imgs" && cp "$data"/HAM10000_metadata.csv "$work/flat/" && cp "$data"/HAM10000_images_part_*/*.jpg "$work/flat/imgs/"
+$T --data "$work/flat" --images imgs --epochs 1 --size 32x32 --report-images 0 --out "$work/flatrun" > "$work/flat.log" 2>&1 || { echo "FAIL: flat-layout run"; cat "$work/flat.log"; fail=1; }
+expect 0 "balanced_accuracy" -- $E --checkpoint "$work/flatrun/best.safetensors" --data "$work/flat" --split val
 # Nothing half-written: no temporary files left in the run folder.
 if ls "$work/run" | grep -q "\.tmp\."; then echo "FAIL: temporary files left behind"; fail=1; fi
 exit $fail

@@ -22,7 +22,8 @@ int main(int argc, char** argv) {
         "matrix as one JSON object. --split val scores only the checkpoint's own validation split.");
     args.add("checkpoint", "", "a checkpoint written by train (best.safetensors or last.safetensors)");
     args.add("data", "", "HAM10000 folder, or the image folder when --ground-truth is given");
-    args.add("images", "", "image subfolder of --data (HAM10000 layout)");
+    args.add("images", "", "image subfolder of --data (HAM10000 layout; default: the checkpoint's training folder "
+             "when --data has it, else HAM10000_images_part_1/2)");
     args.add("ground-truth", "", "ISIC 2018 Task 3 ground-truth CSV (images in --data)");
     args.add("split", "all", "all | val | train (val/train: the checkpoint's lesion-grouped split)");
     args.add_bool("tta", "average the predictions over horizontal and vertical flips");
@@ -36,8 +37,15 @@ int main(int argc, char** argv) {
     if (const long t = args.integer("threads", 0, 1024); t > 0) set_num_threads(static_cast<int>(t));
     auto ck = experiment::load_checkpoint(args.str("checkpoint"));
     const bool skip = args.flag("skip-bad-images");
+    // Without --images, the folder the model was trained on, where --data has one of that name.
+    std::string images = args.str("images");
+    if (images.empty() && args.str("ground-truth").empty()) {
+      const std::string trained_on = experiment::TrainConfig::from_json(ck.info.config).images;
+      if (!trained_on.empty() && std::filesystem::is_directory(std::filesystem::path(args.str("data")) / trained_on))
+        images = trained_on;
+    }
     datasets::Dataset ds = args.str("ground-truth").empty()
-                               ? datasets::read_ham10000(args.str("data"), {args.str("images"), skip})
+                               ? datasets::read_ham10000(args.str("data"), {images, skip})
                                : datasets::read_isic_ground_truth(args.str("ground-truth"), args.str("data"), skip);
     const std::string split = args.str("split");
     DERMIS_CHECK(split == "all" || split == "val" || split == "train", "flag --split: expected all, val or train");
