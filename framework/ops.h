@@ -94,12 +94,12 @@ Var dropout(const Var& x, float p, bool training);
 
 // ---- loss ----------------------------------------------------------------------------------
 struct CrossEntropyParams {
-  std::vector<float> class_weights;  // empty, or one weight per class
+  std::vector<float> class_weights = {};  // empty, or one weight per class
   float label_smoothing = 0.f;       // in [0, 1)
   // Empty, or one offset per class added to every row of logits inside the loss only (logit
   // adjustment, Menon et al. 2021: offsets tau * log(prior) make the loss balanced-error
   // consistent while predictions stay argmax of the plain logits).
-  std::vector<float> logit_offsets;
+  std::vector<float> logit_offsets = {};
 };
 // logits (N, K), targets N ints in [0, K) -> scalar mean loss, with PyTorch's F.cross_entropy
 // semantics for weights and label smoothing (weighted mean over sum of target weights); with
