@@ -71,16 +71,25 @@ Dataset subset(const Dataset& d, const std::vector<size_t>& indices) {
   return out;
 }
 
+namespace {
+// The number of samples over all classes, after checking the counts (what: the caller and what it
+// computes, for the messages).
+int64_t checked_total(const std::array<int64_t, kNumClasses>& counts, const char* fn, const char* what) {
+  int64_t total = 0;
+  for (int64_t n : counts) {
+    DERMIS_CHECK(n >= 0, "{}: negative class count {}", fn, n);
+    total += n;
+  }
+  DERMIS_CHECK(total > 0, "{}: every class count is 0; compute the {} from a non-empty training set", fn, what);
+  return total;
+}
+}  // namespace
+
 std::vector<float> class_weights(const std::array<int64_t, kNumClasses>& counts, double exponent) {
   DERMIS_CHECK(std::isfinite(exponent) && exponent >= 0,
                "class_weights: exponent {} must be >= 0 (1: inverse frequency, 0.5: its square root, 0: none)", exponent);
-  int64_t total = 0, present = 0;
-  for (int64_t n : counts) {
-    DERMIS_CHECK(n >= 0, "class_weights: negative class count {}", n);
-    total += n;
-    present += n > 0;
-  }
-  DERMIS_CHECK(total > 0, "class_weights: every class count is 0; compute the weights from a non-empty training set");
+  const int64_t total = checked_total(counts, "class_weights", "weights");
+  const int64_t present = std::count_if(counts.begin(), counts.end(), [](int64_t n) { return n > 0; });
   std::vector<float> w(kNumClasses, 0.f);
   for (int k = 0; k < kNumClasses; ++k)
     if (counts[k] > 0)
@@ -90,12 +99,7 @@ std::vector<float> class_weights(const std::array<int64_t, kNumClasses>& counts,
 
 std::vector<float> logit_offsets(const std::array<int64_t, kNumClasses>& counts, double tau) {
   DERMIS_CHECK(std::isfinite(tau) && tau >= 0, "logit_offsets: tau {} must be >= 0", tau);
-  int64_t total = 0;
-  for (int64_t n : counts) {
-    DERMIS_CHECK(n >= 0, "logit_offsets: negative class count {}", n);
-    total += n;
-  }
-  DERMIS_CHECK(total > 0, "logit_offsets: every class count is 0; compute the offsets from a non-empty training set");
+  const int64_t total = checked_total(counts, "logit_offsets", "offsets");
   std::vector<float> b(kNumClasses);
   for (int k = 0; k < kNumClasses; ++k)
     b[k] = static_cast<float>(tau * std::log(std::max(0.5, static_cast<double>(counts[k])) / static_cast<double>(total)));

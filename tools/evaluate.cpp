@@ -37,20 +37,18 @@ int main(int argc, char** argv) {
     if (const long t = args.integer("threads", 0, 1024); t > 0) set_num_threads(static_cast<int>(t));
     auto ck = experiment::load_checkpoint(args.str("checkpoint"));
     const bool skip = args.flag("skip-bad-images");
+    const auto cfg = experiment::TrainConfig::from_json(ck.info.config);  // how the model was trained
     // Without --images, the folder the model was trained on, where --data has one of that name.
     std::string images = args.str("images");
-    if (images.empty() && args.str("ground-truth").empty()) {
-      const std::string trained_on = experiment::TrainConfig::from_json(ck.info.config).images;
-      if (!trained_on.empty() && std::filesystem::is_directory(std::filesystem::path(args.str("data")) / trained_on))
-        images = trained_on;
-    }
+    if (images.empty() && args.str("ground-truth").empty() && !cfg.images.empty() &&
+        std::filesystem::is_directory(std::filesystem::path(args.str("data")) / cfg.images))
+      images = cfg.images;
     datasets::Dataset ds = args.str("ground-truth").empty()
                                ? datasets::read_ham10000(args.str("data"), {images, skip})
                                : datasets::read_isic_ground_truth(args.str("ground-truth"), args.str("data"), skip);
     const std::string split = args.str("split");
     DERMIS_CHECK(split == "all" || split == "val" || split == "train", "flag --split: expected all, val or train");
     if (split != "all") {
-      const auto cfg = experiment::TrainConfig::from_json(ck.info.config);
       const auto sp = datasets::grouped_split(ds, cfg.val_fraction, cfg.seed);
       ds = datasets::subset(ds, split == "val" ? sp.val : sp.train);
     }
