@@ -38,6 +38,28 @@ expect 0 "heatmap" -- $P --checkpoint "$ck" --heatmap "$work/h" --heatmap-method
 mkdir -p "$work/flat/imgs" && cp "$data"/HAM10000_metadata.csv "$work/flat/" && cp "$data"/HAM10000_images_part_*/*.jpg "$work/flat/imgs/"
 $T --data "$work/flat" --images imgs --epochs 1 --size 32x32 --report-images 0 --out "$work/flatrun" > "$work/flat.log" 2>&1 || { echo "FAIL: flat-layout run"; cat "$work/flat.log"; fail=1; }
 expect 0 "balanced_accuracy" -- $E --checkpoint "$work/flatrun/best.safetensors" --data "$work/flat" --split val
+# An --ema run's last.safetensors holds the main weights and the weight average; evaluate and predict
+# use the average (what the run validated) unless --weights model, and evaluate --split val on it
+# reproduces the run's last validation loss (the main weights give another).
+$T --synthetic-count 80 --epochs 2 --size 32x32 --ema 0.9 --report-images 0 --out "$work/emarun" > "$work/ema.log" 2>&1 || { echo "FAIL: --ema run"; cat "$work/ema.log"; fail=1; }
+val_loss() { grep -o '"loss":[-0-9.e]*' "$1" | tail -1 | cut -d: -f2; }
+tail -1 "$work/emarun/metrics.jsonl" > "$work/last_epoch.json"
+run_loss=$(val_loss "$work/last_epoch.json")
+expect 0 '"weights":"ema"' -- $E --checkpoint "$work/emarun/last.safetensors" --data "$data" --split val
+ema_loss=$(val_loss "$work/out")
+expect 0 '"weights":"model"' -- $E --checkpoint "$work/emarun/last.safetensors" --data "$data" --split val --weights model
+model_loss=$(val_loss "$work/out")
+if ! awk -v r="$run_loss" -v e="$ema_loss" -v m="$model_loss" 'BEGIN { d = r - e; if (d < 0) d = -d; g = r - m; if (g < 0) g = -g; exit !(r != "" && d < 1e-5 && g > 1e-5) }'; then
+  echo "FAIL: validation loss of the run's last epoch $run_loss, evaluate on the weight average $ema_loss (should match), on the main weights $model_loss (should differ)"
+  fail=1
+fi
+expect 0 '"weights":"model"' -- $E --checkpoint "$work/emarun/best.safetensors" --data "$data" --split val
+expect 2 "no weight average" -- $E --checkpoint "$work/emarun/best.safetensors" --data "$data" --weights ema
+expect 2 "flag --weights" -- $E --checkpoint "$work/emarun/last.safetensors" --data "$data" --weights mean
+expect 0 '"input_size":"40x48"' -- $E --checkpoint "$work/emarun/last.safetensors" --data "$data" --size 40x48
+expect 2 "flag --size" -- $E --checkpoint "$work/emarun/last.safetensors" --data "$data" --size 20x20
+expect 0 "%" -- $P --checkpoint "$work/emarun/last.safetensors" --weights ema "$img"
+expect 2 "no weight average" -- $P --checkpoint "$ck" --weights ema "$img"
 # Nothing half-written: no temporary files left in the run folder.
 if ls "$work/run" | grep -q "\.tmp\."; then echo "FAIL: temporary files left behind"; fail=1; fi
 exit $fail

@@ -1,5 +1,7 @@
 // tools/evaluate: scores a checkpoint on a dataset (HAM10000 layout, or an ISIC 2018 Task 3
 // ground-truth CSV) and prints one JSON object of metrics.
+#include <fmt/format.h>
+
 #include <cstdio>
 #include <filesystem>
 
@@ -26,8 +28,12 @@ int main(int argc, char** argv) {
              "when --data has it, else HAM10000_images_part_1/2)");
     args.add("ground-truth", "", "ISIC 2018 Task 3 ground-truth CSV (images in --data)");
     args.add("split", "all", "all | val | train (val/train: the checkpoint's lesion-grouped split)");
+    args.add("size", "", "input HxW (default: the checkpoint's training size; a larger one counters the zoom of "
+             "training's random crops, as FixRes)");
     args.add_bool("tta", "average the predictions over horizontal and vertical flips");
     args.add_bool("skip-bad-images", "warn about and skip unreadable images");
+    args.add("weights", "auto", "auto | model | ema: the checkpoint's main weights, or the weight average of a "
+             "train --ema run (auto: the average when the checkpoint has one)");
     args.add("out", "", "also write the JSON to this file");
     args.add("threads", "0", "OpenMP threads (0: all cores)");
     args.add("batch", "64", "batch size");
@@ -36,6 +42,7 @@ int main(int argc, char** argv) {
     DERMIS_CHECK(!args.str("data").empty(), "flag --data is required");
     if (const long t = args.integer("threads", 0, 1024); t > 0) set_num_threads(static_cast<int>(t));
     auto ck = experiment::load_checkpoint(args.str("checkpoint"));
+    const std::string weights = experiment::select_weights(ck, args.str("weights"));
     const bool skip = args.flag("skip-bad-images");
     const auto cfg = experiment::TrainConfig::from_json(ck.info.config);  // how the model was trained
     // Without --images, the folder the model was trained on, where --data has one of that name.
@@ -56,7 +63,9 @@ int main(int argc, char** argv) {
     for (auto& s : ds.samples) items.push_back({s.path, s.label});
     data::LoaderOptions o;
     o.train = false, o.shuffle = false, o.batch = args.integer("batch", 1, 4096), o.height = ck.info.height;
-    o.width = ck.info.width, o.norm = ck.info.norm, o.skip_bad_images = skip,
+    o.width = ck.info.width;
+    if (!args.str("size").empty()) experiment::parse_size(args.str("size"), "size", o.height, o.width);
+    o.norm = ck.info.norm, o.skip_bad_images = skip,
     o.num_classes = static_cast<int>(ck.info.classes.size());
     data::Loader loader(items, o);
     auto p = experiment::predict(*ck.model, loader, args.flag("tta"), [&](int64_t done, int64_t total) {
@@ -68,6 +77,8 @@ int main(int argc, char** argv) {
     json::Object o2 = r.to_json(ck.info.classes);
     o2["checkpoint"] = args.str("checkpoint");
     o2["split"] = split;
+    o2["weights"] = weights;
+    o2["input_size"] = fmt::format("{}x{}", o.height, o.width);
     o2["tta"] = args.flag("tta");
     o2["skipped_images"] = loader.bad_images();
     const std::string text = json::dump(o2);

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
     args.add_bool("json", "print one JSON object per image");
     args.add("heatmap", "", "folder for heatmap overlays");
     args.add("heatmap-method", "grad_cam", "grad_cam (top class, last feature map) or attention (last CBAM spatial gate)");
+    args.add("weights", "auto", "auto | model | ema: the checkpoint's main weights, or the weight average of a "
+             "train --ema run (auto: the average when the checkpoint has one)");
     args.add("threads", "0", "OpenMP threads (0: all cores)");
     std::vector<std::string> images;
     std::vector<char*> flags = {argv[0]};
@@ -45,6 +47,7 @@ int main(int argc, char** argv) {
     const long top = args.integer("top", 1, 1000);
     const experiment::HeatmapMethod method = experiment::parse_heatmap_method(args.str("heatmap-method"));
     auto ck = experiment::load_checkpoint(args.str("checkpoint"));
+    experiment::select_weights(ck, args.str("weights"));
     const std::string hdir = args.str("heatmap");
     if (!hdir.empty()) fs::create_directories(hdir);
     std::vector<data::Item> items;

@@ -135,6 +135,22 @@ bool load_weight_average(const Checkpoint& ck, models::Classifier& average) {
   return true;
 }
 
+std::string select_weights(Checkpoint& ck, const std::string& which) {
+  DERMIS_CHECK(which == "auto" || which == "model" || which == "ema",
+               "flag --weights: expected auto, model or ema, got '{}'", which);
+  if (which == "model") return "model";
+  auto average = models::create(ck.info.model, static_cast<int>(ck.info.classes.size()));
+  if (!load_weight_average(ck, *average)) {
+    DERMIS_CHECK(which == "auto",
+                 "{}: --weights ema, but the checkpoint has no weight average (only the last.safetensors of a "
+                 "train --ema run has one; a best.safetensors of such a run holds it as its main weights)",
+                 ck.file.path);
+    return "model";
+  }
+  ck.model = average;
+  return "ema";
+}
+
 void load_optimizer_state(const Checkpoint& ck, models::Classifier& model, optim::SGD& opt) {
   const auto named = model.named_parameters();
   auto& bufs = opt.momentum_buffers();

@@ -57,6 +57,13 @@ Checkpoint load_checkpoint(const std::string& path);
 // checkpoint has none.
 bool load_weight_average(const Checkpoint& ck, models::Classifier& average);
 
+// Which weights of `ck` the tools use: "model" (the checkpoint's main weights), "ema" (the weight
+// average an --ema run validated, stored under "ema.<name>" in its last.safetensors; an error naming
+// the file if there is none) or "auto" (the average when the checkpoint has one, else the main
+// weights). best.safetensors of an --ema run holds the average as its main weights. Replaces
+// ck.model accordingly and returns "model" or "ema".
+std::string select_weights(Checkpoint& ck, const std::string& which);
+
 // Restores the momentum buffers saved by save_checkpoint(..., opt) into `opt` (same model).
 void load_optimizer_state(const Checkpoint& ck, models::Classifier& model, optim::SGD& opt);
 
