@@ -32,8 +32,7 @@ int main(int argc, char** argv) {
              "training's random crops, as FixRes)");
     args.add_bool("tta", "average the predictions over horizontal and vertical flips");
     args.add_bool("skip-bad-images", "warn about and skip unreadable images");
-    args.add("weights", "auto", "auto | model | ema: the checkpoint's main weights, or the weight average of a "
-             "train --ema run (auto: the average when the checkpoint has one)");
+    args.add("weights", "auto", experiment::kWeightsFlagHelp);
     args.add("out", "", "also write the JSON to this file");
     args.add("threads", "0", "OpenMP threads (0: all cores)");
     args.add("batch", "64", "batch size");

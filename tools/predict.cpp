@@ -25,8 +25,7 @@ int main(int argc, char** argv) {
     args.add_bool("json", "print one JSON object per image");
     args.add("heatmap", "", "folder for heatmap overlays");
     args.add("heatmap-method", "grad_cam", "grad_cam (top class, last feature map) or attention (last CBAM spatial gate)");
-    args.add("weights", "auto", "auto | model | ema: the checkpoint's main weights, or the weight average of a "
-             "train --ema run (auto: the average when the checkpoint has one)");
+    args.add("weights", "auto", experiment::kWeightsFlagHelp);
     args.add("threads", "0", "OpenMP threads (0: all cores)");
     std::vector<std::string> images;
     std::vector<char*> flags = {argv[0]};

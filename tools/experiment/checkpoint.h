@@ -63,6 +63,10 @@ bool load_weight_average(const Checkpoint& ck, models::Classifier& average);
 // weights). best.safetensors of an --ema run holds the average as its main weights. Replaces
 // ck.model accordingly and returns "model" or "ema".
 std::string select_weights(Checkpoint& ck, const std::string& which);
+// The --help text of the tools' --weights flag (default "auto"), which select_weights() takes.
+inline constexpr const char* kWeightsFlagHelp =
+    "auto | model | ema: the checkpoint's main weights, or the weight average of a train --ema run (auto: the "
+    "average when the checkpoint has one)";
 
 // Restores the momentum buffers saved by save_checkpoint(..., opt) into `opt` (same model).
 void load_optimizer_state(const Checkpoint& ck, models::Classifier& model, optim::SGD& opt);
