@@ -97,12 +97,17 @@ std::vector<float> class_weights(const std::array<int64_t, kNumClasses>& counts,
   return w;
 }
 
-std::vector<float> logit_offsets(const std::array<int64_t, kNumClasses>& counts, double tau) {
+std::vector<float> logit_offsets(const std::array<int64_t, kNumClasses>& counts, double tau, double power) {
   DERMIS_CHECK(std::isfinite(tau) && tau >= 0, "logit_offsets: tau {} must be >= 0", tau);
-  const int64_t total = checked_total(counts, "logit_offsets", "offsets");
+  DERMIS_CHECK(std::isfinite(power) && power >= 0 && power <= 1, "logit_offsets: power {} must be in [0, 1]", power);
+  checked_total(counts, "logit_offsets", "offsets");
+  // The prior of the sampled stream: p_k = n_k^power / sum_j n_j^power over the classes present.
+  double total = 0;
+  for (int64_t n : counts)
+    if (n > 0) total += std::pow(static_cast<double>(n), power);
   std::vector<float> b(kNumClasses);
   for (int k = 0; k < kNumClasses; ++k)
-    b[k] = static_cast<float>(tau * std::log(std::max(0.5, static_cast<double>(counts[k])) / static_cast<double>(total)));
+    b[k] = static_cast<float>(tau * (power * std::log(std::max(0.5, static_cast<double>(counts[k]))) - std::log(total)));
   return b;
 }
 

@@ -170,6 +170,9 @@ case_ "flag: --precision fp8" 2 "flag --precision" -- "$T" --precision fp8
 case_ "flag: --ema 1" 2 "flag --ema" -- "$T" --ema 1
 case_ "flag: --logit-adjust -1" 2 "flag --logit-adjust" -- "$T" --logit-adjust -1
 case_ "flag: --logit-adjust with --balanced-sampling" 2 "flag --logit-adjust" -- "$T" --logit-adjust 1 --balanced-sampling
+case_ "flag: --logit-adjust with --class-sampling balanced" 2 "flag --logit-adjust" -- "$T" --logit-adjust 1 --class-sampling balanced
+case_ "flag: --class-sampling cube" 2 "flag --class-sampling" -- "$T" --class-sampling cube
+case_ "flag: --balanced-sampling with --class-sampling sqrt" 2 "contradicts --class-sampling sqrt" -- "$T" --balanced-sampling --class-sampling sqrt
 case_ "flag: --nonfinite ignore" 2 "flag --nonfinite" -- "$T" --nonfinite ignore
 case_ "flag: --model resnet50" 2 "unknown model 'resnet50'" -- "$T" --model resnet50 --synthetic-count 80 --out "$work/r50"
 case_ "flag: --bogus" 2 "unknown flag --bogus" -- "$T" --bogus

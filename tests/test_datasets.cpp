@@ -335,6 +335,16 @@ BOOST_AUTO_TEST_CASE(logit_offsets_values) {
   for (float x : logit_offsets(counts, 0.0)) BOOST_TEST(x == 0.f);
   expect_error([] { logit_offsets({}, 1.0); }, {"every class count is 0"});
   expect_error([&] { logit_offsets(counts, -1.0); }, {"tau -1"});
+  // Square-root sampling: the stream's prior is sqrt(n_k) / sum_j sqrt(n_j) over the classes present.
+  double root_total = 0;
+  for (auto n : counts) root_total += std::sqrt(static_cast<double>(n));
+  const auto r = logit_offsets(counts, 1.0, 0.5);
+  for (int k = 0; k < kNumClasses; ++k)
+    BOOST_TEST(r[k] == std::log(std::sqrt(std::max<double>(0.5, counts[k])) / root_total),
+               boost::test_tools::tolerance(1e-6));
+  // Balanced sampling (power 0): a uniform prior over the 6 classes present, the same offset for all.
+  for (float x : logit_offsets(counts, 1.0, 0.0)) BOOST_TEST(x == -std::log(6.0), boost::test_tools::tolerance(1e-6));
+  expect_error([&] { logit_offsets(counts, 1.0, 1.5); }, {"power 1.5"});
 }
 
 BOOST_AUTO_TEST_CASE(synthetic_ham10000_round_trip) {

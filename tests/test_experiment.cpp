@@ -241,3 +241,29 @@ BOOST_AUTO_TEST_CASE(resume_equals_uninterrupted_run) {
   BOOST_TEST(fa.metadata.at("epoch") == "3");
   BOOST_TEST(fb.metadata.at("epoch") == "3");
 }
+
+BOOST_AUTO_TEST_CASE(class_sampling_setting_round_trips_and_reads_the_older_key) {
+  experiment::TrainConfig c;
+  BOOST_TEST(c.class_sampling == "natural");
+  BOOST_TEST(c.class_power() == 1.0);
+  for (const char* mode : {"natural", "sqrt", "balanced"}) {
+    c.class_sampling = mode;
+    const auto back = experiment::TrainConfig::from_json(json::parse(json::dump(c.to_json())));
+    BOOST_TEST(back.class_sampling == mode);
+  }
+  c.class_sampling = "sqrt";
+  BOOST_TEST(c.class_power() == 0.5);
+  c.class_sampling = "balanced";
+  BOOST_TEST(c.class_power() == 0.0);
+  // Checkpoints written before --class-sampling stored a boolean "balanced_sampling".
+  BOOST_TEST(experiment::TrainConfig::from_json(json::parse(R"({"balanced_sampling": true})")).class_sampling ==
+             "balanced");
+  BOOST_TEST(experiment::TrainConfig::from_json(json::parse(R"({"balanced_sampling": false})")).class_sampling ==
+             "natural");
+  c.class_sampling = "cube";
+  expect_error([&] { c.validate(); }, "flag --class-sampling");
+  c.class_sampling = "sqrt", c.logit_adjust = 1;
+  c.validate();  // logit adjustment to the square-root prior is allowed
+  c.class_sampling = "balanced";
+  expect_error([&] { c.validate(); }, "flag --logit-adjust");
+}

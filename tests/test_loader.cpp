@@ -283,19 +283,53 @@ BOOST_AUTO_TEST_CASE(cache_serves_later_epochs_from_memory) {
   BOOST_TEST(L.bad_images() == 0);
 }
 
+namespace {
+// Items that share one JPEG, with the labels given by `sizes` (sizes[k] items of class k).
+std::vector<Item> labelled_items(const TempDir& d, const std::vector<int>& sizes) {
+  const std::string f = write_jpeg(d, "a.jpg", pattern(16, 16, 1));
+  std::vector<Item> items;
+  for (int k = 0; k < static_cast<int>(sizes.size()); ++k)
+    for (int i = 0; i < sizes[k]; ++i) items.push_back({f, k});
+  return items;
+}
+}  // namespace
+
 BOOST_AUTO_TEST_CASE(balanced_sampling_evens_out_classes) {
   TempDir d;
-  std::vector<Item> items;
-  const Image im = pattern(16, 16, 1);
-  const std::string f = write_jpeg(d, "a.jpg", im);
-  for (int i = 0; i < 300; ++i) items.push_back({f, i < 270 ? 0 : (i < 290 ? 1 : 2)});
+  const auto items = labelled_items(d, {270, 20, 10});
   LoaderOptions o;
-  o.balanced = true, o.num_classes = 3;
+  o.class_power = 0, o.num_classes = 3;
   Loader L(items, o);
   std::map<int, int> counts;
   for (int e = 0; e < 10; ++e)
     for (auto i : L.order(e)) counts[items[i].label]++;
   for (int c = 0; c < 3; ++c) BOOST_TEST(std::abs(counts[c] / 3000.0 - 1.0 / 3) < 0.03, "class " << c << ": " << counts[c]);
+}
+
+BOOST_AUTO_TEST_CASE(square_root_sampling_follows_the_square_root_of_the_counts) {
+  TempDir d;
+  // Counts 400, 100, 25 (class 3 absent): square roots 20, 10, 5, so probabilities 4/7, 2/7, 1/7.
+  const auto items = labelled_items(d, {400, 100, 25});
+  LoaderOptions o;
+  o.class_power = 0.5, o.num_classes = 4;
+  Loader L(items, o);
+  std::map<int, int> counts;
+  std::map<int64_t, int> seen;
+  const int epochs = 20;
+  for (int e = 0; e < epochs; ++e) {
+    const auto ord = L.order(e);
+    BOOST_TEST(ord.size() == items.size());
+    for (auto i : ord) counts[items[i].label]++, seen[i]++;
+  }
+  const double total = 525.0 * epochs, want[3] = {4 / 7., 2 / 7., 1 / 7.};
+  for (int c = 0; c < 3; ++c)
+    BOOST_TEST(std::abs(counts[c] / total - want[c]) < 0.015, "class " << c << ": " << counts[c] / total);
+  BOOST_TEST(counts[3] == 0);
+  // Within a class, items are drawn uniformly: every class-2 item turns up (75 draws of 25 per epoch).
+  for (int i = 500; i < 525; ++i) BOOST_TEST(seen[i] > 0, "item " << i);
+  // The order is a function of (seed, epoch); a new epoch draws anew.
+  BOOST_TEST(L.order(3) == L.order(3));
+  BOOST_TEST(L.order(3) != L.order(4));
 }
 
 BOOST_AUTO_TEST_CASE(normalisation_statistics) {

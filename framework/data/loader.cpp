@@ -22,6 +22,7 @@ void LoaderOptions::validate() const {
   DERMIS_CHECK(threads >= 1 && threads <= 256, "loader: threads must be in [1, 256], got {}", threads);
   DERMIS_CHECK(prefetch >= 1 && prefetch <= 1024, "loader: prefetch must be in [1, 1024], got {}", prefetch);
   DERMIS_CHECK(num_classes >= 1, "loader: num_classes must be positive");
+  DERMIS_CHECK(class_power >= 0 && class_power <= 1, "loader: class_power must be in [0, 1], got {}", class_power);
   DERMIS_CHECK(shard_count >= 1 && shard_rank >= 0 && shard_rank < shard_count,
                "loader: shard {} of {} does not exist", shard_rank, shard_count);
   DERMIS_CHECK(shard_count == 1 || drop_last, "loader: sharding needs drop_last (every shard takes the same steps)");
@@ -64,15 +65,29 @@ int64_t Loader::batches_per_epoch() const {
 std::vector<int64_t> Loader::order(int64_t e) const {
   const int64_t n = size();
   std::vector<int64_t> ord(n);
-  if (opt_.train && opt_.balanced) {
+  if (opt_.train && opt_.class_power < 1) {
     std::vector<std::vector<int64_t>> by_class(opt_.num_classes);
     for (int64_t i = 0; i < n; ++i) by_class[items_[i].label].push_back(i);
     std::vector<int> present;
     for (int c = 0; c < opt_.num_classes; ++c)
       if (!by_class[c].empty()) present.push_back(c);
     Generator g(Generator::bits(opt_.seed ^ 0xBA1A7CEDull, static_cast<uint64_t>(e)));
+    if (opt_.class_power == 0) {  // uniform over classes
+      for (auto& x : ord) {
+        const auto& cls = by_class[present[g.randint(static_cast<int64_t>(present.size()))]];
+        x = cls[g.randint(static_cast<int64_t>(cls.size()))];
+      }
+      return ord;
+    }
+    std::vector<double> cum(present.size());  // cumulative class probabilities, n_k^power
+    double total = 0;
+    for (size_t j = 0; j < present.size(); ++j)
+      cum[j] = total += std::pow(static_cast<double>(by_class[present[j]].size()), opt_.class_power);
     for (auto& x : ord) {
-      const auto& cls = by_class[present[g.randint(static_cast<int64_t>(present.size()))]];
+      const double u = g.uniform() * total;
+      const size_t j = std::min(present.size() - 1,
+                                static_cast<size_t>(std::upper_bound(cum.begin(), cum.end(), u) - cum.begin()));
+      const auto& cls = by_class[present[j]];
       x = cls[g.randint(static_cast<int64_t>(cls.size()))];
     }
     return ord;

@@ -38,8 +38,11 @@ struct LoaderOptions {
   bool train = true;                  // augment; otherwise the deterministic eval transform
   bool shuffle = true;                // new order every epoch (train)
   bool drop_last = false;             // drop a final partial batch
-  bool balanced = false;              // class-balanced sampling with replacement (train)
-  int num_classes = 7;                // for balanced sampling
+  // Class mix of a training epoch. 1: every item once, in shuffled order. Below 1: each sample
+  // draws a class with probability proportional to n_k^class_power, then an item of that class,
+  // with replacement (0.5: square-root sampling; 0: uniform over the classes present).
+  double class_power = 1;
+  int num_classes = 7;                // for class_power < 1
   bool cache = false;                 // keep decoded images in memory after the first epoch
   bool skip_bad_images = false;
   AugmentOptions augment;

@@ -3,12 +3,18 @@
 
 #include <fmt/format.h>
 
+#include <string_view>
+
 #include "models/registry.h"
 
 namespace dermis::experiment {
 
 namespace {
 constexpr const char* kFormat = "dermis-checkpoint/1";
+// Tensor-name prefixes of the optimizer state and of the weight average (see checkpoint.h).
+constexpr std::string_view kOptimizerPrefix = "optimizer.", kAveragePrefix = "ema.";
+
+bool has_prefix(const std::string& name, std::string_view prefix) { return name.starts_with(prefix); }
 
 json::Value norm_json(const data::Normalization& n) {
   return json::Object{{"mean", json::Array{n.mean[0], n.mean[1], n.mean[2]}},
@@ -20,7 +26,7 @@ void save_checkpoint(const std::string& path, models::Classifier& model, const C
                      models::Classifier* average) {
   auto tensors = model.state();
   if (average)
-    for (auto& [n, t] : average->state()) tensors.emplace_back("ema." + n, t);
+    for (auto& [n, t] : average->state()) tensors.emplace_back(std::string(kAveragePrefix) + n, t);
   if (opt) {
     const auto named = model.named_parameters();
     auto& bufs = opt->momentum_buffers();
@@ -113,7 +119,7 @@ Checkpoint load_checkpoint(const std::string& path) {
   ck.model = models::create(in.model, static_cast<int>(in.classes.size()));
   std::vector<std::pair<std::string, Tensor>> weights;
   for (auto& [n, t] : ck.file.tensors)
-    if (n.rfind("optimizer.", 0) != 0 && n.rfind("ema.", 0) != 0) weights.emplace_back(n, t);
+    if (!has_prefix(n, kOptimizerPrefix) && !has_prefix(n, kAveragePrefix)) weights.emplace_back(n, t);
   try {
     ck.model->load_state(weights);
   } catch (const Error& e) {
@@ -125,7 +131,7 @@ Checkpoint load_checkpoint(const std::string& path) {
 bool load_weight_average(const Checkpoint& ck, models::Classifier& average) {
   std::vector<std::pair<std::string, Tensor>> w;
   for (auto& [n, t] : ck.file.tensors)
-    if (n.rfind("ema.", 0) == 0) w.emplace_back(n.substr(4), t);
+    if (has_prefix(n, kAveragePrefix)) w.emplace_back(n.substr(kAveragePrefix.size()), t);
   if (w.empty()) return false;
   try {
     average.load_state(w);

@@ -44,10 +44,13 @@ void add_train_flags(cli::Args& a) {
   a.add("warmup-epochs", "0", "linear LR warm-up over this many epochs");
   a.add("class-weights", "sqrt", "none | inverse | sqrt (loss weights against class imbalance)");
   a.add("label-smoothing", "0.1", "label smoothing in [0, 1)");
-  a.add_bool("balanced-sampling", "sample classes uniformly (with replacement) instead of shuffling");
-  a.add("logit-adjust", "0", "logit-adjusted loss (Menon et al. 2021): add TAU * log(training class frequency) to "
-        "the logits inside the loss, which balances the classes without resampling (1: the balanced-error "
-        "optimum; 0: off; not with --balanced-sampling)");
+  a.add("class-sampling", "natural", "class mix of a training epoch: natural (every image once, shuffled) | sqrt "
+        "(draw classes with probability proportional to the square root of their counts, with replacement) | "
+        "balanced (uniform over classes, with replacement)");
+  a.add_bool("balanced-sampling", "the same as --class-sampling balanced");
+  a.add("logit-adjust", "0", "logit-adjusted loss (Menon et al. 2021): add TAU * log(class prior of the sampled "
+        "training stream) to the logits inside the loss, which balances the classes the sampling leaves "
+        "unbalanced (1: the balanced-error optimum; 0: off; not with balanced sampling)");
   a.add_bool("sync-bn", "data-parallel (mpirun): BatchNorm statistics over the global batch of all ranks "
              "instead of each rank's own");
   a.add("ema", "0", "validate and keep as best an exponential moving average of the weights with this per-step "
@@ -108,7 +111,12 @@ TrainConfig train_config_from_flags(const cli::Args& a) {
   c.schedule.warmup_epochs = a.real("warmup-epochs", 0, 1000);
   c.class_weights = a.str("class-weights");
   c.label_smoothing = a.real("label-smoothing", 0, 0.999);
-  c.balanced_sampling = a.flag("balanced-sampling");
+  c.class_sampling = a.str("class-sampling");
+  if (a.flag("balanced-sampling")) {
+    DERMIS_CHECK(c.class_sampling == "natural" || c.class_sampling == "balanced",
+                 "flag --balanced-sampling contradicts --class-sampling {}; give one of them", c.class_sampling);
+    c.class_sampling = "balanced";
+  }
   c.logit_adjust = a.real("logit-adjust", 0, 10);
   c.ema = a.real("ema", 0, 0.999999);
   c.sync_bn = a.flag("sync-bn");
@@ -135,13 +143,19 @@ TrainConfig train_config_from_flags(const cli::Args& a) {
   return c;
 }
 
+double TrainConfig::class_power() const {
+  return class_sampling == "balanced" ? 0.0 : class_sampling == "sqrt" ? 0.5 : 1.0;
+}
+
 void TrainConfig::validate() const {
   DERMIS_CHECK(precision == "f32" || precision == "bf16", "flag --precision: expected f32 or bf16, got '{}'", precision);
   cli::conv_algorithm_flag(conv);  // validates
   DERMIS_CHECK(class_weights == "none" || class_weights == "inverse" || class_weights == "sqrt",
                "flag --class-weights: expected none, inverse or sqrt, got '{}'", class_weights);
-  DERMIS_CHECK(!(logit_adjust > 0 && balanced_sampling),
-               "flag --logit-adjust: the classes of a --balanced-sampling stream are already uniform, so there is "
+  DERMIS_CHECK(class_sampling == "natural" || class_sampling == "sqrt" || class_sampling == "balanced",
+               "flag --class-sampling: expected natural, sqrt or balanced, got '{}'", class_sampling);
+  DERMIS_CHECK(!(logit_adjust > 0 && class_sampling == "balanced"),
+               "flag --logit-adjust: the classes of a balanced-sampling stream are already uniform, so there is "
                "nothing to adjust; use one or the other");
   optim::ScheduleOptions s = schedule;
   s.base_lr = lr;
@@ -184,7 +198,7 @@ json::Value TrainConfig::to_json() const {
                       {"warmup_epochs", schedule.warmup_epochs},
                       {"class_weights", class_weights},
                       {"label_smoothing", label_smoothing},
-                      {"balanced_sampling", balanced_sampling},
+                      {"class_sampling", class_sampling},
                       {"logit_adjust", logit_adjust},
                       {"ema", ema},
                       {"sync_bn", sync_bn},
@@ -226,7 +240,10 @@ TrainConfig TrainConfig::from_json(const json::Value& v) {
   num("plateau_threshold", c.schedule.plateau_threshold), num("plateau_cooldown", c.schedule.plateau_cooldown);
   str("plateau_metric", c.plateau_metric), num("min_lr", c.schedule.min_lr);
   num("warmup_epochs", c.schedule.warmup_epochs), str("class_weights", c.class_weights);
-  num("label_smoothing", c.label_smoothing), boolean("balanced_sampling", c.balanced_sampling);
+  num("label_smoothing", c.label_smoothing), str("class_sampling", c.class_sampling);
+  bool balanced = false;  // checkpoints written before --class-sampling existed
+  boolean("balanced_sampling", balanced);
+  if (balanced) c.class_sampling = "balanced";
   num("logit_adjust", c.logit_adjust), num("ema", c.ema), boolean("sync_bn", c.sync_bn);
   str("precision", c.precision), str("conv", c.conv), str("nonfinite", c.nonfinite);
   num("crop_scale_min", c.crop_scale_min), num("rotate_degrees", c.rotate_degrees), num("jitter", c.jitter);

@@ -30,7 +30,7 @@ struct TrainConfig {
   std::string plateau_metric = "balanced_accuracy";  // or "loss"
   std::string class_weights = "sqrt";                // none | inverse | sqrt
   double label_smoothing = 0.1;
-  bool balanced_sampling = false;
+  std::string class_sampling = "natural";  // natural | sqrt | balanced (see class_power())
   double logit_adjust = 0;  // tau of the logit-adjusted loss (0: off)
   bool sync_bn = false;  // data-parallel: BatchNorm statistics over all ranks' batches
   double ema = 0;  // per-step decay of the weight average that is validated and saved as best (0: off)
@@ -51,6 +51,8 @@ struct TrainConfig {
   json::Value to_json() const;
   static TrainConfig from_json(const json::Value& v);  // as stored in checkpoints
   void validate() const;
+  // data::LoaderOptions::class_power of class_sampling: natural 1, sqrt 0.5, balanced 0.
+  double class_power() const;
 };
 
 // Registers the flags of tools/train (with --help texts and defaults).

@@ -184,6 +184,12 @@ TrainResult train(TrainConfig c, const std::string& command) {
     stored.resume = path;
     stored.stop_after = c.stop_after;
     if (stored.out.empty()) stored.out = fs::path(path).parent_path().string();
+    try {
+      stored.validate();
+    } catch (const Error& e) {
+      DERMIS_FAIL("{}: the training settings stored in this checkpoint are invalid ({}); it is damaged or was "
+                  "written by another program", path, e.what());
+    }
     c = stored;
     fmt::print("resuming {} from {} (epoch {} done)\n", c.model, path, ck->info.epoch);
   }
@@ -238,7 +244,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
   std::vector<float> weights;
   if (c.class_weights != "none") weights = datasets::class_weights(counts, c.class_weights == "inverse" ? 1.0 : 0.5);
   std::vector<float> offsets;
-  if (c.logit_adjust > 0) offsets = datasets::logit_offsets(counts, c.logit_adjust);
+  if (c.logit_adjust > 0) offsets = datasets::logit_offsets(counts, c.logit_adjust, c.class_power());
   const data::Normalization norm =
       ck ? ck->info.norm : data::compute_normalization(train_items, c.height, c.width, 500, loader_threads);
   fmt::print("data: {} ({} images, {} lesions): {} train / {} validation images, lesion-grouped\n", root,
@@ -251,14 +257,14 @@ TrainResult train(TrainConfig c, const std::string& command) {
   DERMIS_CHECK(train_items.size() >= static_cast<size_t>(c.batch * ranks),
                "{} training images do not fill one global batch of {} ranks x {}; lower --batch", train_items.size(),
                ranks, c.batch);
-  lo.balanced = c.balanced_sampling, lo.cache = c.cache, lo.skip_bad_images = c.skip_bad_images, lo.norm = norm;
+  lo.class_power = c.class_power(), lo.cache = c.cache, lo.skip_bad_images = c.skip_bad_images, lo.norm = norm;
   lo.augment.scale_min = static_cast<float>(c.crop_scale_min);
   lo.augment.rotate_degrees = static_cast<float>(c.rotate_degrees);
   lo.augment.brightness = lo.augment.contrast = lo.augment.saturation = static_cast<float>(c.jitter);
   lo.augment.hue = static_cast<float>(c.hue);
   data::Loader train_loader(train_items, lo);
   data::LoaderOptions vo = lo;
-  vo.train = false, vo.shuffle = false, vo.drop_last = false, vo.balanced = false, vo.batch = std::max<int64_t>(c.batch, 64);
+  vo.train = false, vo.shuffle = false, vo.drop_last = false, vo.class_power = 1, vo.batch = std::max<int64_t>(c.batch, 64);
   vo.shard_rank = 0, vo.shard_count = 1;
   // Validation is sharded too: each rank takes a contiguous slice and the predictions are gathered.
   const size_t v0 = val_items.size() * dist::rank() / ranks, v1 = val_items.size() * (dist::rank() + 1) / ranks;
