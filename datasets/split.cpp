@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 #include <unordered_map>
 
 #include "framework/error.h"
@@ -84,6 +85,33 @@ int64_t checked_total(const std::array<int64_t, kNumClasses>& counts, const char
   return total;
 }
 }  // namespace
+
+namespace {
+std::string csv_field(const std::string& v) {
+  if (v.find_first_of(",\"\r\n") == std::string::npos) return v;
+  std::string q = "\"";
+  for (char ch : v) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return q + "\"";
+}
+}  // namespace
+
+std::string split_csv(const Dataset& d, const Split& s) {
+  std::vector<const char*> side(d.samples.size(), nullptr);
+  for (const auto& [indices, name] : {std::pair{&s.train, "train"}, std::pair{&s.val, "val"}})
+    for (size_t i : *indices) {
+      DERMIS_CHECK(i < side.size(), "split_csv: {} index {} is outside the dataset of {} images", name, i, side.size());
+      side[i] = name;
+    }
+  std::string out = "image_id,lesion_id,dx,split,path\n";
+  for (size_t i = 0; i < d.samples.size(); ++i) {
+    if (!side[i]) continue;  // not in the split (e.g. a skipped image)
+    const Sample& x = d.samples[i];
+    DERMIS_CHECK(x.label >= 0 && x.label < kNumClasses, "split_csv: image {} has label {}", x.image_id, x.label);
+    out += csv_field(x.image_id) + ',' + csv_field(x.lesion_id) + ',' + class_names()[x.label] + ',' + side[i] + ',' +
+           csv_field(x.path) + '\n';
+  }
+  return out;
+}
 
 std::vector<float> class_weights(const std::array<int64_t, kNumClasses>& counts, double exponent) {
   DERMIS_CHECK(std::isfinite(exponent) && exponent >= 0,

@@ -9,6 +9,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "datasets/dataset.h"
@@ -25,6 +26,11 @@ struct Split {
 // image count closer to val_fraction * (its images). The same dataset and seed give the same split.
 // val_fraction must be in (0, 1); an empty side is an error (too few images).
 Split grouped_split(const Dataset& d, double val_fraction, uint64_t seed);
+
+// The split as CSV text, one row per image in dataset order: "image_id,lesion_id,dx,split,path"
+// with split "train" or "val" (fields holding a comma or quote are quoted as RFC 4180). Runs write
+// it as split.csv so that other programs can train and score on exactly the same images.
+std::string split_csv(const Dataset& d, const Split& s);
 
 // The samples at `indices`, in that order (e.g. subset(d, split.train)).
 Dataset subset(const Dataset& d, const std::vector<size_t>& indices);

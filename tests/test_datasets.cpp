@@ -286,6 +286,23 @@ BOOST_AUTO_TEST_CASE(isic_ground_truth) {
   expect_error([&] { read_isic_ground_truth((t.path / "none.csv").string(), t.str()); }, {"none.csv", "not found"});
 }
 
+BOOST_AUTO_TEST_CASE(split_csv_lists_each_image_with_its_side) {
+  Dataset d;
+  d.samples = {{"I0", "L0", "imgs/I0.jpg", 5}, {"I1", "L1", "a,b/I1.jpg", 3}, {"I2", "L0", "imgs/I2.jpg", 5},
+               {"I3", "L\"3", "imgs/I3.jpg", 0}};
+  Split s;
+  s.train = {0, 2}, s.val = {1};  // I3 on neither side (e.g. skipped as unreadable): not listed
+  BOOST_TEST(split_csv(d, s) ==
+             "image_id,lesion_id,dx,split,path\n"
+             "I0,L0,nv,train,imgs/I0.jpg\n"
+             "I1,L1,df,val,\"a,b/I1.jpg\"\n"
+             "I2,L0,nv,train,imgs/I2.jpg\n");
+  s.val = {3};
+  BOOST_TEST(split_csv(d, s).find("I3,\"L\"\"3\",akiec,val,imgs/I3.jpg\n") != std::string::npos);
+  s.val = {4};
+  expect_error([&] { split_csv(d, s); }, {"val index 4", "4 images"});
+}
+
 BOOST_AUTO_TEST_CASE(grouped_split_small) {
   TempDir t;
   small_dataset(t);

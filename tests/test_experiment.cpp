@@ -153,6 +153,15 @@ BOOST_AUTO_TEST_CASE(short_run_and_checkpoint_round_trip) {
   std::vector<double> losses;
   for (std::string l; std::getline(m2, l);) losses.push_back(json::parse(l).find("train_loss")->number());
   BOOST_TEST(losses.back() < losses.front());
+  // split.csv lists every image once, and its validation rows are the images validated.
+  std::ifstream sp(out / "run/split.csv");
+  std::string header;
+  std::getline(sp, header);
+  BOOST_TEST(header == "image_id,lesion_id,dx,split,path");
+  int rows = 0, val_rows = 0;
+  for (std::string l; std::getline(sp, l);) ++rows, val_rows += l.find(",val,") != std::string::npos;
+  BOOST_TEST(rows == 160);
+  BOOST_TEST(val_rows == res.best_val.images);
   BOOST_TEST_MESSAGE("balanced accuracy after 3 epochs on 160 images: " << res.best_val.balanced_accuracy);
 
   // Round trip: the loaded model predicts exactly what the saved one did.

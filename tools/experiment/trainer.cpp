@@ -239,6 +239,10 @@ TrainResult train(TrainConfig c, const std::string& command) {
   const datasets::Dataset ds = datasets::read_ham10000(root, {c.images, c.skip_bad_images});
   const datasets::Split split = datasets::grouped_split(ds, c.val_fraction, c.seed);
   const auto train_items = items_of(ds, split.train), val_items = items_of(ds, split.val);
+  if (writer) {  // the exact images of each side, for other programs (e.g. a PyTorch reference run)
+    const std::string text = datasets::split_csv(ds, split);
+    data::write_file_atomic((fs::path(c.out) / "split.csv").string(), std::vector<uint8_t>(text.begin(), text.end()));
+  }
   std::array<int64_t, datasets::kNumClasses> counts{};
   for (auto& it : train_items) counts[it.label]++;
   std::vector<float> weights;
