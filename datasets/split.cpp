@@ -100,6 +100,7 @@ std::string split_csv(const Dataset& d, const Split& s) {
   for (const auto& [indices, name] : {std::pair{&s.train, "train"}, std::pair{&s.val, "val"}})
     for (size_t i : *indices) {
       DERMIS_CHECK(i < side.size(), "split_csv: {} index {} is outside the dataset of {} images", name, i, side.size());
+      DERMIS_CHECK(!side[i], "split_csv: image {} is on both sides (index {})", d.samples[i].image_id, i);
       side[i] = name;
     }
   std::string out = "image_id,lesion_id,dx,split,path\n";

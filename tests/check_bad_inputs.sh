@@ -171,6 +171,7 @@ case_ "flag: --ema 1" 2 "flag --ema" -- "$T" --ema 1
 case_ "flag: --logit-adjust -1" 2 "flag --logit-adjust" -- "$T" --logit-adjust -1
 case_ "flag: --logit-adjust with --balanced-sampling" 2 "flag --logit-adjust" -- "$T" --logit-adjust 1 --balanced-sampling
 case_ "flag: --logit-adjust with --class-sampling balanced" 2 "flag --logit-adjust" -- "$T" --logit-adjust 1 --class-sampling balanced
+case_ "flag: --logit-adjust with class weights" 2 "add --class-weights none" -- "$T" --logit-adjust 1 --class-weights sqrt
 case_ "flag: --class-sampling cube" 2 "flag --class-sampling" -- "$T" --class-sampling cube
 case_ "flag: --balanced-sampling with --class-sampling sqrt" 2 "contradicts --class-sampling sqrt" -- "$T" --balanced-sampling --class-sampling sqrt
 case_ "flag: --nonfinite ignore" 2 "flag --nonfinite" -- "$T" --nonfinite ignore

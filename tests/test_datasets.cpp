@@ -301,6 +301,8 @@ BOOST_AUTO_TEST_CASE(split_csv_lists_each_image_with_its_side) {
   BOOST_TEST(split_csv(d, s).find("I3,\"L\"\"3\",akiec,val,imgs/I3.jpg\n") != std::string::npos);
   s.val = {4};
   expect_error([&] { split_csv(d, s); }, {"val index 4", "4 images"});
+  s.val = {2};
+  expect_error([&] { split_csv(d, s); }, {"I2 is on both sides"});
 }
 
 BOOST_AUTO_TEST_CASE(grouped_split_small) {

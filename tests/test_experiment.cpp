@@ -269,9 +269,13 @@ BOOST_AUTO_TEST_CASE(class_sampling_setting_round_trips_and_reads_the_older_key)
              "balanced");
   BOOST_TEST(experiment::TrainConfig::from_json(json::parse(R"({"balanced_sampling": false})")).class_sampling ==
              "natural");
+  BOOST_TEST(experiment::TrainConfig::from_json(json::parse(R"({"class_sampling": "sqrt", "balanced_sampling": false})"))
+                 .class_sampling == "sqrt");
   c.class_sampling = "cube";
   expect_error([&] { c.validate(); }, "flag --class-sampling");
   c.class_sampling = "sqrt", c.logit_adjust = 1;
+  expect_error([&] { c.validate(); }, "--class-weights none");  // default sqrt weights would correct twice
+  c.class_weights = "none";
   c.validate();  // logit adjustment to the square-root prior is allowed
   c.class_sampling = "balanced";
   expect_error([&] { c.validate(); }, "flag --logit-adjust");

@@ -332,6 +332,16 @@ BOOST_AUTO_TEST_CASE(square_root_sampling_follows_the_square_root_of_the_counts)
   BOOST_TEST(L.order(3) != L.order(4));
 }
 
+BOOST_AUTO_TEST_CASE(class_power_outside_0_1_is_rejected) {
+  TempDir d;
+  const auto items = labelled_items(d, {2, 2});
+  for (double p : {-0.1, 1.5, std::nan("")}) {
+    LoaderOptions o;
+    o.class_power = p;
+    expect_error([&] { Loader L(items, o); }, {"class_power must be in [0, 1]"});
+  }
+}
+
 BOOST_AUTO_TEST_CASE(normalisation_statistics) {
   TempDir d;
   Image flat;

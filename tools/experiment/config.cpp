@@ -157,6 +157,9 @@ void TrainConfig::validate() const {
   DERMIS_CHECK(!(logit_adjust > 0 && class_sampling == "balanced"),
                "flag --logit-adjust: the classes of a balanced-sampling stream are already uniform, so there is "
                "nothing to adjust; use one or the other");
+  DERMIS_CHECK(!(logit_adjust > 0 && class_weights != "none"),
+               "flag --logit-adjust: it already balances the loss, and --class-weights {} would correct the imbalance a "
+               "second time; add --class-weights none", class_weights);
   optim::ScheduleOptions s = schedule;
   s.base_lr = lr;
   try {
@@ -199,6 +202,7 @@ json::Value TrainConfig::to_json() const {
                       {"class_weights", class_weights},
                       {"label_smoothing", label_smoothing},
                       {"class_sampling", class_sampling},
+                      {"balanced_sampling", class_sampling == "balanced"},  // read by older versions
                       {"logit_adjust", logit_adjust},
                       {"ema", ema},
                       {"sync_bn", sync_bn},

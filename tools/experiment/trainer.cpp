@@ -187,8 +187,8 @@ TrainResult train(TrainConfig c, const std::string& command) {
     try {
       stored.validate();
     } catch (const Error& e) {
-      DERMIS_FAIL("{}: the training settings stored in this checkpoint are invalid ({}); it is damaged or was "
-                  "written by another program", path, e.what());
+      DERMIS_FAIL("{}: the training settings stored in this checkpoint are invalid ({}); it is damaged, or was "
+                  "written by a newer dermis or another program", path, e.what());
     }
     c = stored;
     fmt::print("resuming {} from {} (epoch {} done)\n", c.model, path, ck->info.epoch);
