@@ -126,17 +126,23 @@ std::vector<float> class_weights(const std::array<int64_t, kNumClasses>& counts,
   return w;
 }
 
-std::vector<float> logit_offsets(const std::array<int64_t, kNumClasses>& counts, double tau, double power) {
-  DERMIS_CHECK(std::isfinite(tau) && tau >= 0, "logit_offsets: tau {} must be >= 0", tau);
-  DERMIS_CHECK(std::isfinite(power) && power >= 0 && power <= 1, "logit_offsets: power {} must be in [0, 1]", power);
-  checked_total(counts, "logit_offsets", "offsets");
-  // The prior of the sampled stream: p_k = n_k^power / sum_j n_j^power over the classes present.
-  double total = 0;
+std::vector<double> sampled_class_prior(const std::array<int64_t, kNumClasses>& counts, double power) {
+  DERMIS_CHECK(std::isfinite(power) && power >= 0 && power <= 1, "sampled_class_prior: power {} must be in [0, 1]",
+               power);
+  checked_total(counts, "sampled_class_prior", "class prior");
+  double total = 0;  // over the classes present
   for (int64_t n : counts)
     if (n > 0) total += std::pow(static_cast<double>(n), power);
+  std::vector<double> p(kNumClasses);
+  for (int k = 0; k < kNumClasses; ++k) p[k] = std::pow(std::max(0.5, static_cast<double>(counts[k])), power) / total;
+  return p;
+}
+
+std::vector<float> logit_offsets(const std::array<int64_t, kNumClasses>& counts, double tau, double power) {
+  DERMIS_CHECK(std::isfinite(tau) && tau >= 0, "logit_offsets: tau {} must be >= 0", tau);
+  const std::vector<double> prior = sampled_class_prior(counts, power);
   std::vector<float> b(kNumClasses);
-  for (int k = 0; k < kNumClasses; ++k)
-    b[k] = static_cast<float>(tau * (power * std::log(std::max(0.5, static_cast<double>(counts[k]))) - std::log(total)));
+  for (int k = 0; k < kNumClasses; ++k) b[k] = static_cast<float>(tau * std::log(prior[k]));
   return b;
 }
 

@@ -40,11 +40,14 @@ Dataset subset(const Dataset& d, const std::vector<size_t>& indices);
 // frequency ("balanced": sum_k n_k w_k = N, as scikit-learn), 0.5 its square root (milder), 0 all
 // ones. A class with no images gets weight 0. exponent must be >= 0; some count must be positive.
 std::vector<float> class_weights(const std::array<int64_t, kNumClasses>& counts, double exponent);
+// The class prior of a training stream that draws classes with probability proportional to
+// n_k^power (data::LoaderOptions::class_power): p_k = n_k^power / sum_j n_j^power over the classes
+// present. Power 1 is the natural mix n_k / total, 0.5 square-root sampling, 0 uniform. A class
+// without samples gets the prior half a sample would have (it is never drawn; this keeps log p_k
+// finite). power must be in [0, 1]; some count must be positive.
+std::vector<double> sampled_class_prior(const std::array<int64_t, kNumClasses>& counts, double power);
 // Logit-adjustment offsets tau * log(p_k) (Menon et al. 2021), for CrossEntropyParams::logit_offsets,
-// where p_k is the class prior of the training stream: n_k / total for the natural mix (power 1),
-// n_k^power / sum_j n_j^power when classes are sampled with probability proportional to n_k^power
-// (data::LoaderOptions::class_power; 0.5: square-root sampling). A class without samples counts as
-// half a sample in its own offset, which keeps the offset finite (it is never a target).
+// with p_k = sampled_class_prior(counts, power): the prior of the stream the loss sees.
 std::vector<float> logit_offsets(const std::array<int64_t, kNumClasses>& counts, double tau, double power = 1);
 
 }  // namespace dermis::datasets

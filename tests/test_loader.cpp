@@ -292,6 +292,21 @@ std::vector<Item> labelled_items(const TempDir& d, const std::vector<int>& sizes
     for (int i = 0; i < sizes[k]; ++i) items.push_back({f, k});
   return items;
 }
+
+// How often each class and each item is drawn over epochs 0..epochs-1 of L's training order.
+struct Draws {
+  std::map<int, int> per_class;
+  std::map<int64_t, int> per_item;
+};
+Draws count_draws(const Loader& L, const std::vector<Item>& items, int epochs) {
+  Draws d;
+  for (int e = 0; e < epochs; ++e) {
+    const auto ord = L.order(e);
+    BOOST_TEST(ord.size() == items.size());
+    for (auto i : ord) d.per_class[items[i].label]++, d.per_item[i]++;
+  }
+  return d;
+}
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(balanced_sampling_evens_out_classes) {
@@ -300,9 +315,7 @@ BOOST_AUTO_TEST_CASE(balanced_sampling_evens_out_classes) {
   LoaderOptions o;
   o.class_power = 0, o.num_classes = 3;
   Loader L(items, o);
-  std::map<int, int> counts;
-  for (int e = 0; e < 10; ++e)
-    for (auto i : L.order(e)) counts[items[i].label]++;
+  auto counts = count_draws(L, items, 10).per_class;
   for (int c = 0; c < 3; ++c) BOOST_TEST(std::abs(counts[c] / 3000.0 - 1.0 / 3) < 0.03, "class " << c << ": " << counts[c]);
 }
 
@@ -313,14 +326,8 @@ BOOST_AUTO_TEST_CASE(square_root_sampling_follows_the_square_root_of_the_counts)
   LoaderOptions o;
   o.class_power = 0.5, o.num_classes = 4;
   Loader L(items, o);
-  std::map<int, int> counts;
-  std::map<int64_t, int> seen;
   const int epochs = 20;
-  for (int e = 0; e < epochs; ++e) {
-    const auto ord = L.order(e);
-    BOOST_TEST(ord.size() == items.size());
-    for (auto i : ord) counts[items[i].label]++, seen[i]++;
-  }
+  auto [counts, seen] = count_draws(L, items, epochs);
   const double total = 525.0 * epochs, want[3] = {4 / 7., 2 / 7., 1 / 7.};
   for (int c = 0; c < 3; ++c)
     BOOST_TEST(std::abs(counts[c] / total - want[c]) < 0.015, "class " << c << ": " << counts[c] / total);

@@ -253,14 +253,12 @@ TrainResult train(TrainConfig c, const std::string& command) {
       ck ? ck->info.norm : data::compute_normalization(train_items, c.height, c.width, 500, loader_threads);
   fmt::print("data: {} ({} images, {} lesions): {} train / {} validation images, lesion-grouped\n", root,
              ds.samples.size(), ds.num_lesions(), train_items.size(), val_items.size());
-  {  // what each class gets of an epoch under --class-sampling: n_k^power / sum_j n_j^power
-    double total = 0;
-    for (int64_t n : counts)
-      if (n > 0) total += std::pow(static_cast<double>(n), c.class_power());
+  {  // what each class gets of an epoch under --class-sampling
+    const std::vector<double> share = datasets::sampled_class_prior(counts, c.class_power());
     std::string mix;
     for (int k = 0; k < datasets::kNumClasses; ++k)
       mix += fmt::format("{}{} {} ({:.1f}%)", k ? ", " : "", datasets::class_names()[k], counts[k],
-                         counts[k] > 0 ? 100 * std::pow(static_cast<double>(counts[k]), c.class_power()) / total : 0.0);
+                         counts[k] > 0 ? 100 * share[k] : 0.0);
     fmt::print("training images per class (share of each epoch, {} class sampling): {}\n", c.class_sampling, mix);
   }
 
