@@ -174,6 +174,10 @@ case_ "flag: --logit-adjust with --class-sampling balanced" 2 "flag --logit-adju
 case_ "flag: --logit-adjust with class weights" 2 "add --class-weights none" -- "$T" --logit-adjust 1 --class-weights sqrt
 case_ "flag: --class-sampling cube" 2 "flag --class-sampling" -- "$T" --class-sampling cube
 case_ "flag: --balanced-sampling with --class-sampling sqrt" 2 "contradicts --class-sampling sqrt" -- "$T" --balanced-sampling --class-sampling sqrt
+case_ "flag: --early-size larger than --size" 2 "flag --early-size" -- "$T" --early-size 150x200 --size 112x150
+case_ "flag: --early-size larger than the default size" 2 "flag --early-size" -- "$T" --early-size 300x400 --synthetic-count 80 --out "$work/early"
+[ ! -e "$work/early" ] || { echo "FAIL: --early-size larger than the default size created $work/early"; exit 1; }
+case_ "flag: --early-fraction 1" 2 "flag --early-fraction" -- "$T" --early-size 64 --early-fraction 1
 case_ "flag: --nonfinite ignore" 2 "flag --nonfinite" -- "$T" --nonfinite ignore
 case_ "flag: --model resnet50" 2 "unknown model 'resnet50'" -- "$T" --model resnet50 --synthetic-count 80 --out "$work/r50"
 case_ "flag: --bogus" 2 "unknown flag --bogus" -- "$T" --bogus

@@ -251,6 +251,71 @@ BOOST_AUTO_TEST_CASE(resume_equals_uninterrupted_run) {
   BOOST_TEST(fb.metadata.at("epoch") == "3");
 }
 
+// Progressive resizing: the epochs that start in the first half of a 3-epoch run (0 and 1) train at
+// the early size, the last at --size; resume keeps the choice, also for an epoch saved mid-way.
+namespace {
+std::vector<std::string> train_sizes(const std::string& metrics) {
+  std::vector<std::string> sizes;
+  std::ifstream m(metrics);
+  for (std::string l; std::getline(m, l);) sizes.push_back(json::parse(l).at("train_size").string());
+  return sizes;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(early_size_trains_small_first_and_resumes_exactly) {
+  TempDir out;
+  const std::vector<std::string> expected{"32x48", "32x48", "48x64"};
+  auto a = small_run(out / "a");
+  a.early_height = 32, a.early_width = 48;
+  const auto res = experiment::train(a);
+  BOOST_TEST(res.epochs_done == 3);
+  BOOST_TEST(train_sizes(out / "a/metrics.jsonl") == expected, boost::test_tools::per_element());
+  // Interrupted after the first (early) epoch and resumed: the same weights as the uninterrupted run.
+  auto b = small_run(out / "b");
+  b.early_height = 32, b.early_width = 48, b.stop_after = 1;
+  experiment::train(b);
+  BOOST_TEST(!experiment::load_checkpoint(out / "b/last.safetensors").info.epoch_early);  // saved at an epoch end
+  experiment::TrainConfig r;
+  r.resume = out / "b/last.safetensors";
+  experiment::train(r);
+  BOOST_TEST(train_sizes(out / "b/metrics.jsonl") == expected, boost::test_tools::per_element());
+  const auto fa = io::load_safetensors(out / "a/last.safetensors");
+  const auto fb = io::load_safetensors(out / "b/last.safetensors");
+  BOOST_REQUIRE(fa.tensors.size() == fb.tensors.size());
+  for (size_t i = 0; i < fa.tensors.size(); ++i)
+    BOOST_TEST(fa.tensors[i].second.to_vector() == fb.tensors[i].second.to_vector(),
+               "tensor " << fa.tensors[i].first << " differs after resume");
+  // A checkpoint saved inside an epoch records that epoch's size, and resume uses it even where the
+  // run's progress alone would choose --size: epoch 3, marked early one batch in, trains at 32x48.
+  auto c = small_run(out / "c");
+  c.early_height = 32, c.early_width = 48, c.stop_after = 2;
+  experiment::train(c);
+  auto f = io::load_safetensors(out / "c/last.safetensors");
+  f.metadata["epoch_progress"] = R"({"batches":1,"images":16,"loss_sum":30.0,"position":16,"early":true})";
+  io::save_safetensors(out / "c/last.safetensors", f.tensors, f.metadata);
+  BOOST_TEST(experiment::load_checkpoint(out / "c/last.safetensors").info.epoch_early);
+  r.resume = out / "c/last.safetensors";
+  experiment::train(r);
+  BOOST_TEST(train_sizes(out / "c/metrics.jsonl") == (std::vector<std::string>{"32x48", "32x48", "32x48"}),
+             boost::test_tools::per_element());
+  // The early size must be the smaller one (checked before anything is written); the settings
+  // survive the checkpoint's JSON.
+  auto big = small_run(out / "d");
+  big.early_height = 48, big.early_width = 64;
+  expect_error([&] { big.validate(); }, "flag --early-size");
+  big.height = 0, big.width = 0, big.early_height = 200, big.early_width = 300;
+  expect_error([&] { experiment::train(big); }, "flag --early-size");
+  BOOST_TEST(!fs::exists(out / "d"));
+  a.early_fraction = 0.25;
+  const auto back = experiment::TrainConfig::from_json(json::parse(json::dump(a.to_json())));
+  BOOST_TEST(back.early_height == 32);
+  BOOST_TEST(back.early_width == 48);
+  BOOST_TEST(back.early_fraction == 0.25);
+  BOOST_TEST(back.early_epoch(0.2));
+  BOOST_TEST(!back.early_epoch(0.25));
+  BOOST_TEST(!experiment::TrainConfig{}.early_epoch(0.0));  // off by default
+}
+
 BOOST_AUTO_TEST_CASE(class_sampling_setting_round_trips_and_reads_the_older_key) {
   experiment::TrainConfig c;
   BOOST_TEST(c.class_sampling == "natural");

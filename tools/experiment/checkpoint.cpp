@@ -54,9 +54,10 @@ void save_checkpoint(const std::string& path, models::Classifier& model, const C
                                            {"bad_epochs", s.bad_epochs},
                                            {"cooldown_left", s.cooldown_left},
                                            {"has_best", s.has_best}})},
-      {"epoch_progress", fmt::format("{{\"batches\":{},\"images\":{},\"loss_sum\":{},\"position\":{}}}",
-                                     info.epoch_batches, info.epoch_images, json::dump(info.epoch_loss_sum),
-                                     info.epoch_position)},
+      {"epoch_progress",
+       fmt::format("{{\"batches\":{},\"images\":{},\"loss_sum\":{},\"position\":{},\"early\":{}}}",
+                   info.epoch_batches, info.epoch_images, json::dump(info.epoch_loss_sum), info.epoch_position,
+                   info.epoch_early)},
       {"rng", fmt::format("{{\"seed\":\"{}\",\"counter\":\"{}\"}}", info.rng_seed, info.rng_counter)},
   };
   io::save_safetensors(path, tensors, meta);
@@ -105,6 +106,7 @@ Checkpoint load_checkpoint(const std::string& path) {
       in.epoch_images = p.at("images").integer();
       in.epoch_loss_sum = p.at("loss_sum").number();
       in.epoch_position = p.at("position").integer();
+      if (auto* e = p.find("early")) in.epoch_early = e->boolean("early");  // absent before --early-size
       DERMIS_CHECK(in.epoch_batches >= 0 && in.epoch_images >= 0 && in.epoch_position >= 0, "bad epoch_progress");
     }
     const json::Value r = json::parse(get("rng"), "rng");

@@ -30,6 +30,7 @@ struct CheckpointInfo {
   int64_t epoch_batches = 0, epoch_images = 0;
   int64_t epoch_position = 0;  // samples of the epoch's order consumed (all ranks together)
   double epoch_loss_sum = 0;
+  bool epoch_early = false;    // that epoch trains at the --early-size input
   int64_t step = 0;           // completed optimiser steps
   double elapsed_seconds = 0;  // training time so far (for time budgets)
   double best_metric = -1;    // best validation balanced accuracy so far

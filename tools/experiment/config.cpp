@@ -24,6 +24,11 @@ void add_train_flags(cli::Args& a) {
   a.add_bool("skip-bad-images", "warn about and skip missing or unreadable images instead of stopping");
   a.add("model", "cbam_small", "resnet18_cbam | resnet34_cbam | resnet18 | cbam_small");
   a.add("size", "auto", "input HxW, e.g. 112x150 (auto: 72x96 on the synthetic set, 112x150 otherwise)");
+  a.add("early-size", "", "progressive resizing: a smaller input HxW (e.g. 112x150 with --size 150x200) for the "
+        "training epochs of the run's first part (see --early-fraction), then --size; validation, checkpoints "
+        "and the report always use --size (default: none, every epoch at --size)");
+  a.add("early-fraction", "0.5", "with --early-size: epochs that start within this share of the run (of --minutes "
+        "if given, else of --epochs) train at the early size, e.g. 2 of 3 epochs with 0.5; in [0, 1)");
   a.add("batch", "32", "batch size");
   a.add("epochs", "0", "epochs (0: 12 on the synthetic set, 30 otherwise)");
   a.add("minutes", "0", "wall-clock budget in minutes; training stops in time to evaluate and save (0: none)");
@@ -83,6 +88,8 @@ TrainConfig train_config_from_flags(const cli::Args& a) {
   c.skip_bad_images = a.flag("skip-bad-images");
   c.model = a.str("model");
   if (a.str("size") != "auto") parse_size(a.str("size"), "size", c.height, c.width);
+  if (!a.str("early-size").empty()) parse_size(a.str("early-size"), "early-size", c.early_height, c.early_width);
+  c.early_fraction = a.real("early-fraction", 0, 0.99);
   c.batch = a.integer("batch", 1, 4096);
   c.epochs = a.integer("epochs", 0, 100000);
   c.minutes = a.real("minutes", 0, 1e6);
@@ -160,6 +167,15 @@ void TrainConfig::validate() const {
   DERMIS_CHECK(!(logit_adjust > 0 && class_weights != "none"),
                "flag --logit-adjust: it already balances the loss, and --class-weights {} would correct the imbalance a "
                "second time; add --class-weights none", class_weights);
+  DERMIS_CHECK((early_height == 0 && early_width == 0) || (early_height >= 32 && early_width >= 32),
+               "flag --early-size: {}x{} is not a size like 112x150 (height x width, each 32 to 4096)", early_height,
+               early_width);
+  DERMIS_CHECK(early_height == 0 || height == 0 || (early_height <= height && early_width <= width &&
+                                                    early_height * early_width < height * width),
+               "flag --early-size: {}x{} is not smaller than --size {}x{}; the early size is the smaller one",
+               early_height, early_width, height, width);
+  DERMIS_CHECK(std::isfinite(early_fraction) && early_fraction >= 0 && early_fraction < 1,
+               "flag --early-fraction must be in [0, 1): the run ends at --size");
   optim::ScheduleOptions s = schedule;
   s.base_lr = lr;
   try {
@@ -181,6 +197,9 @@ json::Value TrainConfig::to_json() const {
                       {"model", model},
                       {"height", height},
                       {"width", width},
+                      {"early_height", early_height},
+                      {"early_width", early_width},
+                      {"early_fraction", early_fraction},
                       {"batch", batch},
                       {"epochs", epochs},
                       {"minutes", minutes},
@@ -234,7 +253,8 @@ TrainConfig TrainConfig::from_json(const json::Value& v) {
   };
   str("data", c.data), str("images", c.images), boolean("skip_bad_images", c.skip_bad_images);
   num("val_fraction", c.val_fraction), num("synthetic_count", c.synthetic_count), str("model", c.model);
-  num("height", c.height), num("width", c.width), num("batch", c.batch), num("epochs", c.epochs);
+  num("height", c.height), num("width", c.width), num("early_height", c.early_height);
+  num("early_width", c.early_width), num("early_fraction", c.early_fraction), num("batch", c.batch), num("epochs", c.epochs);
   num("minutes", c.minutes), num("lr", c.lr), num("momentum", c.momentum), num("weight_decay", c.weight_decay);
   boolean("nesterov", c.nesterov), str("schedule", c.schedule.kind), num("step_size", c.schedule.step_size);
   num("gamma", c.schedule.gamma);

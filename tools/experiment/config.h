@@ -20,6 +20,12 @@ struct TrainConfig {
   // model and input
   std::string model = "cbam_small";
   int64_t height = 0, width = 0;  // 0: 72x96 on the synthetic set, 112x150 otherwise
+  // Progressive resizing: training epochs that start before early_fraction of the run use
+  // early_height x early_width (0: off); later epochs, validation, checkpoints and the report use
+  // height x width. The run's progress is the larger of its share of the time budget (minutes > 0)
+  // and its share of the epochs.
+  int64_t early_height = 0, early_width = 0;
+  double early_fraction = 0.5;
   // optimisation
   int64_t batch = 32;
   int64_t epochs = 0;     // 0: 12 on the synthetic set, 30 otherwise
@@ -53,6 +59,8 @@ struct TrainConfig {
   void validate() const;
   // data::LoaderOptions::class_power of class_sampling: natural 1, sqrt 0.5, balanced 0.
   double class_power() const;
+  // Whether a training epoch that starts at `progress` (0..1 of the run) uses the early size.
+  bool early_epoch(double progress) const { return early_height > 0 && progress < early_fraction; }
 };
 
 // Registers the flags of tools/train (with --help texts and defaults).

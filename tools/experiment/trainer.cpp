@@ -200,6 +200,10 @@ TrainResult train(TrainConfig c, const std::string& command) {
   }
   const bool synthetic = c.data.empty();
   if (c.height == 0) c.height = synthetic ? 72 : 112, c.width = synthetic ? 96 : 150;
+  DERMIS_CHECK(c.early_height == 0 || (c.early_height <= c.height && c.early_width <= c.width &&
+                                       c.early_height * c.early_width < c.height * c.width),
+               "flag --early-size: {}x{} is not smaller than the input size {}x{}; the early size is the smaller one",
+               c.early_height, c.early_width, c.height, c.width);
   if (c.epochs == 0) c.epochs = c.minutes > 0 ? 100000 : (synthetic ? 12 : 30);
   if (c.out.empty()) {
     const std::time_t t = std::time(nullptr);
@@ -275,6 +279,12 @@ TrainResult train(TrainConfig c, const std::string& command) {
   lo.augment.brightness = lo.augment.contrast = lo.augment.saturation = static_cast<float>(c.jitter);
   lo.augment.hue = static_cast<float>(c.hue);
   data::Loader train_loader(train_items, lo);
+  std::unique_ptr<data::Loader> early_loader;  // --early-size: the same epochs at the smaller size
+  if (c.early_height > 0) {
+    data::LoaderOptions eo = lo;
+    eo.height = c.early_height, eo.width = c.early_width;
+    early_loader = std::make_unique<data::Loader>(train_items, eo);
+  }
   data::LoaderOptions vo = lo;
   vo.train = false, vo.shuffle = false, vo.drop_last = false, vo.class_power = 1, vo.batch = std::max<int64_t>(c.batch, 64);
   vo.shard_rank = 0, vo.shard_count = 1;
@@ -376,6 +386,12 @@ TrainResult train(TrainConfig c, const std::string& command) {
   if (ranks > 1)
     fmt::print("data-parallel: {} ranks x batch {} (global batch {}), {} gradient buckets, {} BatchNorm\n", ranks,
                c.batch, ranks * c.batch, reducer->buckets(), c.sync_bn ? "synchronised" : "per-rank");
+  if (early_loader)
+    fmt::print("progressive resizing: training epochs that start in the first {:.0f}% of the {} use input {}x{}, "
+               "later ones {}x{}\n",
+               100 * c.early_fraction,
+               c.minutes > 0 ? fmt::format("{:g}-minute budget", c.minutes) : fmt::format("{} epochs", c.epochs),
+               c.early_height, c.early_width, c.height, c.width);
   fmt::print("run folder: {}\n", c.out);
   std::fflush(stdout);
 
@@ -407,6 +423,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
     info.rng_seed = default_generator().seed(), info.rng_counter = default_generator().counter();
   };
   int interrupted_by = 0;
+  std::optional<bool> was_early;  // the previous epoch's input size choice (for the message on a change)
   for (; epoch < last_epoch && !stop; ++epoch) {
     model->train();
     // This epoch's training loss: `base_*` carried over from a checkpoint written mid-epoch (all
@@ -425,9 +442,23 @@ TrainResult train(TrainConfig c, const std::string& command) {
       if (ranks > 1) dist::allreduce_sum(part, 2);
       return std::pair<double, int64_t>{base_loss + part[0], base_seen + static_cast<int64_t>(part[1])};
     };
+    // The epoch's input size (--early-size): decided when it starts, the same on every rank; a run
+    // resumed mid-epoch keeps it. Progress never falls, so the early loader is not needed again.
+    bool early = false;
+    if (early_loader) {
+      const double progress = std::max(budget > 0 ? (now() - run_t0) / budget : 0.0,
+                                        static_cast<double>(epoch) / static_cast<double>(c.epochs));
+      early = ck && epoch == start_epoch && ck->info.epoch_position > 0 ? ck->info.epoch_early
+                                                                         : agree(c.early_epoch(progress) ? 1 : 0) != 0;
+      if (early != was_early)
+        fmt::print("epoch {}: training input {}x{}\n", epoch + 1, early ? c.early_height : c.height,
+                   early ? c.early_width : c.width);
+      was_early = early;
+    }
     const int64_t b0 = b;
     const double t_epoch = now();
-    auto ep = train_loader.epoch(epoch, position);
+    auto ep = (early ? *early_loader : train_loader).epoch(epoch, position);
+    if (c.early_height > 0 && !early) early_loader.reset();  // frees its --cache
     while (true) {
       // Time budget: leave room for this epoch's validation, the final evaluation of the best
       // checkpoint (another validation pass), the checkpoints and the report.
@@ -512,6 +543,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
         const auto [ls, n] = epoch_loss();
         info.epoch = epoch;
         info.epoch_batches = b, info.epoch_loss_sum = ls, info.epoch_images = n, info.epoch_position = position;
+        info.epoch_early = early;
         stamp();
         if (writer) save_checkpoint(last_path, *model, info, &opt, average.get());
         fmt::print("\n{} received: stopped after epoch {} step {}/{}; the run is saved in {}\n"
@@ -544,6 +576,8 @@ TrainResult train(TrainConfig c, const std::string& command) {
     json::Object line{{"epoch", epoch + 1},          {"train_loss", rec.train_loss}, {"lr", lr_now},
                       {"train_img_s", train_img_s},  {"elapsed_s", rec.elapsed_s},   {"steps", steps},
                       {"partial_epoch", steps < nb}, {"val", r.to_json(class_list())}};
+    if (c.early_height > 0)
+      line["train_size"] = fmt::format("{}x{}", early ? c.early_height : c.height, early ? c.early_width : c.width);
     if (reducer) {
       line["ranks"] = ranks;
       line["allreduce_mb_per_step"] = static_cast<double>(reducer->bytes_per_step()) / 1e6;
