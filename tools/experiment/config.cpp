@@ -172,7 +172,8 @@ void TrainConfig::validate() const {
                early_width);
   DERMIS_CHECK(early_height == 0 || height == 0 || (early_height <= height && early_width <= width &&
                                                     early_height * early_width < height * width),
-               "flag --early-size: {}x{} is not smaller than --size {}x{}; the early size is the smaller one",
+               "flag --early-size: {}x{} is not smaller than the input size {}x{} (--size); the early size is the "
+               "smaller one",
                early_height, early_width, height, width);
   DERMIS_CHECK(std::isfinite(early_fraction) && early_fraction >= 0 && early_fraction < 1,
                "flag --early-fraction must be in [0, 1): the run ends at --size");

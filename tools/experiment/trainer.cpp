@@ -200,10 +200,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
   }
   const bool synthetic = c.data.empty();
   if (c.height == 0) c.height = synthetic ? 72 : 112, c.width = synthetic ? 96 : 150;
-  DERMIS_CHECK(c.early_height == 0 || (c.early_height <= c.height && c.early_width <= c.width &&
-                                       c.early_height * c.early_width < c.height * c.width),
-               "flag --early-size: {}x{} is not smaller than the input size {}x{}; the early size is the smaller one",
-               c.early_height, c.early_width, c.height, c.width);
+  c.validate();  // again, now that the input size is known (--early-size must be smaller)
   if (c.epochs == 0) c.epochs = c.minutes > 0 ? 100000 : (synthetic ? 12 : 30);
   if (c.out.empty()) {
     const std::time_t t = std::time(nullptr);
@@ -424,6 +421,9 @@ TrainResult train(TrainConfig c, const std::string& command) {
   };
   int interrupted_by = 0;
   std::optional<bool> was_early;  // the previous epoch's input size choice (for the message on a change)
+  auto train_size = [&](bool early) {
+    return early ? fmt::format("{}x{}", c.early_height, c.early_width) : fmt::format("{}x{}", c.height, c.width);
+  };
   for (; epoch < last_epoch && !stop; ++epoch) {
     model->train();
     // This epoch's training loss: `base_*` carried over from a checkpoint written mid-epoch (all
@@ -450,9 +450,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
                                         static_cast<double>(epoch) / static_cast<double>(c.epochs));
       early = ck && epoch == start_epoch && ck->info.epoch_position > 0 ? ck->info.epoch_early
                                                                          : agree(c.early_epoch(progress) ? 1 : 0) != 0;
-      if (early != was_early)
-        fmt::print("epoch {}: training input {}x{}\n", epoch + 1, early ? c.early_height : c.height,
-                   early ? c.early_width : c.width);
+      if (early != was_early) fmt::print("epoch {}: training input {}\n", epoch + 1, train_size(early));
       was_early = early;
     }
     const int64_t b0 = b;
@@ -577,7 +575,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
                       {"train_img_s", train_img_s},  {"elapsed_s", rec.elapsed_s},   {"steps", steps},
                       {"partial_epoch", steps < nb}, {"val", r.to_json(class_list())}};
     if (c.early_height > 0)
-      line["train_size"] = fmt::format("{}x{}", early ? c.early_height : c.height, early ? c.early_width : c.width);
+      line["train_size"] = train_size(early);
     if (reducer) {
       line["ranks"] = ranks;
       line["allreduce_mb_per_step"] = static_cast<double>(reducer->bytes_per_step()) / 1e6;
