@@ -7,6 +7,7 @@
 #include <sstream>
 #include <vector>
 
+#include "bench/cpu_report.h"
 #include "framework/io/json.h"
 #include "framework/ops.h"
 #include "framework/random.h"
@@ -46,6 +47,7 @@ int run(int argc, char** argv) {
   const int reps = static_cast<int>(args.integer("reps", 1, 1000));
   const std::string layout = args.str("layout");
   DERMIS_CHECK(layout == "blocked" || layout == "plain", "flag --layout: expected blocked or plain, got '{}'", layout);
+  bench::print_cpu_header("bench/cbam");
   std::stringstream ss(args.str("shapes"));
   std::string item;
   while (std::getline(ss, item, ';')) {
@@ -89,7 +91,8 @@ int run(int argc, char** argv) {
                    {"fused_fwd_bwd_ms", median(fb) * 1e3},
                    {"composed_fwd_bwd_ms", median(cb) * 1e3},
                    {"speedup_fwd", median(cf) / median(ff)},
-                   {"speedup_fwd_bwd", median(cb) / median(fb)}};
+                   {"speedup_fwd_bwd", median(cb) / median(fb)},
+                   {"cpu", bench::cpu_json()}};
     std::printf("%s\n", json::dump(o).c_str());
     std::fflush(stdout);
   }

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/cpu_report.h"
 #include "framework/data/loader.h"
 #include "framework/io/json.h"
 #include "tools/cli.h"
@@ -125,6 +126,7 @@ int run(int argc, char** argv) {
   if (decode)
     for (auto& it : items) files.push_back(data::read_file(it.path));
 
+  bench::print_cpu_header("bench/loader_throughput");
   std::vector<double> ours, dec, theirs;
   for (int r = 0; r < rounds; ++r) {
     ours.push_back(run_loader(items, o, epochs));
@@ -135,7 +137,7 @@ int run(int argc, char** argv) {
                    {"images", static_cast<int64_t>(items.size())},
                    {"size", o.height}, {"threads", o.threads}, {"batch", o.batch}, {"epochs", epochs},
                    {"rounds", rounds}, {"fast_dct", o.decode.fast_dct},
-                   {"fast_upsample", o.decode.fast_upsample}, {"img_s", median(ours)}};
+                   {"fast_upsample", o.decode.fast_upsample}, {"img_s", median(ours)}, {"cpu", bench::cpu_json()}};
   json::Array runs;
   for (double v : ours) runs.push_back(v);
   out["img_s_runs"] = runs;

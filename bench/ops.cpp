@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "bench/cpu_report.h"
 #include "framework/dnnl/context.h"
 #include "framework/io/json.h"
 #include "framework/ops.h"
@@ -65,7 +66,7 @@ void report(const std::string& op, const std::string& shape, const std::string& 
                  {"dermis_fwd_ms", of},      {"baseline_fwd_ms", rf},
                  {"dermis_fwd_bwd_ms", ofb}, {"baseline_fwd_bwd_ms", rfb},
                  {"fwd_ratio", of / rf},     {"fwd_bwd_ratio", ofb / rfb},
-                 {"threads", num_threads()}};
+                 {"threads", num_threads()}, {"cpu", bench::cpu_json()}};
   std::printf("%s\n", json::dump(o).c_str());
   std::fflush(stdout);
 }
@@ -241,6 +242,7 @@ int run(int argc, char** argv) {
   set_conv_algorithm(cli::conv_algorithm_flag(args.str("conv")));
   const int64_t N = args.integer("batch", 1, 4096);
   const int reps = static_cast<int>(args.integer("reps", 1, 100000));
+  bench::print_cpu_header("bench/ops");
   Generator g(0);
   conv_case(N, 3, 64, 112, 7, 2, reps, g);    // stem
   conv_case(N, 64, 64, 28, 3, 1, reps, g);    // layer1

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "bench/cpu_report.h"
 #include "framework/data/loader.h"
 #include "framework/io/json.h"
 #include "framework/ops.h"
@@ -39,6 +40,7 @@ int run(int argc, char** argv) {
   for (size_t i = 0; i < items.size(); ++i) items[i].label = static_cast<int>(i % 7);
 
   set_num_threads(static_cast<int>(args.integer("threads", 1, 256)));
+  bench::print_cpu_header("bench/pipeline");
   data::LoaderOptions o;
   o.height = o.width = args.integer("size", 32, 1024);
   o.batch = args.integer("batch", 1, 4096);
@@ -70,7 +72,7 @@ int run(int argc, char** argv) {
   const double total = now() - t0;
   json::Object out{{"bench", "pipeline"}, {"model", args.str("model")}, {"size", o.height}, {"batch", o.batch},
                    {"threads", num_threads()}, {"loader_threads", o.threads}, {"steps", static_cast<int64_t>(steps)},
-                   {"train_img_s", images / total}, {"data_wait_fraction", wait / total}};
+                   {"train_img_s", images / total}, {"data_wait_fraction", wait / total}, {"cpu", bench::cpu_json()}};
   std::printf("%s\n", json::dump(out).c_str());
   return 0;
 }

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "bench/cpu_report.h"
 #include "framework/dnnl/context.h"
 #include "framework/io/json.h"
 #include "framework/ops.h"
@@ -30,13 +31,28 @@ int run(int argc, char** argv) {
   args.add("dtype", "f32", "f32, or bf16 (mixed precision: AutocastBF16 around forward and loss, f32 weights)");
   args.add("conv", "auto", "convolution algorithm: auto (Winograd for f32 3x3 stride-1 convolutions) or direct");
   args.add("phase", "both", "train, infer or both (train only, for profiling the training step)");
+  args.add_bool("cpu-info", "print what this CPU runs (model, cores, oneDNN ISA, bf16, Winograd) as JSON and exit");
   if (!args.parse(argc, argv)) return 0;
+  if (args.flag("cpu-info")) {  // for the Python benchmarks, which ask before they run anything
+    json::Object c = bench::cpu_json();
+    c["summary"] = cpu::summary();
+    try {
+      cpu::require_bf16("--dtypes bf16", "--dtypes f32");
+      c["bf16_error"] = "";
+    } catch (const Error& e) {
+      c["bf16_error"] = e.what();
+    }
+    std::printf("%s\n", json::dump(c).c_str());
+    return 0;
+  }
   const std::string phase = args.str("phase");
   DERMIS_CHECK(phase == "train" || phase == "infer" || phase == "both", "flag --phase: '{}' is not train, infer or both",
                phase);
   const std::string dtype = args.str("dtype");
   DERMIS_CHECK(dtype == "f32" || dtype == "bf16", "flag --dtype: '{}' is not f32 or bf16", dtype);
   const bool use_bf16 = dtype == "bf16";
+  if (use_bf16) cpu::require_bf16("flag --dtype bf16", "--dtype f32");
+  bench::print_cpu_header("bench/train_throughput");
   const std::string conv = args.str("conv");
   set_conv_algorithm(cli::conv_algorithm_flag(conv));
   set_num_threads(static_cast<int>(args.integer("threads", 1, 1024)));
@@ -87,7 +103,8 @@ int run(int argc, char** argv) {
   json::Object out{{"bench", "train_throughput"}, {"framework", "dermis"}, {"model", args.str("model")},
                    {"size", size}, {"batch", batch}, {"threads", num_threads()}, {"steps", static_cast<int64_t>(steps)},
                    {"dtype", dtype}, {"conv", conv}, {"train_img_s", train}, {"infer_img_s", infer},
-                   {"peak_rss_mb", static_cast<double>(ru.ru_maxrss) / 1024.0}, {"onednn_impls", impls}};
+                   {"peak_rss_mb", static_cast<double>(ru.ru_maxrss) / 1024.0}, {"onednn_impls", impls},
+                   {"cpu", bench::cpu_json()}};
   std::printf("%s\n", json::dump(out).c_str());
   return 0;
 }

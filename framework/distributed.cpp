@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "error.h"
+#include "fault.h"
 
 #ifdef DERMIS_HAVE_MPI
 #define OMPI_SKIP_MPICXX 1  // the C API only (Open MPI's C++ bindings are deprecated and warn)
@@ -216,6 +217,8 @@ struct GradientReducer::Impl {
   double last_overlap = 0, last_wait = 0;
   int64_t last_start_bytes = 0;  // bytes the most recent start_ready() call launched
   int64_t total_bytes = 0;
+  int64_t broken = 0;  // DERMIS_FAULT=break_reducer=K (fault.h): a deliberately wrong average
+  int64_t steps = 0;   // finish() calls so far
 
   void start_ready() {
     int64_t launched = 0;
@@ -223,6 +226,7 @@ struct GradientReducer::Impl {
       Bucket& b = buckets[next_to_start++];
       launched += b.numel * static_cast<int64_t>(sizeof(float));
       b.started_in_backward = !in_finish;
+      if (broken == 2 && next_to_start == buckets.size()) continue;
 #ifdef DERMIS_HAVE_MPI
       DERMIS_CHECK(b.numel < (int64_t{1} << 31), "gradient bucket too large");
       check(MPI_Iallreduce(MPI_IN_PLACE, b.buf.data(), static_cast<int>(b.numel), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
@@ -248,7 +252,8 @@ struct GradientReducer::Impl {
     Bucket& b = buckets[bucket_of[i]];
     const Tensor g = params[i].grad().plain();
     DERMIS_CHECK(g.dtype() == DType::f32, "GradientReducer: gradients must be f32");
-    std::memcpy(b.buf.data() + b.offsets[slot_of[i]], g.data(), static_cast<size_t>(g.numel()) * sizeof(float));
+    if (!(broken == 3 && steps > 0 && bucket_of[i] == 0))
+      std::memcpy(b.buf.data() + b.offsets[slot_of[i]], g.data(), static_cast<size_t>(g.numel()) * sizeof(float));
     reported[i] = true;
     --b.pending;
     start_ready();
@@ -259,6 +264,7 @@ struct GradientReducer::Impl {
 GradientReducer::GradientReducer(std::vector<Var> params, int64_t bucket_bytes) : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.params = std::move(params);
+  m.broken = fault::value("break_reducer").value_or(0);
   const size_t n = m.params.size();
   m.bucket_of.resize(n), m.slot_of.resize(n), m.reported.assign(n, false);
   const int64_t cap = std::max<int64_t>(1, bucket_bytes / static_cast<int64_t>(sizeof(float)));
@@ -317,7 +323,7 @@ void GradientReducer::finish() {
   m.last_wait = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (m.last_start_bytes > 0 && early >= m.last_start_bytes) early -= m.last_start_bytes;
   m.last_overlap = m.total_bytes > 0 ? static_cast<double>(early) / static_cast<double>(m.total_bytes) : 0;
-  const float inv = 1.f / static_cast<float>(g_size);
+  const float inv = m.broken == 1 ? 1.f : 1.f / static_cast<float>(g_size);
   for (auto& b : m.buckets) {
     for (size_t s = 0; s < b.params.size(); ++s) {
       Var& p = m.params[b.params[s]];
@@ -333,6 +339,7 @@ void GradientReducer::finish() {
   std::fill(m.reported.begin(), m.reported.end(), false);
   m.next_to_start = 0;
   m.in_finish = false;
+  ++m.steps;
 }
 
 }  // namespace dermis::dist

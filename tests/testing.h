@@ -1,5 +1,6 @@
-// Helpers shared by the test programs: temporary folders and checks that a call fails with a
-// dermis::Error whose message contains given words.
+// Helpers shared by the test programs: temporary folders, checks that a call fails with a
+// dermis::Error whose message contains given words, and preconditions for test cases that need a
+// CPU capability (framework/cpu.h).
 #pragma once
 
 #include <boost/test/unit_test.hpp>
@@ -7,9 +8,12 @@
 
 #include <atomic>
 #include <filesystem>
+#include <functional>
 #include <initializer_list>
+#include <iostream>
 #include <string>
 
+#include "framework/cpu.h"
 #include "framework/error.h"
 
 namespace testing {
@@ -50,6 +54,32 @@ void expect_error(F&& f, std::initializer_list<std::string> needles) {
 template <class F>
 void expect_error(F&& f, const std::string& needle) {
   expect_error(std::forward<F>(f), {needle});
+}
+
+// Preconditions: BOOST_AUTO_TEST_CASE(name, *testing::needs_bf16()) runs the case only where the
+// CPU can; elsewhere Boost.Test reports it skipped (never passed, never failed) and this prints
+// "skipped test case NAME: REASON", which ./dermis test lists. tests/test_main.cpp turns a program
+// whose cases were all skipped into meson's SKIP.
+// The capability is asked when the case is about to run, not at registration (static init).
+inline boost::unit_test::precondition needs(std::function<bool()> available, std::function<std::string()> reason) {
+  return boost::unit_test::precondition([available, reason](boost::unit_test::test_unit_id id) {
+    if (available()) return boost::test_tools::assertion_result(true);
+    const std::string why = reason();
+    std::cout << "skipped test case " << boost::unit_test::framework::get(id, boost::unit_test::TUT_ANY).p_name.get()
+              << ": " << why << std::endl;
+    boost::test_tools::assertion_result r(false);
+    r.message() << why;
+    return r;
+  });
+}
+inline boost::unit_test::precondition needs_bf16() {
+  return needs([] { return dermis::cpu::info().bf16; },
+               [] { return "no bf16 kernels on this CPU: " + dermis::cpu::summary(); });
+}
+inline boost::unit_test::precondition needs_winograd() {
+  return needs([] { return dermis::cpu::info().winograd; }, [] {
+    return "no Winograd convolution on this CPU (oneDNN 2.6 has it for AVX-512 only): " + dermis::cpu::summary();
+  });
 }
 
 }  // namespace testing

@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "../bf16.h"
+#include "../cpu.h"
 #include "../dnnl/context.h"
 #include "conv2d.h"
 
@@ -65,6 +66,7 @@ std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::automatic};
 // Whether oneDNN has Winograd forward, backward-data and backward-weights for this geometry on this
 // CPU (they need AVX-512); asked once per geometry and remembered.
 bool winograd_available(ConvGeom g) {
+  if (!cpu::info().winograd) return false;  // none on this CPU (oneDNN 2.6: AVX-512 only)
   g.alg = dnnl::algorithm::convolution_winograd;
   static std::mutex mu;
   static std::unordered_map<std::string, bool> known;

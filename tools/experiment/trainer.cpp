@@ -23,6 +23,7 @@
 #include "datasets/split.h"
 #include "datasets/synthetic_ham.h"
 #include "evaluation.h"
+#include "framework/cpu.h"
 #include "framework/data/jpeg.h"
 #include "framework/data/loader.h"
 #include "framework/distributed.h"
@@ -173,6 +174,18 @@ void ensure_synthetic_dataset(const std::string& dir, int64_t count) {
   datasets::write_synthetic_ham10000(dir, o);
 }
 
+namespace {
+// DERMIS_FAULT=reverse_batches: every batch's images in reverse order. The mean gradient is the
+// same, summed in another order: the data-parallel test measures rounding noise with it.
+void reverse_batch(data::Batch& b) {
+  const int64_t n = b.images.dim(0), per = b.images.numel() / n;
+  float* p = b.images.data();
+  for (int64_t i = 0, j = n - 1; i < j; ++i, --j) std::swap_ranges(p + i * per, p + (i + 1) * per, p + j * per);
+  std::reverse(b.labels.begin(), b.labels.end());
+  std::reverse(b.items.begin(), b.items.end());
+}
+}  // namespace
+
 TrainResult train(TrainConfig c, const std::string& command) {
   const double t_start = now();
   // Resuming takes the run's settings from the checkpoint so that it continues exactly.
@@ -201,6 +214,10 @@ TrainResult train(TrainConfig c, const std::string& command) {
   const bool synthetic = c.data.empty();
   if (c.height == 0) c.height = synthetic ? 72 : 112, c.width = synthetic ? 96 : 150;
   c.validate();  // again, now that the input size is known (--early-size must be smaller)
+  // bf16 on a CPU without bf16 kernels: one clear error before the run folder exists.
+  if (c.precision == "bf16" && c.resume.empty()) cpu::require_bf16("flag --precision bf16", "--precision f32");
+  if (c.precision == "bf16" && !c.resume.empty())
+    cpu::require_bf16(fmt::format("{} (a --precision bf16 run)", c.resume), "a new run with --precision f32");
   if (c.epochs == 0) c.epochs = c.minutes > 0 ? 100000 : (synthetic ? 12 : 30);
   if (c.out.empty()) {
     const std::time_t t = std::time(nullptr);
@@ -389,6 +406,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
                100 * c.early_fraction,
                c.minutes > 0 ? fmt::format("{:g}-minute budget", c.minutes) : fmt::format("{} epochs", c.epochs),
                c.early_height, c.early_width, c.height, c.width);
+  fmt::print("cpu: {}\n", cpu::summary());
   fmt::print("run folder: {}\n", c.out);
   std::fflush(stdout);
 
@@ -409,6 +427,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
   StopSignals signals;
   int64_t nonfinite_in_row = 0, nonfinite_skipped = 0;
   const auto nan_step = fault::value("nan_at_step");
+  const bool reverse_batches = fault::value("reverse_batches").has_value();
   const auto fail_step = fault::value("fail_at_step");  // with fail_rank=R (default 0): that rank throws
   bool nan_injected = false;
   // Every rank must stop at the same step: the decision is agreed on (a max over ranks).
@@ -474,6 +493,7 @@ TrainResult train(TrainConfig c, const std::string& command) {
       lr_now = sched.lr(epoch + static_cast<double>(b) / nb, progress);
       opt.set_lr(static_cast<float>(lr_now));
       if (b % std::max<int64_t>(1, nb / 20) == 0) lr_trace.emplace_back(epoch + static_cast<double>(b) / nb, lr_now);
+      if (reverse_batches) reverse_batch(*batch);
       if (nan_step && !nan_injected && info.step + 1 == *nan_step) {
         std::fill(batch->images.values().begin(), batch->images.values().end(), std::nanf(""));
         nan_injected = true;
