@@ -37,7 +37,7 @@ int run(int argc, char** argv) {
     json::Object c = bench::cpu_json();
     c["summary"] = cpu::summary();
     try {
-      cpu::require_bf16("--dtypes bf16", "--dtypes f32");
+      cpu::require_bf16("flag --dtypes bf16", "--dtypes f32");
       c["bf16_error"] = "";
     } catch (const Error& e) {
       c["bf16_error"] = e.what();

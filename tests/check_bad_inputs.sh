@@ -179,6 +179,25 @@ case_ "flag: --early-size larger than the default size" 2 "flag --early-size" --
 [ ! -e "$work/early" ] || { echo "FAIL: --early-size larger than the default size created $work/early"; exit 1; }
 case_ "flag: --early-fraction 1" 2 "flag --early-fraction" -- "$T" --early-size 64 --early-fraction 1
 case_ "flag: --nonfinite ignore" 2 "flag --nonfinite" -- "$T" --nonfinite ignore
+
+# bf16 where the CPU has no bf16 kernels (ONEDNN_MAX_CPU_ISA=AVX2 makes any CPU such a one): one
+# line naming the instruction set and the way out, exit 2, and no run folder.
+noisa() { ONEDNN_MAX_CPU_ISA=AVX2 "$@"; }
+case_ "flag: --precision bf16 without bf16 kernels" 2 "--precision f32 works on every CPU" -- noisa "$T" --precision bf16 --synthetic-count 80 --out "$work/bf16"
+[ ! -e "$work/bf16" ] || { echo "FAIL: --precision bf16 without bf16 kernels created $work/bf16"; fail=1; }
+[ "$(wc -l < "$work/err")" -eq 1 ] || { echo "FAIL: --precision bf16 without bf16 kernels printed more than one line"; fail=1; }
+grep -q "need AVX-512" "$work/err" || { echo "FAIL: the bf16 message does not name the instruction set"; fail=1; }
+case_ "flag: bench/train_throughput --dtype bf16 without bf16 kernels" 2 "--dtype f32 works on every CPU" -- noisa "$build/bench/train_throughput" --dtype bf16
+case_ "flag: bench/compare --dtypes bf16 without bf16 kernels" 2 "--dtypes f32 works on every CPU" -- noisa "$src/../bench/compare" --build "$build" --dtypes f32,bf16
+if [ "$("$build/bench/train_throughput" --cpu-info | grep -c '"bf16":true')" -eq 1 ]; then
+  "$T" --precision bf16 --synthetic-count 80 --epochs 1 --size 32x32 --report-images 0 --stop-after 1 --out "$work/bf16run" > "$work/bf16run.log" 2>&1 ||
+    { echo "FAIL: tiny bf16 run"; cat "$work/bf16run.log"; fail=1; }
+  cp "$work/bf16run/last.safetensors" "$work/bf16run.keep"
+  case_ "checkpoint: resume a bf16 run without bf16 kernels" 2 "a --precision bf16 run" -- noisa "$T" --resume "$work/bf16run/last.safetensors"
+  cmp -s "$work/bf16run/last.safetensors" "$work/bf16run.keep" || { echo "FAIL: the rejected resume changed the checkpoint"; fail=1; }
+else
+  echo "note: this CPU has no bf16 kernels, so no bf16 checkpoint to resume without them"
+fi
 case_ "flag: --model resnet50" 2 "unknown model 'resnet50'" -- "$T" --model resnet50 --synthetic-count 80 --out "$work/r50"
 case_ "flag: --bogus" 2 "unknown flag --bogus" -- "$T" --bogus
 case_ "flag: --lr without a value" 2 "flag --lr" -- "$T" --lr
