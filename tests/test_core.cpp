@@ -180,6 +180,42 @@ BOOST_AUTO_TEST_CASE(primitive_cache_reuses) {
   BOOST_TEST(dnnl_ctx::cache_size() == n);
 }
 
+BOOST_AUTO_TEST_CASE(primitive_cache_fills_up_in_the_middle_of_a_step) {
+  // A full cache starts afresh, while ops may be holding entries (a convolution holds its primitive
+  // across the reorders of its inputs, which insert entries of their own). For every insert of a
+  // forward + backward pass, the cache is filled so that it overflows exactly there: the step must
+  // give the values it gives with room to spare, and (under ./dermis sanitize) touch no freed memory.
+  Generator g(7);
+  const Tensor x0 = Tensor::randn({2, 16, 9, 9}, g), w0 = Tensor::randn({16, 16, 3, 3}, g, 0.f, 0.2f);
+  const Tensor bn_w = Tensor::uniform({16}, g, 0.5f, 1.5f), bn_b = Tensor::randn({16}, g);
+  const Tensor fc_w = Tensor::randn({5, 16}, g, 0.f, 0.3f), fc_b = Tensor::randn({5}, g);
+  auto step = [&] {
+    Var x = Var::parameter(x0.clone()), w = Var::parameter(w0.clone()), bw = Var::parameter(bn_w.clone()),
+        bb = Var::parameter(bn_b.clone()), fw = Var::parameter(fc_w.clone()), fb = Var::parameter(fc_b.clone());
+    Tensor rm = Tensor::zeros({16}), rv = Tensor::full({16}, 1.f);
+    Var h = batch_norm2d(conv2d(x, w, {}, {.pad = 1, .relu = true}), bw, bb, rm, rv, {.relu = true});
+    Var y = linear(flatten(global_avg_pool2d(max_pool2d(h, {.kernel = 3, .stride = 2, .pad = 1}))), fw, fb);
+    y.backward(Tensor::full(y.shape(), 1.f));
+    return std::vector<std::vector<float>>{y.value().to_vector(), x.grad().to_vector(), w.grad().to_vector(),
+                                           bw.grad().to_vector(), fw.grad().to_vector(), rm.to_vector()};
+  };
+  dnnl_ctx::cache_clear();
+  const auto want = step();
+  const size_t inserts = dnnl_ctx::cache_size(), cap = dnnl_ctx::cache_capacity();
+  BOOST_TEST_REQUIRE(inserts >= 8u, "a step inserted only " << inserts << " cache entries");
+  BOOST_TEST_MESSAGE("a step inserts " << inserts << " cache entries; the cache holds " << cap);
+  for (size_t at = 1; at <= inserts; ++at) {
+    dnnl_ctx::cache_clear();
+    // cap - at + 1 entries: inserts 1 .. at-1 fill the cache, insert `at` finds it full.
+    for (size_t i = 0; dnnl_ctx::cache_size() < cap - at + 1; ++i)
+      dnnl_ctx::cache_get("filler" + std::to_string(i), [] { return std::make_shared<int>(0); });
+    const auto got = step();
+    BOOST_TEST(dnnl_ctx::cache_size() <= inserts, "the cache did not start afresh at insert " << at);  // fillers gone
+    for (size_t k = 0; k < want.size(); ++k) BOOST_TEST(got[k] == want[k], "output " << k << ", cache full at insert " << at);
+  }
+  dnnl_ctx::cache_clear();
+}
+
 BOOST_AUTO_TEST_CASE(sgd_matches_pytorch_rule) {
   // Two steps by hand with momentum 0.9, weight decay 0.1, and Nesterov on/off.
   for (bool nesterov : {false, true}) {

@@ -69,6 +69,8 @@ std::shared_ptr<void> cache_get(const std::string& key, const std::function<std:
   return c.map.emplace(key, std::move(v)).first->second;
 }
 
+size_t cache_capacity() { return kCapacity; }
+
 size_t cache_size() {
   std::lock_guard<std::mutex> lock(cache().mu);
   return cache().map.size();

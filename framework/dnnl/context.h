@@ -29,12 +29,17 @@ void execute(const dnnl::primitive& p, const std::unordered_map<int, dnnl::memor
 std::string md_key(const dnnl::memory::desc& md);
 
 // The cache: returns the entry under `key`, creating it with make() on a miss. Thread-safe.
+// Entries are shared: when the cache is full it drops its own references (all of them), and a
+// caller still holding an entry keeps it alive until it lets go.
 std::shared_ptr<void> cache_get(const std::string& key, const std::function<std::shared_ptr<void>()>& make);
 size_t cache_size();
+size_t cache_capacity();  // entries before the cache starts afresh
 void cache_clear();
 
+// The cached T under `key` (made by make() on a miss), as an owning handle: hold it, never a
+// reference into it, across calls that may fill the cache (any reorder, any other primitive).
 template <class T, class Make>
-T& cached(const std::string& key, Make&& make) {
+std::shared_ptr<T> cached(const std::string& key, Make&& make) {
   auto p = cache_get(key, [&]() -> std::shared_ptr<void> {
     try {
       return std::make_shared<T>(make());
@@ -43,7 +48,7 @@ T& cached(const std::string& key, Make&& make) {
                   static_cast<int>(e.status));
     }
   });
-  return *static_cast<T*>(p.get());
+  return std::static_pointer_cast<T>(p);
 }
 
 // Implementation names of the primitives created so far, per kind ("conv_fwd" -> {"brgconv:avx512_core", ...}),

@@ -16,7 +16,7 @@ std::string key_of(dnnl::algorithm a, float alpha, float beta, const memory::des
   return fmt::format("{}|{}|{}|{}", static_cast<int>(a), alpha, beta, md_key(md));
 }
 
-FwdPrim& fwd_prim(dnnl::algorithm a, float alpha, float beta, const memory::desc& md, dnnl::prop_kind prop) {
+std::shared_ptr<FwdPrim> fwd_prim(dnnl::algorithm a, float alpha, float beta, const memory::desc& md, dnnl::prop_kind prop) {
   return cached<FwdPrim>(with_threads(fmt::format("elt_fwd{}|{}", static_cast<int>(prop), key_of(a, alpha, beta, md))),
                          [&] {
                            dnnl::eltwise_forward::desc d(prop, a, md, alpha, beta);
@@ -30,20 +30,20 @@ Var eltwise(const Var& x, dnnl::algorithm algo, float alpha, float beta, bool us
   const Tensor& xv = x.value();
   const bool grad = autograd::needs_grad({&x});
   const memory::desc md = xv.desc();
-  auto& f = fwd_prim(algo, alpha, beta, md, grad ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
-  Tensor y = Tensor::with_desc(xv.shape(), f.pd.dst_desc());
-  execute(f.prim, {{DNNL_ARG_SRC, xv.memory()}, {DNNL_ARG_DST, y.memory()}}, name);
+  const auto f = fwd_prim(algo, alpha, beta, md, grad ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
+  Tensor y = Tensor::with_desc(xv.shape(), f->pd.dst_desc());
+  execute(f->prim, {{DNNL_ARG_SRC, xv.memory()}, {DNNL_ARG_DST, y.memory()}}, name);
   if (!grad) return Var(y);
   Tensor saved = use_dst ? y : xv;
   return autograd::make_result(y, name, {x}, [=](Node& self) {
-    auto& b = cached<BwdPrim>(with_threads("elt_bwd|" + key_of(algo, alpha, beta, md)), [&] {
+    const auto b = cached<BwdPrim>(with_threads("elt_bwd|" + key_of(algo, alpha, beta, md)), [&] {
       dnnl::eltwise_backward::desc d(algo, md, md, alpha, beta);
       return BwdPrim(dnnl::eltwise_backward::primitive_desc(
-          d, engine(), fwd_prim(algo, alpha, beta, md, dnnl::prop_kind::forward_training).pd));
+          d, engine(), fwd_prim(algo, alpha, beta, md, dnnl::prop_kind::forward_training)->pd));
     });
     Tensor dy = self.grad.to_desc(md);
-    Tensor dx = Tensor::with_desc(saved.shape(), b.pd.diff_src_desc());
-    execute(b.prim,
+    Tensor dx = Tensor::with_desc(saved.shape(), b->pd.diff_src_desc());
+    execute(b->prim,
             {{use_dst ? DNNL_ARG_DST : DNNL_ARG_SRC, saved.memory()}, {DNNL_ARG_DIFF_DST, dy.memory()},
              {DNNL_ARG_DIFF_SRC, dx.memory()}},
             name);

@@ -23,7 +23,7 @@ struct Geom {
   }
 };
 
-FwdPrim& fwd_prim(const Geom& g, const memory::desc& src_md, dnnl::prop_kind prop) {
+std::shared_ptr<FwdPrim> fwd_prim(const Geom& g, const memory::desc& src_md, dnnl::prop_kind prop) {
   std::string key = fmt::format("pool_fwd{}|{}|{}|{},{},{},{},{},{}", static_cast<int>(prop), static_cast<int>(g.s.algo),
                                 md_key(src_md), g.s.kh, g.s.kw, g.s.sh, g.s.sw, g.s.ph, g.s.pw);
   return cached<FwdPrim>(with_threads(key), [&] {
@@ -33,13 +33,13 @@ FwdPrim& fwd_prim(const Geom& g, const memory::desc& src_md, dnnl::prop_kind pro
   });
 }
 
-BwdPrim& bwd_prim(const Geom& g, const memory::desc& src_md) {
+std::shared_ptr<BwdPrim> bwd_prim(const Geom& g, const memory::desc& src_md) {
   std::string key = fmt::format("pool_bwd|{}|{}|{},{},{},{},{},{}", static_cast<int>(g.s.algo), md_key(src_md), g.s.kh,
                                 g.s.kw, g.s.sh, g.s.sw, g.s.ph, g.s.pw);
   return cached<BwdPrim>(with_threads(key), [&] {
-    auto& f = fwd_prim(g, src_md, dnnl::prop_kind::forward_training);
-    dnnl::pooling_backward::desc d(g.s.algo, src_md, f.pd.dst_desc(), g.strides(), g.kernel(), g.pad_l(), g.pad_r());
-    return BwdPrim(dnnl::pooling_backward::primitive_desc(d, engine(), f.pd));
+    const auto f = fwd_prim(g, src_md, dnnl::prop_kind::forward_training);
+    dnnl::pooling_backward::desc d(g.s.algo, src_md, f->pd.dst_desc(), g.strides(), g.kernel(), g.pad_l(), g.pad_r());
+    return BwdPrim(dnnl::pooling_backward::primitive_desc(d, engine(), f->pd));
   });
 }
 }  // namespace
@@ -59,24 +59,24 @@ Var pool2d(const Var& x, const PoolSpec& s) {
   const bool train = autograd::needs_grad({&x});
   // Plain NCHW inputs run with oneDNN's nchw kernels; blocked inputs keep their layout.
   const memory::desc src_md = xv.desc();
-  auto& f = fwd_prim(g, src_md, train ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
-  Tensor dst = Tensor::with_desc({g.dst[0], g.dst[1], Ho, Wo}, f.pd.dst_desc());
+  const auto f = fwd_prim(g, src_md, train ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
+  Tensor dst = Tensor::with_desc({g.dst[0], g.dst[1], Ho, Wo}, f->pd.dst_desc());
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xv.memory()}, {DNNL_ARG_DST, dst.memory()}};
   memory ws;
   if (train && s.algo == dnnl::algorithm::pooling_max) {
-    ws = memory(f.pd.workspace_desc(), engine());
+    ws = memory(f->pd.workspace_desc(), engine());
     args[DNNL_ARG_WORKSPACE] = ws;
   }
-  execute(f.prim, args, s.name);
+  execute(f->prim, args, s.name);
   if (!train) return Var(dst);
   return autograd::make_result(dst, s.name, {x}, [g, src_md, ws](Node& self) {
-    auto& b = bwd_prim(g, src_md);
-    Tensor dy = self.grad.to_desc(b.pd.diff_dst_desc());
+    const auto b = bwd_prim(g, src_md);
+    Tensor dy = self.grad.to_desc(b->pd.diff_dst_desc());
     Node& nx = autograd::input(self, 0);
-    Tensor dx = Tensor::with_desc(nx.value.shape(), b.pd.diff_src_desc());
+    Tensor dx = Tensor::with_desc(nx.value.shape(), b->pd.diff_src_desc());
     std::unordered_map<int, memory> a{{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_DIFF_SRC, dx.memory()}};
     if (ws) a[DNNL_ARG_WORKSPACE] = ws;
-    execute(b.prim, a, g.s.name);
+    execute(b->prim, a, g.s.name);
     autograd::accumulate(nx, dx);
   });
 }

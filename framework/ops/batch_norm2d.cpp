@@ -24,7 +24,7 @@ dnnl::normalization_flags flags_for(bool training, bool relu) {
   return f;
 }
 
-FwdPrim& fwd_prim(const memory::desc& md, float eps, bool training, bool relu, dnnl::prop_kind prop) {
+std::shared_ptr<FwdPrim> fwd_prim(const memory::desc& md, float eps, bool training, bool relu, dnnl::prop_kind prop) {
   return ctx::cached<FwdPrim>(
       ctx::with_threads(fmt::format("bn_fwd{}|{}|{}|{}|{}", static_cast<int>(prop), training, relu, eps, ctx::md_key(md))), [&] {
         dnnl::batch_normalization_forward::desc d(prop, md, eps, flags_for(training, relu));
@@ -153,20 +153,20 @@ Var batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& runni
   const bool grad = autograd::needs_grad({&x, &weight, &bias});
   const auto prop = (grad || p.training) ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
   const memory::desc md = xv.desc();
-  auto& f = fwd_prim(md, p.eps, p.training, p.relu, prop);
+  const auto f = fwd_prim(md, p.eps, p.training, p.relu, prop);
   Tensor scale = weight.value().plain(), shift = bias.value().plain();
-  Tensor dst = Tensor::with_desc(xv.shape(), f.pd.dst_desc());
+  Tensor dst = Tensor::with_desc(xv.shape(), f->pd.dst_desc());
   Tensor mean = p.training ? Tensor::empty({C}) : running_mean;
   Tensor var = p.training ? Tensor::empty({C}) : running_var;
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xv.memory()},     {DNNL_ARG_DST, dst.memory()},
                                        {DNNL_ARG_SCALE, scale.memory()}, {DNNL_ARG_SHIFT, shift.memory()},
                                        {DNNL_ARG_MEAN, mean.memory()},   {DNNL_ARG_VARIANCE, var.memory()}};
   memory ws;  // the fused ReLU's mask, or state some implementations keep for backward
-  if (f.pd.workspace_desc().get_size() > 0) {
-    ws = memory(f.pd.workspace_desc(), ctx::engine());
+  if (f->pd.workspace_desc().get_size() > 0) {
+    ws = memory(f->pd.workspace_desc(), ctx::engine());
     args[DNNL_ARG_WORKSPACE] = ws;
   }
-  ctx::execute(f.prim, args, "batch_norm2d forward");
+  ctx::execute(f->prim, args, "batch_norm2d forward");
   if (p.training) {
     const float m = p.momentum, unbias = static_cast<float>(count) / static_cast<float>(count - 1);
     float *rm = running_mean.data(), *rv = running_var.data();
@@ -186,14 +186,14 @@ Var batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& runni
   const bool training = p.training, relu = p.relu;
   Tensor src = xv;
   return autograd::make_result(dst, "batch_norm2d", {x, weight, bias}, [=](Node& self) {
-    auto& b = ctx::cached<BwdPrim>(
+    const auto b = ctx::cached<BwdPrim>(
         ctx::with_threads(fmt::format("bn_bwd|{}|{}|{}|{}", training, relu, eps, ctx::md_key(md))), [&] {
           dnnl::batch_normalization_backward::desc d(dnnl::prop_kind::backward, md, md, eps, flags_for(training, relu));
           return BwdPrim(dnnl::batch_normalization_backward::primitive_desc(
-              d, ctx::engine(), fwd_prim(md, eps, training, relu, dnnl::prop_kind::forward_training).pd));
+              d, ctx::engine(), fwd_prim(md, eps, training, relu, dnnl::prop_kind::forward_training)->pd));
         });
-    Tensor dy = self.grad.to_desc(b.pd.diff_dst_desc());
-    Tensor dx = Tensor::with_desc(src.shape(), b.pd.diff_src_desc());
+    Tensor dy = self.grad.to_desc(b->pd.diff_dst_desc());
+    Tensor dx = Tensor::with_desc(src.shape(), b->pd.diff_src_desc());
     Tensor dscale = Tensor::empty({src.dim(1)}), dshift = Tensor::empty({src.dim(1)});
     std::unordered_map<int, memory> a{
         {DNNL_ARG_SRC, src.memory()},     {DNNL_ARG_DIFF_DST, dy.memory()},         {DNNL_ARG_SCALE, scale.memory()},
@@ -201,7 +201,7 @@ Var batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& runni
         {DNNL_ARG_MEAN, mean.memory()},   {DNNL_ARG_VARIANCE, var.memory()},        {DNNL_ARG_DIFF_SRC, dx.memory()},
         {DNNL_ARG_DIFF_SCALE, dscale.memory()}, {DNNL_ARG_DIFF_SHIFT, dshift.memory()}};
     if (ws) a[DNNL_ARG_WORKSPACE] = ws;
-    ctx::execute(b.prim, a, "batch_norm2d backward");
+    ctx::execute(b->prim, a, "batch_norm2d backward");
     autograd::accumulate(autograd::input(self, 0), dx);
     autograd::accumulate(autograd::input(self, 1), dscale);
     autograd::accumulate(autograd::input(self, 2), dshift);

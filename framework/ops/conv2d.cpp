@@ -133,7 +133,7 @@ using FwdPrim = ctx::Prim<dnnl::convolution_forward::primitive_desc, dnnl::convo
 using BwdDataPrim = ctx::Prim<dnnl::convolution_backward_data::primitive_desc, dnnl::convolution_backward_data>;
 using BwdWeiPrim = ctx::Prim<dnnl::convolution_backward_weights::primitive_desc, dnnl::convolution_backward_weights>;
 
-FwdPrim& forward_prim(const ConvGeom& g, dnnl::prop_kind prop) {
+std::shared_ptr<FwdPrim> forward_prim(const ConvGeom& g, dnnl::prop_kind prop) {
   return ctx::cached<FwdPrim>(ctx::with_threads(fmt::format("conv_fwd{}|{}", static_cast<int>(prop), g.key())), [&] {
     auto bias_md = g.bias ? g.any_f32({g.OC}) : memory::desc();
     dnnl::primitive_attr attr;
@@ -167,25 +167,25 @@ ConvGeom without_relu(ConvGeom g) {
   return g;
 }
 
-BwdDataPrim& bwd_data_prim(const ConvGeom& g) {
+std::shared_ptr<BwdDataPrim> bwd_data_prim(const ConvGeom& g) {
   return ctx::cached<BwdDataPrim>(ctx::with_threads("conv_bwd_data|" + g.key()), [&] {
     dnnl::convolution_backward_data::desc d(g.alg, g.any(g.src()), g.any(g.wei()),
                                             g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r());
     BwdDataPrim p(dnnl::convolution_backward_data::primitive_desc(
-        d, ctx::engine(), forward_prim(without_relu(g), dnnl::prop_kind::forward_training).pd));
+        d, ctx::engine(), forward_prim(without_relu(g), dnnl::prop_kind::forward_training)->pd));
     ctx::note_impl("conv_bwd_data", p.pd.impl_info_str());
     return p;
   });
 }
 
-BwdWeiPrim& bwd_wei_prim(const ConvGeom& g) {
+std::shared_ptr<BwdWeiPrim> bwd_wei_prim(const ConvGeom& g) {
   return ctx::cached<BwdWeiPrim>(ctx::with_threads("conv_bwd_wei|" + g.key()), [&] {
     auto bias_md = g.bias ? g.any_f32({g.OC}) : memory::desc();
     dnnl::convolution_backward_weights::desc d(g.alg, g.any(g.src()),
                                                g.any_f32(g.wei()), bias_md, g.any(g.dst()), g.strides(), g.dil(),
                                                g.pad_l(), g.pad_r());
     BwdWeiPrim p(dnnl::convolution_backward_weights::primitive_desc(
-        d, ctx::engine(), forward_prim(without_relu(g), dnnl::prop_kind::forward_training).pd));
+        d, ctx::engine(), forward_prim(without_relu(g), dnnl::prop_kind::forward_training)->pd));
     ctx::note_impl("conv_bwd_weights", p.pd.impl_info_str());
     return p;
   });
@@ -223,14 +223,14 @@ Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const C
   // change every call (training, or BN folded in eval) that reorder costs more than the convolution,
   // so Winograd always runs the training kernel, which transforms the weights inside.
   const bool train_kernel = training || g.alg == dnnl::algorithm::convolution_winograd;
-  auto& fwd = forward_prim(g, train_kernel ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
-  Tensor src = x.to_desc(fwd.pd.src_desc());
-  Tensor wei = weight_as_user(w, g).to_desc(fwd.pd.weights_desc());
-  Tensor dst = Tensor::with_desc({g.N, g.OC, g.Ho, g.Wo}, fwd.pd.dst_desc());
+  const auto fwd = forward_prim(g, train_kernel ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
+  Tensor src = x.to_desc(fwd->pd.src_desc());
+  Tensor wei = weight_as_user(w, g).to_desc(fwd->pd.weights_desc());
+  Tensor dst = Tensor::with_desc({g.N, g.OC, g.Ho, g.Wo}, fwd->pd.dst_desc());
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src.memory()}, {DNNL_ARG_WEIGHTS, wei.memory()},
                                        {DNNL_ARG_DST, dst.memory()}};
-  if (b.defined()) args[DNNL_ARG_BIAS] = b.to_desc(fwd.pd.bias_desc()).memory();
-  ctx::execute(fwd.prim, args, "conv2d forward");
+  if (b.defined()) args[DNNL_ARG_BIAS] = b.to_desc(fwd->pd.bias_desc()).memory();
+  ctx::execute(fwd->prim, args, "conv2d forward");
   profile::add_macs(g.N * g.OC * g.Ho * g.Wo * (g.C / g.p.groups) * g.KH * g.KW);
   return dst;
 }
@@ -242,26 +242,26 @@ void conv2d_backward(const Tensor& x, const Tensor& w, bool has_bias, const Tens
       geometry(x.shape(), x.dtype(), w.shape(), has_bias ? &bshape : nullptr, {p.stride, p.pad, p.dilation, p.groups}));
   // Weight and bias gradients come back f32; dx in x's dtype.
   if (dx) {
-    auto& bd = bwd_data_prim(g);
-    Tensor dy = dy_in.to_desc(bd.pd.diff_dst_desc());
-    Tensor wb = weight_as_user(w, g).to_desc(bd.pd.weights_desc());
-    *dx = Tensor::with_desc(x.shape(), bd.pd.diff_src_desc());
-    ctx::execute(bd.prim, {{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_WEIGHTS, wb.memory()},
+    const auto bd = bwd_data_prim(g);
+    Tensor dy = dy_in.to_desc(bd->pd.diff_dst_desc());
+    Tensor wb = weight_as_user(w, g).to_desc(bd->pd.weights_desc());
+    *dx = Tensor::with_desc(x.shape(), bd->pd.diff_src_desc());
+    ctx::execute(bd->prim, {{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_WEIGHTS, wb.memory()},
                            {DNNL_ARG_DIFF_SRC, dx->memory()}}, "conv2d backward data");
   }
   if (dw || db) {
-    auto& bw = bwd_wei_prim(g);
-    Tensor dy = dy_in.to_desc(bw.pd.diff_dst_desc());
-    Tensor s = x.to_desc(bw.pd.src_desc());
-    Tensor dwb = Tensor::with_desc(w.shape(), bw.pd.diff_weights_desc());
+    const auto bw = bwd_wei_prim(g);
+    Tensor dy = dy_in.to_desc(bw->pd.diff_dst_desc());
+    Tensor s = x.to_desc(bw->pd.src_desc());
+    Tensor dwb = Tensor::with_desc(w.shape(), bw->pd.diff_weights_desc());
     std::unordered_map<int, memory> a{{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_SRC, s.memory()},
                                       {DNNL_ARG_DIFF_WEIGHTS, dwb.memory()}};
     Tensor dbb;
     if (g.bias) {
-      dbb = Tensor::with_desc({g.OC}, bw.pd.diff_bias_desc());
+      dbb = Tensor::with_desc({g.OC}, bw->pd.diff_bias_desc());
       a[DNNL_ARG_DIFF_BIAS] = dbb.memory();
     }
-    ctx::execute(bw.prim, a, "conv2d backward weights");
+    ctx::execute(bw->prim, a, "conv2d backward weights");
     // diff weights -> the user's plain (OC, C/g, KH, KW) layout
     if (dw) *dw = dwb.to_desc(g.user_wei()).view_desc(plain_desc(w.shape()));
     if (db && g.bias) *db = dbb.plain();

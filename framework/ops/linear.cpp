@@ -26,7 +26,7 @@ struct IpGeom {
   std::string key() const { return fmt::format("{},{},{},{}", N, IC, OC, bias); }
 };
 
-FwdPrim& fwd_prim(const IpGeom& g, dnnl::prop_kind prop) {
+std::shared_ptr<FwdPrim> fwd_prim(const IpGeom& g, dnnl::prop_kind prop) {
   return ctx::cached<FwdPrim>(ctx::with_threads(fmt::format("ip_fwd{}|{}", static_cast<int>(prop), g.key())), [&] {
     dnnl::inner_product_forward::desc d(prop, g.src(), g.wei(), g.b(), g.dst());
     return FwdPrim(dnnl::inner_product_forward::primitive_desc(d, ctx::engine()));
@@ -46,14 +46,14 @@ Var linear(const Var& x, const Var& w, const Var& b) {
                  to_string(b.shape()));
   const IpGeom g{x.dim(0), x.dim(1), w.dim(0), b.defined()};
   const bool train = autograd::needs_grad({&x, &w, &b});
-  auto& f = fwd_prim(g, train ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
+  const auto f = fwd_prim(g, train ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
   // f32 throughout: a bf16 input (after pooling under AutocastBF16) is converted here.
   Tensor src = x.value().to_desc(g.src()), wei = w.value().plain();
   Tensor dst = Tensor::empty({g.N, g.OC});
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src.memory()}, {DNNL_ARG_WEIGHTS, wei.memory()},
                                        {DNNL_ARG_DST, dst.memory()}};
   if (b.defined()) args[DNNL_ARG_BIAS] = b.value().plain().memory();
-  ctx::execute(f.prim, args, "linear forward");
+  ctx::execute(f->prim, args, "linear forward");
   profile::add_macs(g.N * g.IC * g.OC);
   if (!train) return Var(dst);
 
@@ -63,21 +63,21 @@ Var linear(const Var& x, const Var& w, const Var& b) {
     Node& nb = autograd::input(self, 2);
     Tensor dy = self.grad.to_desc(g.dst());
     if (nx.requires_grad) {
-      auto& bd = ctx::cached<BwdDataPrim>(ctx::with_threads("ip_bwd_data|" + g.key()), [&] {
+      const auto bd = ctx::cached<BwdDataPrim>(ctx::with_threads("ip_bwd_data|" + g.key()), [&] {
         dnnl::inner_product_backward_data::desc d(g.src(), g.wei(), g.dst());
         return BwdDataPrim(dnnl::inner_product_backward_data::primitive_desc(
-            d, ctx::engine(), fwd_prim(g, dnnl::prop_kind::forward_training).pd));
+            d, ctx::engine(), fwd_prim(g, dnnl::prop_kind::forward_training)->pd));
       });
       Tensor dx = Tensor::empty({g.N, g.IC});
-      ctx::execute(bd.prim, {{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_WEIGHTS, wei.memory()},
+      ctx::execute(bd->prim, {{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_WEIGHTS, wei.memory()},
                              {DNNL_ARG_DIFF_SRC, dx.memory()}}, "linear backward data");
       autograd::accumulate(nx, dx);
     }
     if (nw.requires_grad || nb.requires_grad) {
-      auto& bw = ctx::cached<BwdWeiPrim>(ctx::with_threads("ip_bwd_wei|" + g.key()), [&] {
+      const auto bw = ctx::cached<BwdWeiPrim>(ctx::with_threads("ip_bwd_wei|" + g.key()), [&] {
         dnnl::inner_product_backward_weights::desc d(g.src(), g.wei(), g.b(), g.dst());
         return BwdWeiPrim(dnnl::inner_product_backward_weights::primitive_desc(
-            d, ctx::engine(), fwd_prim(g, dnnl::prop_kind::forward_training).pd));
+            d, ctx::engine(), fwd_prim(g, dnnl::prop_kind::forward_training)->pd));
       });
       Tensor dw = Tensor::empty({g.OC, g.IC});
       std::unordered_map<int, memory> a{{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_SRC, src.memory()},
@@ -87,7 +87,7 @@ Var linear(const Var& x, const Var& w, const Var& b) {
         db = Tensor::empty({g.OC});
         a[DNNL_ARG_DIFF_BIAS] = db.memory();
       }
-      ctx::execute(bw.prim, a, "linear backward weights");
+      ctx::execute(bw->prim, a, "linear backward weights");
       autograd::accumulate(nw, dw);
       if (g.bias) autograd::accumulate(nb, db);
     }
