@@ -27,7 +27,10 @@ expect 2 "text.safetensors" -- $E --checkpoint "$work/text.safetensors" --data "
 expect 2 "flag --split" -- $E --checkpoint "$ck" --data "$data" --split test
 img=$(ls "$data"/HAM10000_images_part_1/*.jpg | head -1)
 printf 'GIF89a' > "$work/fake.jpg"
-expect 0 "%" -- $P --checkpoint "$ck" "$img"
+expect 0 "$img:  " -- $P --checkpoint "$ck" "$img"
+# One line per image: the path, then the three most likely classes with their probabilities.
+grep -qE "^$img:  (akiec|bcc|bkl|df|mel|nv|vasc) [0-9.]+%  [a-z]+ [0-9.]+%  [a-z]+ [0-9.]+%$" "$work/out" ||
+  { echo "FAIL: predict's line for $img is not 'PATH:  class P%  class P%  class P%':"; cat "$work/out"; fail=1; }
 expect 2 "fake.jpg" -- $P --checkpoint "$ck" "$work/fake.jpg"
 expect 2 "no images given" -- $P --checkpoint "$ck"
 expect 2 "missing.jpg" -- $P --checkpoint "$ck" "$work/missing.jpg"

@@ -110,13 +110,19 @@ BOOST_AUTO_TEST_CASE(class_names_and_indices) {
   BOOST_TEST(class_index("") == -1);
 }
 
-BOOST_AUTO_TEST_CASE(real_ham10000_metadata) {
+namespace {
+// The real data set, when it is there: ../shared/data/ham10000 beside the checkout, or $DERMIS_HAM10000.
+fs::path ham10000_root() {
   const char* env = std::getenv("DERMIS_HAM10000");
-  const fs::path root = env ? fs::path(env) : fs::path(DERMIS_TEST_DATA "/../../shared/data/ham10000").lexically_normal();
-  if (!fs::is_directory(root / "images_200x150")) {
-    BOOST_TEST_MESSAGE("skipped: no HAM10000 at " << root.string() << " (set DERMIS_HAM10000 to its folder)");
-    return;
-  }
+  return env ? fs::path(env) : fs::path(DERMIS_TEST_DATA "/../../shared/data/ham10000").lexically_normal();
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(real_ham10000_metadata,
+                     *testing::needs([] { return fs::is_directory(ham10000_root() / "images_200x150"); }, [] {
+                       return "no HAM10000 at " + ham10000_root().string() + " (set DERMIS_HAM10000 to its folder)";
+                     })) {
+  const fs::path root = ham10000_root();
   const Dataset d = read_ham10000(root.string(), {.images = "images_200x150"});
   BOOST_TEST(d.samples.size() == 10015u);
   BOOST_TEST(d.num_lesions() == 7470);

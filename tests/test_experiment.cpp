@@ -1,5 +1,5 @@
 // The experiment layer: LR schedules against hand-computed sequences, metrics against hand-computed
-// confusion matrices, checkpoints (round trip, damage, a numpy reader), a short training run on
+// confusion matrices, checkpoints (round trip of a model in memory, damage, a numpy reader), a short training run on
 // synthetic data, and resume giving exactly the weights of an uninterrupted run.
 #define BOOST_TEST_MODULE experiment
 #include <boost/test/unit_test.hpp>
@@ -11,7 +11,11 @@
 
 #include "datasets/synthetic_ham.h"
 #include "framework/metrics.h"
+#include "framework/ops.h"
 #include "framework/optim/schedule.h"
+#include "framework/optim/sgd.h"
+#include "framework/random.h"
+#include "models/registry.h"
 #include "tools/experiment/checkpoint.h"
 #include "tools/experiment/trainer.h"
 #include "testing.h"
@@ -164,17 +168,11 @@ BOOST_AUTO_TEST_CASE(short_run_and_checkpoint_round_trip) {
   BOOST_TEST(val_rows == res.best_val.images);
   BOOST_TEST_MESSAGE("balanced accuracy after 3 epochs on 160 images: " << res.best_val.balanced_accuracy);
 
-  // Round trip: the loaded model predicts exactly what the saved one did.
+  // The run's checkpoint describes its model.
   auto ck = experiment::load_checkpoint(res.best_checkpoint);
   BOOST_TEST(ck.info.model == "cbam_small");
   BOOST_TEST(ck.info.height == 48);
   BOOST_TEST(ck.info.classes.size() == 7u);
-  auto ck2 = experiment::load_checkpoint(res.best_checkpoint);
-  Generator g(1);
-  Tensor x = Tensor::randn({2, 3, 48, 64}, g);
-  ck.model->eval(), ck2.model->eval();
-  NoGrad ng;
-  BOOST_TEST(ck.model->forward(Var(x)).value().to_vector() == ck2.model->forward(Var(x)).value().to_vector());
 
   // Damage: truncated file, flipped header byte, a foreign safetensors file.
   const auto bytes = [&] {
@@ -191,39 +189,114 @@ BOOST_AUTO_TEST_CASE(short_run_and_checkpoint_round_trip) {
   io::save_safetensors(out / "foreign.safetensors", {{"w", Tensor::zeros({2})}});
   expect_error([&] { experiment::load_checkpoint(out / "foreign.safetensors"); }, "not a dermis checkpoint");
   expect_error([&] { experiment::load_checkpoint(out / "missing.safetensors"); }, "cannot open");
+}
 
-  // Any safetensors reader: 20 lines of numpy (when python3 with numpy is installed).
-  std::string py;
+namespace {
+// python3 with numpy, if installed ("" otherwise).
+std::string python_with_numpy() {
   for (const char* cand : {"/usr/bin/python3", "python3"})
-    if (py.empty() && std::system((std::string(cand) + " -c 'import numpy' 2>/dev/null").c_str()) == 0) py = cand;
-  if (!py.empty()) {
-    const std::string script = out / "read.py";
-    std::ofstream(script) << "import json, struct, sys\nimport numpy as np\n"
-                             "b = open(sys.argv[1], 'rb').read()\n"
-                             "n = struct.unpack('<Q', b[:8])[0]\n"
-                             "h = json.loads(b[8:8 + n])\n"
-                             "t = h['fc.weight']\n"
-                             "s, e = t['data_offsets']\n"
-                             "a = np.frombuffer(b[8 + n + s:8 + n + e], dtype='<f4').reshape(t['shape'])\n"
-                             "print(h['__metadata__']['model'], a.shape[0], a.shape[1], repr(float(a.astype(np.float64).sum())))\n";
-    const std::string cmd = py + " " + script + " " + res.best_checkpoint + " > " + (out / "py.txt");
-    BOOST_REQUIRE(std::system(cmd.c_str()) == 0);
-    std::ifstream f(out / "py.txt");
-    std::string model;
-    int rows = 0, cols = 0;
-    double sum = 0;
-    f >> model >> rows >> cols >> sum;
-    double ours = 0;
-    for (auto& [n, v] : ck.model->named_parameters())
-      if (n == "fc.weight")
-        for (float q : v.value().to_vector()) ours += q;
-    BOOST_TEST(model == "cbam_small");
-    BOOST_TEST(rows == 7);
-    BOOST_TEST(cols == 256);
-    BOOST_TEST(sum == ours, boost::test_tools::tolerance(1e-9));
-  } else {
-    BOOST_TEST_MESSAGE("python3 with numpy not found: the numpy reader check was skipped");
+    if (std::system((std::string(cand) + " -c 'import numpy' 2>/dev/null").c_str()) == 0) return cand;
+  return "";
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(any_safetensors_reader_loads_a_checkpoint,
+                     *testing::needs([] { return !python_with_numpy().empty(); },
+                                     [] { return std::string("python3 with numpy not found (apt-get install python3-numpy)"); })) {
+  // 20 lines of numpy read a dermis checkpoint's fc.weight: its shape and the sum of its values.
+  TempDir out;
+  manual_seed(4);
+  auto model = models::create("cbam_small", 7);
+  experiment::CheckpointInfo info;
+  info.model = "cbam_small";
+  info.classes = {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"};
+  const std::string path = out / "m.safetensors";
+  experiment::save_checkpoint(path, *model, info);
+  const std::string py = python_with_numpy();
+  const std::string script = out / "read.py";
+  std::ofstream(script) << "import json, struct, sys\nimport numpy as np\n"
+                           "b = open(sys.argv[1], 'rb').read()\n"
+                           "n = struct.unpack('<Q', b[:8])[0]\n"
+                           "h = json.loads(b[8:8 + n])\n"
+                           "t = h['fc.weight']\n"
+                           "s, e = t['data_offsets']\n"
+                           "a = np.frombuffer(b[8 + n + s:8 + n + e], dtype='<f4').reshape(t['shape'])\n"
+                           "print(h['__metadata__']['model'], a.shape[0], a.shape[1], repr(float(a.astype(np.float64).sum())))\n";
+  const std::string cmd = py + " " + script + " " + path + " > " + (out / "py.txt");
+  BOOST_REQUIRE(std::system(cmd.c_str()) == 0);
+  std::ifstream f(out / "py.txt");
+  std::string name;
+  int rows = 0, cols = 0;
+  double sum = 0;
+  f >> name >> rows >> cols >> sum;
+  double ours = 0;
+  for (auto& [n, v] : model->named_parameters())
+    if (n == "fc.weight")
+      for (float q : v.value().to_vector()) ours += q;
+  BOOST_TEST(name == "cbam_small");
+  BOOST_TEST(rows == 7);
+  BOOST_TEST(cols == 256);
+  BOOST_TEST(sum == ours, boost::test_tools::tolerance(1e-9));
+}
+
+BOOST_AUTO_TEST_CASE(checkpoint_round_trip_restores_the_model_in_memory) {
+  // A model trained for two steps (weights, BatchNorm running statistics and momentum all moved
+  // from their initial values), saved and loaded: every parameter, buffer and momentum buffer of the
+  // reloaded model equals the one in memory bit for bit, and it predicts exactly what that one does.
+  TempDir out;
+  manual_seed(3);
+  auto model = models::create("cbam_small", 7);
+  optim::SGD opt(model->parameters(), {.lr = 0.05f, .momentum = 0.9f});
+  Generator g(1);
+  const Tensor x = Tensor::randn({4, 3, 48, 64}, g);
+  model->train();
+  for (int s = 0; s < 2; ++s) {
+    opt.zero_grad();
+    softmax_cross_entropy(model->forward(Var(x)), {0, 3, 5, 6}).backward();
+    opt.step();
   }
+  experiment::CheckpointInfo info;
+  info.model = "cbam_small";
+  info.classes = {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"};
+  info.height = 48, info.width = 64;
+  experiment::save_checkpoint(out / "m.safetensors", *model, info, &opt);
+  auto ck = experiment::load_checkpoint(out / "m.safetensors");
+  const auto want_p = model->named_parameters(), got_p = ck.model->named_parameters();
+  BOOST_TEST_REQUIRE(want_p.size() == got_p.size());
+  for (size_t i = 0; i < want_p.size(); ++i) {
+    BOOST_TEST(got_p[i].first == want_p[i].first);
+    BOOST_TEST(got_p[i].second.value().to_vector() == want_p[i].second.value().to_vector(), want_p[i].first);
+  }
+  const auto want_b = model->named_buffers(), got_b = ck.model->named_buffers();
+  BOOST_TEST_REQUIRE(want_b.size() == got_b.size());
+  size_t moved = 0;
+  for (size_t i = 0; i < want_b.size(); ++i) {
+    BOOST_TEST(got_b[i].first == want_b[i].first);
+    BOOST_TEST(got_b[i].second->to_vector() == want_b[i].second->to_vector(), want_b[i].first);
+    if (want_b[i].first.find("running_mean") != std::string::npos)
+      for (float v : want_b[i].second->to_vector()) moved += v != 0.f;
+  }
+  BOOST_TEST(moved > 0u, "training moved no running mean, so the buffers' round trip proves little");
+  optim::SGD opt2(ck.model->parameters(), {.lr = 0.05f, .momentum = 0.9f});
+  experiment::load_optimizer_state(ck, *ck.model, opt2);
+  opt.zero_grad(), opt2.zero_grad();
+  model->eval(), ck.model->eval();
+  {
+    NoGrad ng;
+    BOOST_TEST(ck.model->forward(Var(x)).value().to_vector() == model->forward(Var(x)).value().to_vector());
+  }
+  // The momentum came back too: one more identical step keeps the two models identical.
+  model->train(), ck.model->train();
+  for (auto* m : {model.get(), ck.model.get()}) {
+    auto& o = m == model.get() ? opt : opt2;
+    manual_seed(9);  // the same dropout masks for both
+    o.zero_grad();
+    softmax_cross_entropy(m->forward(Var(x)), {0, 3, 5, 6}).backward();
+    o.step();
+  }
+  const auto after_p = model->named_parameters(), after_q = ck.model->named_parameters();
+  for (size_t i = 0; i < after_p.size(); ++i)
+    BOOST_TEST(after_q[i].second.value().to_vector() == after_p[i].second.value().to_vector(), after_p[i].first);
 }
 
 BOOST_AUTO_TEST_CASE(resume_equals_uninterrupted_run) {

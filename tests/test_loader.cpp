@@ -230,6 +230,7 @@ BOOST_AUTO_TEST_CASE(eval_mode_is_deterministic_and_ordered) {
 }
 
 BOOST_AUTO_TEST_CASE(worker_errors_reach_the_consumer) {
+  testing::Watchdog dog(60, "worker_errors_reach_the_consumer");  // a lost error would hang next()
   TempDir d;
   auto items = make_items(d, 12, 48, 36);
   write_bytes(items[5].path, "not a jpeg");
@@ -257,6 +258,7 @@ BOOST_AUTO_TEST_CASE(worker_errors_reach_the_consumer) {
 }
 
 BOOST_AUTO_TEST_CASE(early_exit_does_not_hang) {
+  testing::Watchdog dog(60, "early_exit_does_not_hang");  // each epoch below takes milliseconds
   TempDir d;
   auto items = make_items(d, 40, 48, 36);
   LoaderOptions o;

@@ -1,17 +1,23 @@
 // Helpers shared by the test programs: temporary folders, checks that a call fails with a
-// dermis::Error whose message contains given words, and preconditions for test cases that need a
-// CPU capability (framework/cpu.h).
+// dermis::Error whose message contains given words, a watchdog against hangs, and preconditions
+// for test cases that need a CPU capability (framework/cpu.h) or an optional tool.
 #pragma once
 
 #include <boost/test/unit_test.hpp>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <initializer_list>
 #include <iostream>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "framework/cpu.h"
 #include "framework/error.h"
@@ -55,6 +61,40 @@ template <class F>
 void expect_error(F&& f, const std::string& needle) {
   expect_error(std::forward<F>(f), {needle});
 }
+
+// Ends the test program with a clear message if it is still alive `seconds` after construction
+// (a hang, e.g. a deadlocked thread pool, fails in seconds instead of at meson's timeout).
+class Watchdog {
+ public:
+  Watchdog(int seconds, std::string what) : what_(std::move(what)) {
+    thread_ = std::thread([this, seconds] {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (!cv_.wait_for(lock, std::chrono::seconds(seconds), [this] { return done_; })) {
+        std::fprintf(stderr, "watchdog: %s did not finish within %d s (a hang); ending the test program\n",
+                     what_.c_str(), seconds);
+        std::fflush(stderr);
+        std::_Exit(3);
+      }
+    });
+  }
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+ private:
+  std::string what_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
 
 // Preconditions: BOOST_AUTO_TEST_CASE(name, *testing::needs_bf16()) runs the case only where the
 // CPU can; elsewhere Boost.Test reports it skipped (never passed, never failed) and this prints
