@@ -11,7 +11,7 @@
 #include "framework/io/json.h"
 #include "framework/ops.h"
 #include "framework/random.h"
-#include "tools/cli.h"
+#include "framework/cli.h"
 
 using namespace dermis;
 

@@ -16,7 +16,7 @@
 #include "bench/cpu_report.h"
 #include "framework/data/loader.h"
 #include "framework/io/json.h"
-#include "tools/cli.h"
+#include "framework/cli.h"
 
 using namespace dermis;
 namespace fs = std::filesystem;

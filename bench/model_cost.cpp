@@ -6,7 +6,7 @@
 #include "framework/profile.h"
 #include "framework/random.h"
 #include "models/registry.h"
-#include "tools/cli.h"
+#include "framework/cli.h"
 
 using namespace dermis;
 

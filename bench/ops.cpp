@@ -18,7 +18,7 @@
 #include "framework/ops.h"
 #include "framework/ops/conv2d.h"
 #include "framework/random.h"
-#include "tools/cli.h"
+#include "framework/cli.h"
 
 using namespace dermis;
 using dnnl::memory;

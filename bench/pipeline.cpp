@@ -12,7 +12,7 @@
 #include "framework/ops.h"
 #include "framework/optim/sgd.h"
 #include "models/registry.h"
-#include "tools/cli.h"
+#include "framework/cli.h"
 
 using namespace dermis;
 namespace fs = std::filesystem;

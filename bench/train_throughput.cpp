@@ -14,7 +14,7 @@
 #include "framework/optim/sgd.h"
 #include "framework/random.h"
 #include "models/registry.h"
-#include "tools/cli.h"
+#include "framework/cli.h"
 
 using namespace dermis;
 

@@ -377,5 +377,10 @@ BOOST_AUTO_TEST_CASE(bad_options_are_rejected) {
   o = {};
   expect_error([&] { Loader L({}, o); }, {"empty"});
   items[0].label = 9;
-  expect_error([&] { Loader L(items, o); }, {"label 9"});
+  o.num_classes = 7;
+  expect_error([&] { Loader L(items, o); }, {"label 9", "outside [0, 7)"});
+  o = {};  // num_classes from the labels: 10 here, but never a negative label
+  { Loader L(items, o); }
+  items[0].label = -1;
+  expect_error([&] { Loader L(items, o); }, {"label -1"});
 }

@@ -10,7 +10,7 @@
 #include "framework/data/jpeg.h"
 #include "framework/metrics.h"
 #include "framework/ops.h"
-#include "tools/cli.h"
+#include "framework/cli.h"
 #include "tools/experiment/checkpoint.h"
 #include "tools/experiment/config.h"
 #include "tools/experiment/evaluation.h"

@@ -3,7 +3,7 @@
 #include <chrono>
 
 #include "datasets/synthetic_ham.h"
-#include "tools/cli.h"
+#include "framework/cli.h"
 
 using namespace dermis;
 

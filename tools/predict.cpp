@@ -7,7 +7,7 @@
 #include "framework/data/loader.h"
 #include "framework/io/json.h"
 #include "framework/ops.h"
-#include "tools/cli.h"
+#include "framework/cli.h"
 #include "tools/experiment/checkpoint.h"
 #include "tools/experiment/evaluation.h"
 #include "tools/experiment/heatmap.h"

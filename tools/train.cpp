@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <string>
 
-#include "tools/cli.h"
+#include "framework/cli.h"
 #include "tools/experiment/trainer.h"
 
 int main(int argc, char** argv) {

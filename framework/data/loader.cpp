@@ -21,7 +21,7 @@ void LoaderOptions::validate() const {
                "loader: output size {}x{} must be between 8 and 8192 pixels", height, width);
   DERMIS_CHECK(threads >= 1 && threads <= 256, "loader: threads must be in [1, 256], got {}", threads);
   DERMIS_CHECK(prefetch >= 1 && prefetch <= 1024, "loader: prefetch must be in [1, 1024], got {}", prefetch);
-  DERMIS_CHECK(num_classes >= 1, "loader: num_classes must be positive");
+  DERMIS_CHECK(num_classes >= 0, "loader: num_classes must not be negative (0: from the labels)");
   DERMIS_CHECK(class_power >= 0 && class_power <= 1, "loader: class_power must be in [0, 1], got {}", class_power);
   DERMIS_CHECK(shard_count >= 1 && shard_rank >= 0 && shard_rank < shard_count,
                "loader: shard {} of {} does not exist", shard_rank, shard_count);
@@ -47,6 +47,8 @@ Loader::Loader(std::vector<Item> items, LoaderOptions o)
       report_mu_(std::make_unique<std::mutex>()) {
   opt_.validate();
   DERMIS_CHECK(!items_.empty(), "loader: the dataset is empty (no images to load)");
+  if (opt_.num_classes == 0)
+    for (const Item& it : items_) opt_.num_classes = std::max(opt_.num_classes, it.label + 1);
   for (size_t i = 0; i < items_.size(); ++i)
     DERMIS_CHECK(items_[i].label >= 0 && items_[i].label < opt_.num_classes,
                  "loader: item {} ({}) has label {} outside [0, {})", i, items_[i].path, items_[i].label,

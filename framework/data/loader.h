@@ -42,7 +42,7 @@ struct LoaderOptions {
   // draws a class with probability proportional to n_k^class_power, then an item of that class,
   // with replacement (0.5: square-root sampling; 0: uniform over the classes present).
   double class_power = 1;
-  int num_classes = 7;                // for class_power < 1
+  int num_classes = 0;                // labels lie in [0, num_classes); 0: one more than the largest label
   bool cache = false;                 // keep decoded images in memory after the first epoch
   bool skip_bad_images = false;
   AugmentOptions augment;

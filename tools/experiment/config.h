@@ -6,7 +6,7 @@
 
 #include "framework/io/json.h"
 #include "framework/optim/schedule.h"
-#include "tools/cli.h"
+#include "framework/cli.h"
 
 namespace dermis::experiment {
 

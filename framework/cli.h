@@ -1,5 +1,6 @@
-// Minimal command-line flag parsing for the tools: --name VALUE or --name=VALUE, typed getters with
-// range checks, --help text, and one clear error (naming the flag) for anything unknown or invalid.
+// Minimal command-line flag parsing for the tools and the benchmarks: --name VALUE or --name=VALUE,
+// typed getters with range checks, --help text, and one clear error (naming the flag) for anything
+// unknown or invalid; run_main, which turns any error into one line and exit code 2.
 #pragma once
 
 #include <cmath>
@@ -10,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "framework/distributed.h"
-#include "framework/error.h"
-#include "framework/ops.h"
+#include "distributed.h"
+#include "error.h"
+#include "ops.h"
 
 namespace dermis::cli {
 
