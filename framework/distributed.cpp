@@ -24,7 +24,6 @@ namespace dermis::dist {
 namespace {
 int g_rank = 0, g_size = 1;
 bool g_mpi = false;  // MPI initialised by us
-bool g_sync_bn = false;
 
 bool launched_by_mpirun() {
   for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
@@ -178,12 +177,6 @@ std::vector<T> allgather_impl(const std::vector<T>& local) {
 
 std::vector<float> allgather(const std::vector<float>& local) { return allgather_impl(local); }
 std::vector<int> allgather(const std::vector<int>& local) { return allgather_impl(local); }
-
-void set_sync_batch_norm(bool on) { g_sync_bn = on; }
-bool sync_batch_norm() { return g_sync_bn; }
-void sync_stats(double* data, int64_t n) {
-  if (g_sync_bn) allreduce_sum(data, n);
-}
 
 void broadcast_parameters(const std::vector<Var>& params) {
   if (g_size == 1) return;

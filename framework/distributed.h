@@ -49,14 +49,6 @@ void barrier();
 std::vector<float> allgather(const std::vector<float>& local);
 std::vector<int> allgather(const std::vector<int>& local);
 
-// Synchronised batch norm: when on and training, the BatchNorm statistics (and the matching
-// backward sums) are taken over the whole global batch, across ranks. Off by default: each rank
-// normalises with its own batch (PyTorch's default under DDP).
-void set_sync_batch_norm(bool on);
-bool sync_batch_norm();
-// The reductions sync BN needs: sums a small vector over ranks when sync BN is on and the job
-// has more than one rank.
-void sync_stats(double* data, int64_t n);
 
 // Sets every parameter to rank 0's values.
 void broadcast_parameters(const std::vector<Var>& params);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "autograd.h"
@@ -53,11 +54,19 @@ Var global_max_pool2d(const Var& x);
 Var linear(const Var& x, const Var& w, const Var& b = {});
 
 // ---- normalisation -------------------------------------------------------------------------
+// Synchronised batch norm (data-parallel training): sums `n` doubles in place over every replica
+// of the job, e.g. an MPI allreduce; nn::set_sync_batch_norm installs one in a model's modules.
+// Empty (the default): each process normalises with its own batch. The ops know no MPI.
+using StatsReducer = std::function<void(double* data, int64_t n)>;
+
 struct BatchNormParams {
   bool training = true;   // batch statistics (and running-stat update) vs running statistics
   float momentum = 0.1f;  // running = (1 - momentum) * running + momentum * batch (PyTorch's rule)
   float eps = 1e-5f;
   bool relu = false;  // relu(bn(x)) in one primitive (oneDNN fuse_norm_relu; backward uses its mask)
+  // Training: the statistics and backward's two sums over every replica (a hand-written f32 path,
+  // taken whenever it is set, with one replica too, so results do not depend on the replica count).
+  StatsReducer sync = {};
 };
 // x (N, C, H, W), weight/bias (C), running_mean/var (C) updated in place when training
 // (running_var takes the unbiased batch variance, as PyTorch does) -> (N, C, H, W).
@@ -125,6 +134,7 @@ struct CbamParams {
   float bn_momentum = 0.01f;  // the official BasicConv's BatchNorm2d momentum
   float bn_eps = 1e-5f;
   Tensor* attention_out = nullptr;  // if set: receives the spatial attention map (N, 1, H, W)
+  StatsReducer sync = {};           // training: the spatial-gate BN statistics over every replica
 };
 // Fused forward and hand-written backward: x (N, C, H, W) in plain or nChw8c/nChw16c layout ->
 // same shape and layout.

@@ -109,7 +109,9 @@ BOOST_AUTO_TEST_CASE(matches_pytorch_golden) {
 BOOST_AUTO_TEST_CASE(fused_equals_composed) {
   // Forward, every gradient and the running statistics, for plain and blocked inputs (a conv
   // output with 16 or 20 channels is nChw16c, padded for 20), training and eval, channel-only.
-  // Both compute in f32 with different summation orders: 1e-5 max-norm relative.
+  // Both compute in f32 with different summation orders: 1e-5 max-norm relative. Each case runs
+  // twice more with synchronised batch norm as two replicas holding the same batch (a reducer that
+  // doubles every sum): fused and composed must agree there too, and normalise as without it.
   struct Case {
     int64_t N, C, H, W, Cr, k;
     bool via_conv, training, channel_only;
@@ -124,8 +126,8 @@ BOOST_AUTO_TEST_CASE(fused_equals_composed) {
     Tensor x0 = Tensor::randn({c.N, c.via_conv ? 3 : c.C, c.H, c.W}, g);
     Tensor cw = Tensor::randn({c.C, 3, 3, 3}, g, 0, 0.3f);
     Block blk = random_block(c.C, c.Cr, c.k, g);
-    const CbamParams p{.channel_only = c.channel_only, .training = c.training};
-    auto run = [&](bool fused) {
+    auto run = [&](bool fused, const StatsReducer& sync) {
+      const CbamParams p{.channel_only = c.channel_only, .training = c.training, .sync = sync};
       Var x = Var::parameter(x0.clone()), w = Var::parameter(cw.clone());
       Block b = blk;
       CbamWeights wts;
@@ -144,8 +146,13 @@ BOOST_AUTO_TEST_CASE(fused_equals_composed) {
         if (v.grad().defined()) out.push_back(v.grad().to_vector());
       return std::make_pair(out, !y.value().is_plain());
     };
-    auto [fused, fused_blocked] = run(true);
-    auto [composed, composed_blocked] = run(false);
+    const StatsReducer twins = [](double* d, int64_t n) {
+      for (int64_t i = 0; i < n; ++i) d[i] *= 2;
+    };
+    auto [fused, fused_blocked] = run(true, {});
+    auto [composed, composed_blocked] = run(false, {});
+    const auto fused_sync = run(true, twins).first;
+    const auto composed_sync = run(false, twins).first;
     BOOST_TEST_CONTEXT("N=" << c.N << " C=" << c.C << " " << c.H << "x" << c.W << " conv-input=" << c.via_conv
                             << " training=" << c.training << " channel_only=" << c.channel_only) {
       BOOST_REQUIRE(fused.size() == composed.size());
@@ -153,7 +160,12 @@ BOOST_AUTO_TEST_CASE(fused_equals_composed) {
       for (size_t i = 0; i < fused.size(); ++i) {
         const double e = max_rel(fused[i], composed[i]);
         BOOST_TEST(e <= 1e-5, "result " << i << " differs: max-norm relative error " << e);
+        const double es = max_rel(fused_sync[i], composed_sync[i]);
+        BOOST_TEST(es <= 1e-5, "with sync BN, result " << i << " differs: max-norm relative error " << es);
       }
+      // Output and input gradient: the same normalisation with and without the twin replica.
+      for (size_t i : {size_t{0}, size_t{1}})
+        BOOST_TEST(max_rel(fused_sync[i], fused[i]) <= 1e-5, "sync BN changed result " << i);
     }
   }
 }

@@ -1,7 +1,6 @@
 // Finite-difference gradient checks of every op, for every input and parameter (see gradcheck.h
 // for the method and the tolerances), over several shapes including odd sizes, stride 2 and padding.
 #define BOOST_TEST_MODULE ops_grad
-#include "framework/distributed.h"
 #include "gradcheck.h"
 
 using namespace dermis;
@@ -104,31 +103,47 @@ BOOST_AUTO_TEST_CASE(batch_norm2d_grad) {
 }
 
 BOOST_AUTO_TEST_CASE(sync_batch_norm2d_grad_and_forward) {
-  // Synchronised BN (data-parallel) has its own kernels; with one rank its reductions are local,
-  // so it must equal oneDNN's batch norm: output, running statistics, and the gradients by
-  // finite differences.
-  dist::set_sync_batch_norm(true);
+  // Synchronised BN (data-parallel: BatchNormParams::sync) has its own kernels. With one replica (a
+  // reducer that leaves the sums alone) it must equal oneDNN's batch norm: output, running
+  // statistics, and the gradients by finite differences. With a reducer that doubles every sum
+  // (two replicas holding the same batch) the normalisation is the same again, while the running
+  // variance's unbiasing uses the doubled count.
+  int calls = 0;
+  const StatsReducer one = [&](double*, int64_t) { ++calls; };
+  const StatsReducer twins = [](double* d, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) d[i] *= 2;
+  };
   for (const Shape& s : std::vector<Shape>{{4, 3, 3, 3}, {3, 16, 2, 2}}) {
     const int64_t C = s[1];
     Tensor rm = Tensor::zeros({C}), rv = Tensor::full({C}, 1.f);
     check("sync batch_norm2d train " + to_string(s),
-          [&](const std::vector<Var>& v) { return batch_norm2d(v[0], v[1], v[2], rm, rv, {.training = true}); },
+          [&](const std::vector<Var>& v) { return batch_norm2d(v[0], v[1], v[2], rm, rv, {.training = true, .sync = one}); },
           {rnd(s, 2.f), Tensor::uniform({C}, gen(), 0.5f, 1.5f), rnd({C})});
     const Tensor x = rnd(s, 2.f), w = Tensor::uniform({C}, gen(), 0.5f, 1.5f), b = rnd({C});
-    Tensor rm1 = Tensor::zeros({C}), rv1 = Tensor::full({C}, 1.f), rm2 = rm1.clone(), rv2 = rv1.clone();
-    const Var ys = batch_norm2d(Var(x), Var(w), Var(b), rm1, rv1, {.training = true, .relu = true});
-    dist::set_sync_batch_norm(false);
+    Tensor rm1 = Tensor::zeros({C}), rv1 = Tensor::full({C}, 1.f), rm2 = rm1.clone(), rv2 = rv1.clone(),
+           rm3 = rm1.clone(), rv3 = rv1.clone();
+    calls = 0;
+    const Var ys = batch_norm2d(Var(x), Var(w), Var(b), rm1, rv1, {.training = true, .relu = true, .sync = one});
+    BOOST_TEST(calls == 2, "the reducer was called " << calls << " times in forward (sums, then squares)");
     const Var yo = batch_norm2d(Var(x), Var(w), Var(b), rm2, rv2, {.training = true, .relu = true});
-    dist::set_sync_batch_norm(true);
-    const auto a = ys.value().to_vector(), o = yo.value().to_vector();
-    for (size_t i = 0; i < a.size(); ++i) BOOST_TEST(a[i] == o[i], boost::test_tools::tolerance(1e-4f));
-    const auto m1 = rm1.to_vector(), m2 = rm2.to_vector(), v1 = rv1.to_vector(), v2 = rv2.to_vector();
+    const Var yt = batch_norm2d(Var(x), Var(w), Var(b), rm3, rv3, {.training = true, .relu = true, .sync = twins});
+    const auto a = ys.value().to_vector(), o = yo.value().to_vector(), tw = yt.value().to_vector();
+    for (size_t i = 0; i < a.size(); ++i) {
+      BOOST_TEST(a[i] == o[i], boost::test_tools::tolerance(1e-4f));
+      BOOST_TEST(tw[i] == o[i], boost::test_tools::tolerance(1e-4f));
+    }
+    const auto m1 = rm1.to_vector(), m2 = rm2.to_vector(), m3 = rm3.to_vector();
+    const auto v1 = rv1.to_vector(), v2 = rv2.to_vector(), v3 = rv3.to_vector();
+    const double n = static_cast<double>(s[0] * s[2] * s[3]);
     for (int64_t c = 0; c < C; ++c) {
       BOOST_TEST(m1[c] == m2[c], boost::test_tools::tolerance(1e-4f));
       BOOST_TEST(v1[c] == v2[c], boost::test_tools::tolerance(1e-4f));
+      BOOST_TEST(m3[c] == m2[c], boost::test_tools::tolerance(1e-4f));
+      // running = 0.9 * 1 + 0.1 * var * count / (count - 1), with count n or 2n
+      const double var = ((v2[c] - 0.9) / 0.1) * (n - 1) / n;
+      BOOST_TEST(v3[c] == 0.9 + 0.1 * var * (2 * n) / (2 * n - 1), boost::test_tools::tolerance(1e-4));
     }
   }
-  dist::set_sync_batch_norm(false);
 }
 
 BOOST_AUTO_TEST_CASE(fused_bn_relu_and_add_relu_grad) {

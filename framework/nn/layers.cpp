@@ -44,12 +44,13 @@ BatchNorm2d::BatchNorm2d(int64_t channels, BatchNormOptions o) : options(o) {
 
 Var BatchNorm2d::forward(const Var& x) {
   return batch_norm2d(x, weight, bias, running_mean, running_var,
-                      {.training = is_training(), .momentum = options.momentum, .eps = options.eps});
+                      {.training = is_training(), .momentum = options.momentum, .eps = options.eps, .sync = sync});
 }
 
 Var BatchNorm2d::forward_relu(const Var& x) {
-  return batch_norm2d(x, weight, bias, running_mean, running_var,
-                      {.training = is_training(), .momentum = options.momentum, .eps = options.eps, .relu = true});
+  return batch_norm2d(
+      x, weight, bias, running_mean, running_var,
+      {.training = is_training(), .momentum = options.momentum, .eps = options.eps, .relu = true, .sync = sync});
 }
 
 Linear::Linear(int64_t in, int64_t out, bool with_bias) {
@@ -162,9 +163,17 @@ Var CBAM::forward(const Var& x) {
   const CbamParams p{.channel_only = options.channel_only,
                      .training = is_training(),
                      .bn_momentum = options.bn_momentum,
-                     .attention_out = capture_attention && !options.channel_only ? &last_attention : nullptr};
+                     .attention_out = capture_attention && !options.channel_only ? &last_attention : nullptr,
+                     .sync = sync};
   return options.fused ? cbam(x, w, bn_running_mean, bn_running_var, p)
                        : cbam_composed(x, w, bn_running_mean, bn_running_var, p);
+}
+
+void set_sync_batch_norm(Module& m, const StatsReducer& reduce) {
+  m.apply([&](Module& x) {
+    if (auto* bn = dynamic_cast<BatchNorm2d*>(&x)) bn->sync = reduce;
+    if (auto* c = dynamic_cast<CBAM*>(&x)) c->sync = reduce;
+  });
 }
 
 }  // namespace dermis::nn

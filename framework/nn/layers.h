@@ -43,6 +43,7 @@ class BatchNorm2d : public Module {
   Var weight, bias;
   Tensor running_mean, running_var;
   BatchNormOptions options;
+  StatsReducer sync;  // synchronised batch norm (see set_sync_batch_norm); empty: this batch alone
 };
 
 // conv -> bn (-> relu), the unit of most CNNs. In eval mode without gradients the BN is folded
@@ -137,6 +138,12 @@ class CBAM : public Module {
   CBAMOptions options;
   bool capture_attention = false;  // keep the last forward's spatial attention map (heatmaps)
   Tensor last_attention;           // (N, 1, H, W) when captured
+  StatsReducer sync;               // the spatial gate's synchronised batch norm (set_sync_batch_norm)
 };
+
+// Synchronised batch norm for data-parallel training, as PyTorch's convert_sync_batchnorm: every
+// BatchNorm2d and CBAM spatial-gate BN in `m` takes its training statistics over all replicas,
+// summed by `reduce` (e.g. an MPI allreduce); an empty `reduce` turns it off again.
+void set_sync_batch_norm(Module& m, const StatsReducer& reduce);
 
 }  // namespace dermis::nn

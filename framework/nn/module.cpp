@@ -95,6 +95,11 @@ void Module::load_state(const std::vector<std::pair<std::string, Tensor>>& state
                    type_name());
 }
 
+void Module::apply(const std::function<void(Module&)>& f) {
+  f(*this);
+  for (auto& [n, c] : children_) c->apply(f);
+}
+
 void Module::train(bool on) {
   training_ = on;
   for (auto& [n, c] : children_) c->train(on);

@@ -7,6 +7,7 @@
 // them in place (optimisers holding the same Vars stay valid).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -40,6 +41,8 @@ class Module {
 
   void train(bool on = true);
   void eval() { train(false); }
+  // Calls f on this module and then on every descendant, parents before children.
+  void apply(const std::function<void(Module&)>& f);
   bool is_training() const { return training_; }
 
  protected:

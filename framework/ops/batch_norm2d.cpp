@@ -5,9 +5,9 @@
 #include <cmath>
 #include <vector>
 
-#include "../distributed.h"
 #include "../dnnl/context.h"
 #include "../ops.h"
+#include "moments.h"
 
 namespace dermis {
 
@@ -38,45 +38,23 @@ void check_vec(const Tensor& t, int64_t C, const char* what) {
                t.defined() ? to_string(t.shape()) : "undefined");
 }
 // Synchronised batch norm (training): the statistics, and backward's two sums, are reduced over
-// every rank (dist::sync_stats), so the whole global batch is normalised together. Plain f32,
-// double accumulation; with one rank it is ordinary batch norm.
+// every replica by p.sync, so the whole global batch is normalised together. Plain f32, double
+// accumulation; with one replica it is ordinary batch norm.
 Var sync_batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& running_mean, Tensor& running_var,
                       const BatchNormParams& p) {
   const Tensor xp = x.value().dtype() == DType::f32 ? x.value().plain() : x.value().to_dtype(DType::f32).plain();
   const int64_t N = xp.dim(0), C = xp.dim(1), HW = xp.dim(2) * xp.dim(3);
   const float* px = xp.data();
-  std::vector<double> st(static_cast<size_t>(C) + 1, 0.0);
-#pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < C; ++c) {
-    double s = 0;
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t i = 0; i < HW; ++i) s += px[(n * C + c) * HW + i];
-    st[c] = s;
-  }
-  st[C] = static_cast<double>(N * HW);
-  dist::sync_stats(st.data(), C + 1);
-  const double count = st[C];
+  const detail::Moments mo = detail::channel_moments(px, N, C, HW, p.sync);
+  const double count = mo.count;
   DERMIS_CHECK(count > 1, "batch_norm2d: training needs more than one value per channel");
-  std::vector<double> mean(static_cast<size_t>(C)), sq(static_cast<size_t>(C), 0.0);
-  for (int64_t c = 0; c < C; ++c) mean[c] = st[c] / count;
-#pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < C; ++c) {
-    double s = 0;
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t i = 0; i < HW; ++i) {
-        const double d = px[(n * C + c) * HW + i] - mean[c];
-        s += d * d;
-      }
-    sq[c] = s;
-  }
-  dist::sync_stats(sq.data(), C);
   Tensor rstd = Tensor::empty({C}), meanf = Tensor::empty({C});
   float *prs = rstd.data(), *pm = meanf.data(), *rm = running_mean.data(), *rv = running_var.data();
   for (int64_t c = 0; c < C; ++c) {
-    const double var = sq[c] / count;
+    const double var = mo.var[c], mean = mo.mean[c];
     prs[c] = static_cast<float>(1.0 / std::sqrt(var + p.eps));
-    pm[c] = static_cast<float>(mean[c]);
-    rm[c] = (1.f - p.momentum) * rm[c] + p.momentum * static_cast<float>(mean[c]);
+    pm[c] = static_cast<float>(mean);
+    rm[c] = (1.f - p.momentum) * rm[c] + p.momentum * static_cast<float>(mean);
     rv[c] = (1.f - p.momentum) * rv[c] + p.momentum * static_cast<float>(var * count / (count - 1));
   }
   const Tensor gamma = weight.value().plain(), beta = bias.value().plain();
@@ -94,6 +72,7 @@ Var sync_batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& 
       }
   }
   const DType xdt = x.value().dtype();
+  const StatsReducer sync = p.sync;
   Var out = autograd::make_result(y, "sync_batch_norm2d", {x, weight, bias}, [=](Node& self) {
     const Tensor dy = self.grad.dtype() == DType::f32 ? self.grad.plain() : self.grad.to_dtype(DType::f32).plain();
     const float *pdy = dy.data(), *g = gamma.data(), *rs = rstd.data(), *mu = meanf.data();
@@ -111,7 +90,7 @@ Var sync_batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& 
     }
     Tensor dgamma = Tensor::empty({C}), dbeta = Tensor::empty({C});
     for (int64_t c = 0; c < C; ++c) dbeta.data()[c] = static_cast<float>(sums[c]), dgamma.data()[c] = static_cast<float>(sums[C + c]);
-    dist::sync_stats(sums.data(), 2 * C);  // the global sums shape dx; the parameter gradients stay local
+    sync(sums.data(), 2 * C);  // the global sums shape dx; the parameter gradients stay local
     Tensor dx = Tensor::empty(xp.shape());
     float* pdx = dx.data();
 #pragma omp parallel for collapse(2) schedule(static)
@@ -149,7 +128,7 @@ Var batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& runni
                "batch_norm2d: training needs more than one value per channel (input {}); use eval mode or a larger batch",
                to_string(xv.shape()));
 
-  if (p.training && dist::sync_batch_norm()) return sync_batch_norm2d(x, weight, bias, running_mean, running_var, p);
+  if (p.training && p.sync) return sync_batch_norm2d(x, weight, bias, running_mean, running_var, p);
   const bool grad = autograd::needs_grad({&x, &weight, &bias});
   const auto prop = (grad || p.training) ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
   const memory::desc md = xv.desc();

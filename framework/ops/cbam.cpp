@@ -24,10 +24,10 @@
 #include <vector>
 
 #include "../bf16.h"
-#include "../distributed.h"
 #include "../ops.h"
 #include "../profile.h"
 #include "conv2d.h"
+#include "moments.h"
 
 namespace dermis {
 
@@ -54,8 +54,9 @@ struct Saved {
   std::vector<float> mlp_in, mlp_h;     // (2N, C) [avg; max], (2N, Cr) post-ReLU
   Tensor fc1_w, fc2_w, conv_w;          // plain weights
   float bn_gamma = 0, inv_std = 0;
-  double bn_count = 0;                  // values the spatial BN statistics cover (all ranks with sync BN)
+  double bn_count = 0;                  // values the spatial BN statistics cover (all replicas with sync BN)
   bool channel_only = false, training = true;
+  StatsReducer sync;                    // synchronised BN: backward's sums over every replica too
   Tensor s;                             // (N, 2, H, W) spatial pooling, plain
   std::vector<int32_t> carg;            // (N, HW) argmax over channels of x1
   std::vector<float> zhat, att_s;       // (N, HW)
@@ -415,15 +416,10 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
     double mean, var;
     s.bn_count = static_cast<double>(M);
     if (p.training) {
-      // With synchronised batch norm the sums (and the count) are over every rank's batch.
-      double st[2] = {0, static_cast<double>(M)}, sq = 0;
-      for (int64_t i = 0; i < M; ++i) st[0] += pz[i];
-      dist::sync_stats(st, 2);
-      s.bn_count = st[1];
-      mean = st[0] / s.bn_count;
-      for (int64_t i = 0; i < M; ++i) sq += (pz[i] - mean) * (pz[i] - mean);
-      dist::sync_stats(&sq, 1);
-      var = sq / s.bn_count;
+      // With synchronised batch norm the sums (and the count) are over every replica's batch.
+      const detail::Moments mo = detail::channel_moments(pz, N, 1, HW, p.sync);
+      s.bn_count = mo.count, mean = mo.mean[0], var = mo.var[0];
+      s.sync = p.sync;
       float* rm = bn_running_mean.data();
       float* rv = bn_running_var.data();
       rm[0] = static_cast<float>((1 - p.bn_momentum) * rm[0] + p.bn_momentum * mean);
@@ -492,7 +488,7 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
       dgamma = static_cast<float>(sum_dz);
       dbeta = static_cast<float>(sum_d);
       double sums[2] = {sum_d, sum_dz};
-      if (s.training) dist::sync_stats(sums, 2);  // sync BN: dz uses the global sums
+      if (s.training && s.sync) s.sync(sums, 2);  // sync BN: dz uses the global sums
       const double cnt = s.bn_count;
       Tensor dz = Tensor::empty({N, 1, s.H, s.W});
       float* pdz = dz.data();
@@ -606,7 +602,7 @@ Var cbam_composed(const Var& x, const CbamWeights& w, Tensor& bn_running_mean, T
   Var s = concat_channels({channel_max(x1), channel_mean(x1)});
   Var z = conv2d(s, w.conv_w, {}, {.pad = w.conv_w.dim(2) / 2});
   z = batch_norm2d(z, w.bn_w, w.bn_b, bn_running_mean, bn_running_var,
-                   {.training = p.training, .momentum = p.bn_momentum, .eps = p.bn_eps});
+                   {.training = p.training, .momentum = p.bn_momentum, .eps = p.bn_eps, .sync = p.sync});
   Var att = sigmoid(z);
   if (p.attention_out) *p.attention_out = att.value().plain().clone();
   return x1 * att;

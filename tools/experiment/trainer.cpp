@@ -28,6 +28,7 @@
 #include "framework/data/loader.h"
 #include "framework/distributed.h"
 #include "framework/fault.h"
+#include "framework/nn/layers.h"
 #include "framework/ops.h"
 #include "framework/optim/ema.h"
 #include "framework/random.h"
@@ -237,7 +238,6 @@ TrainResult train(TrainConfig c, const std::string& command) {
   }
   const std::string metrics_path = (fs::path(c.out) / "metrics.jsonl").string();
   if (!ck && writer) std::remove(metrics_path.c_str());
-  dist::set_sync_batch_norm(c.sync_bn);
 
   // Threads: oneDNN's OpenMP threads on every core; the loader's workers mostly sleep (bounded
   // prefetch), so one per two cores keeps the model fed (bench/pipeline).
@@ -324,6 +324,8 @@ TrainResult train(TrainConfig c, const std::string& command) {
   // Model, optimiser, schedule.
   manual_seed(c.seed);
   std::shared_ptr<models::Classifier> model = ck ? ck->model : models::create(c.model, datasets::kNumClasses);
+  // --sync-bn: training BatchNorm statistics over every rank's batch (the same path with one rank).
+  if (c.sync_bn) nn::set_sync_batch_norm(*model, [](double* d, int64_t n) { dist::allreduce_sum(d, n); });
   optim::SGD opt(model->parameters(), {.lr = static_cast<float>(c.lr),
                                        .momentum = static_cast<float>(c.momentum),
                                        .weight_decay = static_cast<float>(c.weight_decay),
