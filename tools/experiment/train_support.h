@@ -1,0 +1,57 @@
+// What a training run needs besides the model and the data: the clock, stop signals (SIGINT,
+// SIGTERM), the check for non-finite values, the run folder's checks and files, and the helpers
+// that turn a dataset into loader items. Used by trainer.cpp.
+#pragma once
+
+#include <signal.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "datasets/ham10000.h"
+#include "framework/autograd.h"
+#include "framework/data/loader.h"
+#include "models/classifier.h"
+
+namespace dermis::experiment {
+
+double now();                 // seconds, monotonic
+std::string hms(double s);    // "1h02m", "3m07s"
+
+// The loader items (path, label) of dataset entries `idx`.
+std::vector<data::Item> items_of(const datasets::Dataset& d, const std::vector<size_t>& idx);
+std::vector<std::string> class_list();  // HAM10000's classes in label order
+
+// While one lives, SIGINT/SIGTERM ask the training loop to stop after its step (received() turns
+// non-zero); a second signal takes the default action (the process ends; checkpoints are never
+// left half-written).
+class StopSignals {
+ public:
+  StopSignals();
+  ~StopSignals();
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  static int received();
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+const char* signal_name(int s);
+
+// The name of the first non-finite value among the logits, the loss and the parameter gradients
+// (in the order backward computes them: last layer first); empty if all are finite.
+std::string first_nonfinite(const Var& logits, float loss, models::Classifier& model);
+
+// Checks before training that the run folder takes files and has room for two checkpoints (the
+// new one is written beside the old before replacing it).
+void check_output_folder(const std::string& dir, uint64_t checkpoint_bytes);
+// Removes the temporary files of atomic writes (NAME.tmp.PID) that a killed process left behind.
+void remove_stale_temporaries(const std::string& dir);
+void append_line(const std::string& path, const std::string& line);
+
+// DERMIS_FAULT=reverse_batches: every batch's images in reverse order. The mean gradient is the
+// same, summed in another order: the data-parallel test measures rounding noise with it.
+void reverse_batch(data::Batch& b);
+
+}  // namespace dermis::experiment
