@@ -1,4 +1,4 @@
-// The training run (see trainer.h).
+// The training run (see trainer.h, trainer_run.h): the epoch loop, steps, validation, checkpoints, report.
 #include "trainer.h"
 
 #include <fmt/format.h>
@@ -36,6 +36,7 @@
 #include "models/registry.h"
 #include "report.h"
 #include "train_support.h"
+#include "trainer_run.h"
 
 namespace dermis::experiment {
 
@@ -62,106 +63,7 @@ void ensure_synthetic_dataset(const std::string& dir, int64_t count) {
 }
 
 
-namespace {
-
-// One epoch in progress: what a mid-epoch checkpoint records, and the running sums.
-struct EpochState {
-  int64_t epoch = 0;
-  bool early = false;      // trains at --early-size
-  int64_t batch = 0;       // global batches done (including those before a mid-epoch resume)
-  int64_t first_batch = 0;  // where this process started in the epoch
-  int64_t position = 0;    // samples of the epoch's order consumed (all ranks together)
-  int64_t steps = 0;       // optimiser steps of this epoch
-  // Training loss: `base_*` carried over from a mid-epoch checkpoint (all ranks), `*_here` this
-  // process's own steps since.
-  double base_loss = 0, loss_here = 0;
-  int64_t base_seen = 0, seen_here = 0;
-  double lr = 0, overlap_sum = 0, wait_sum = 0, t0 = 0;
-};
-
-enum class EpochEnd { next, stop, stop_after_this };
-
-// The training run, one method per phase. Its run state is what a checkpoint stores (state_), so
-// resuming is: load the checkpoint, set up as usual, continue from state_.
-class Trainer {
- public:
-  Trainer(TrainConfig c, std::string command) : c_(std::move(c)), command_(std::move(command)) {}
-  TrainResult run();
-
- private:
-  // Set-up.
-  void resolve_config();
-  void prepare_run_folder();
-  void setup_data();
-  void setup_loaders();
-  void setup_model();
-  void restore_history();
-  void print_summary() const;
-  // The loop.
-  EpochEnd run_epoch(int64_t epoch);
-  EpochState begin_epoch(int64_t epoch);
-  bool train_steps(EpochState& es);  // false: interrupted by a signal mid-epoch
-  bool out_of_time();
-  bool step(data::Batch& batch, EpochState& es);  // false: skipped (non-finite, --nonfinite skip)
-  float forward_backward(data::Batch& batch, Var* logits, EpochState& es);
-  bool skip_nonfinite(const std::string& bad, EpochState& es, const std::vector<Tensor>& buffers_before);
-  void print_progress(const EpochState& es) const;
-  bool interrupted(const EpochState* mid);
-  std::pair<double, int64_t> epoch_loss(const EpochState& es) const;
-  bool end_epoch(const EpochState& es, double loss_sum, int64_t seen);  // false: stop now
-  metrics::Report validate(models::Classifier& m);
-  void log_epoch(const EpochState& es, const EpochRecord& rec);
-  void set_progress(const EpochState* mid);
-  void stamp();
-  void write_last();
-  // The end.
-  TrainResult result() const;
-  TrainResult finish();
-  void write_run_report(Checkpoint& best, TrainResult& res);
-
-  int64_t agree(int64_t v) const { return ranks_ > 1 ? dist::allreduce_max(v) : v; }  // the same on every rank
-  models::Classifier& evaluated() { return average_ ? *average_ : *model_; }
-  std::string train_size(bool early) const {
-    return early ? fmt::format("{}x{}", c_.early_height, c_.early_width) : fmt::format("{}x{}", c_.height, c_.width);
-  }
-
-  TrainConfig c_;
-  std::string command_;
-  double t_start_ = now();
-  std::unique_ptr<Checkpoint> ck_;  // --resume
-  bool synthetic_ = false, writer_ = true, bf16_ = false, tty_ = false;
-  int ranks_ = 1, loader_threads_ = 1;
-  std::string root_, metrics_path_, best_path_, last_path_;
-  double budget_ = 0;  // seconds (--minutes)
-  // Data.
-  std::vector<data::Item> train_items_, val_items_;
-  std::vector<float> class_weights_, logit_offsets_;
-  data::Normalization norm_;
-  data::LoaderOptions val_options_;
-  std::unique_ptr<data::Loader> train_loader_, early_loader_, val_loader_;
-  int64_t batches_ = 0;  // global batches per epoch
-  // Model and optimiser.
-  std::shared_ptr<models::Classifier> model_, average_;
-  std::unique_ptr<optim::SGD> opt_;
-  std::unique_ptr<optim::Schedule> sched_;
-  std::unique_ptr<dist::GradientReducer> reducer_;
-  std::unique_ptr<optim::WeightAverage> averager_;
-  // Run state: the checkpoint's (steps, best epoch, schedule, generator, elapsed time, progress).
-  CheckpointInfo state_;
-  int64_t start_epoch_ = 0, epochs_done_ = 0;
-  double run_t0_ = 0;  // elapsed time carries across resumes
-  std::vector<EpochRecord> history_;
-  std::vector<std::pair<double, double>> lr_trace_;
-  std::optional<metrics::Report> best_report_;  // validation of the best checkpoint, if this run wrote it
-  double val_seconds_ = -1, train_img_s_ = 0;
-  bool stop_ = false;
-  int interrupted_by_ = 0;
-  std::optional<bool> was_early_;
-  // The non-finite policy and the fault hooks of the crash and data-parallel tests.
-  int64_t nonfinite_in_row_ = 0, nonfinite_skipped_ = 0;
-  std::optional<int64_t> nan_step_ = fault::value("nan_at_step"), fail_step_ = fault::value("fail_at_step");
-  bool reverse_batches_ = fault::value("reverse_batches").has_value(), nan_injected_ = false;
-};
+namespace detail {
 
 TrainResult Trainer::run() {
   resolve_config();
@@ -184,224 +86,6 @@ TrainResult Trainer::run() {
   }
   epochs_done_ = epoch;
   return interrupted_by_ || !writer_ ? result() : finish();
-}
-
-// Resuming takes the run's settings from the checkpoint so that it continues exactly. Everything
-// that can be wrong with the settings is found here, before a file is written.
-void Trainer::resolve_config() {
-  if (!c_.resume.empty()) {
-    const std::string path = c_.resume;
-    ck_ = std::make_unique<Checkpoint>(load_checkpoint(path));
-    TrainConfig stored = TrainConfig::from_json(ck_->info.config);
-    stored.resume = path;
-    stored.stop_after = c_.stop_after;
-    if (stored.out.empty()) stored.out = fs::path(path).parent_path().string();
-    try {
-      stored.validate();
-    } catch (const Error& e) {
-      DERMIS_FAIL("{}: the training settings stored in this checkpoint are invalid ({}); it is damaged, or was "
-                  "written by a newer dermis or another program", path, e.what());
-    }
-    c_ = stored;
-    fmt::print("resuming {} from {} (epoch {} done)\n", c_.model, path, ck_->info.epoch);
-  }
-  const auto& names = models::model_names();
-  DERMIS_CHECK(std::find(names.begin(), names.end(), c_.model) != names.end(),
-               "unknown model '{}'; choose one of resnet18_cbam, resnet34_cbam, resnet18, cbam_small", c_.model);
-  synthetic_ = c_.data.empty();
-  if (c_.height == 0) c_.height = synthetic_ ? 72 : 112, c_.width = synthetic_ ? 96 : 150;
-  c_.validate();  // again, now that the input size is known (--early-size must be smaller)
-  // bf16 on a CPU without bf16 kernels: one clear error before the run folder exists.
-  if (c_.precision == "bf16" && c_.resume.empty()) cpu::require_bf16("flag --precision bf16", "--precision f32");
-  if (c_.precision == "bf16" && !c_.resume.empty())
-    cpu::require_bf16(fmt::format("{} (a --precision bf16 run)", c_.resume), "a new run with --precision f32");
-  if (c_.epochs == 0) c_.epochs = c_.minutes > 0 ? 100000 : (synthetic_ ? 12 : 30);
-  if (c_.out.empty()) {
-    const std::time_t t = std::time(nullptr);
-    char stamp[32];
-    std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&t));
-    c_.out = fmt::format("runs/{}-{}", c_.model, stamp);
-  }
-  budget_ = c_.minutes * 60;
-  bf16_ = c_.precision == "bf16";
-  tty_ = isatty(fileno(stdout));
-}
-
-// Data-parallel: rank 0 alone writes files (run folder, checkpoints, metrics, report).
-void Trainer::prepare_run_folder() {
-  ranks_ = dist::size();
-  writer_ = dist::is_root();
-  if (writer_) {
-    std::error_code ec;
-    fs::create_directories(c_.out, ec);
-    DERMIS_CHECK(!ec && fs::is_directory(c_.out), "cannot create the run folder {}: {}; choose another with --out",
-                 c_.out, ec ? ec.message() : "a file of that name exists");
-    remove_stale_temporaries(c_.out);
-  }
-  metrics_path_ = (fs::path(c_.out) / "metrics.jsonl").string();
-  best_path_ = (fs::path(c_.out) / "best.safetensors").string();
-  last_path_ = (fs::path(c_.out) / "last.safetensors").string();
-  if (!ck_ && writer_) std::remove(metrics_path_.c_str());
-  // Threads: oneDNN's OpenMP threads on every core; the loader's workers mostly sleep (bounded
-  // prefetch), so one per two cores keeps the model fed (bench/pipeline).
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  set_num_threads(c_.threads > 0 ? c_.threads : cores);
-  set_conv_algorithm(cli::conv_algorithm_flag(c_.conv));
-  loader_threads_ = c_.loader_threads > 0 ? c_.loader_threads : data::default_loader_threads(cores);
-}
-
-// The data set, its lesion-grouped stratified split, class weights or logit offsets, and the
-// normalisation (the checkpoint's when resuming).
-void Trainer::setup_data() {
-  root_ = c_.data;
-  if (synthetic_) {  // build/synthetic-ham10000, or build/synthetic-ham10000-COUNT for another size
-    root_ = default_synthetic_dir();
-    if (c_.synthetic_count != TrainConfig{}.synthetic_count) root_ += fmt::format("-{}", c_.synthetic_count);
-  }
-  if (synthetic_ && writer_) ensure_synthetic_dataset(root_, c_.synthetic_count);
-  dist::barrier();
-  const datasets::Dataset ds = datasets::read_ham10000(root_, {c_.images, c_.skip_bad_images});
-  const datasets::Split split = datasets::grouped_split(ds, c_.val_fraction, c_.seed);
-  train_items_ = items_of(ds, split.train), val_items_ = items_of(ds, split.val);
-  if (writer_) {  // the exact images of each side, for other programs (e.g. a PyTorch reference run)
-    const std::string text = datasets::split_csv(ds, split);
-    data::write_file_atomic((fs::path(c_.out) / "split.csv").string(), std::vector<uint8_t>(text.begin(), text.end()));
-  }
-  std::array<int64_t, datasets::kNumClasses> counts{};
-  for (auto& it : train_items_) counts[it.label]++;
-  if (c_.class_weights != "none")
-    class_weights_ = datasets::class_weights(counts, c_.class_weights == "inverse" ? 1.0 : 0.5);
-  if (c_.logit_adjust > 0) logit_offsets_ = datasets::logit_offsets(counts, c_.logit_adjust, c_.class_power());
-  norm_ = ck_ ? ck_->info.norm : data::compute_normalization(train_items_, c_.height, c_.width, 500, loader_threads_);
-  fmt::print("data: {} ({} images, {} lesions): {} train / {} validation images, lesion-grouped\n", root_,
-             ds.samples.size(), ds.num_lesions(), train_items_.size(), val_items_.size());
-  // What each class gets of an epoch under --class-sampling.
-  const std::vector<double> share = datasets::sampled_class_prior(counts, c_.class_power());
-  std::string mix;
-  for (int k = 0; k < datasets::kNumClasses; ++k)
-    mix += fmt::format("{}{} {} ({:.1f}%)", k ? ", " : "", datasets::class_names()[k], counts[k],
-                       counts[k] > 0 ? 100 * share[k] : 0.0);
-  fmt::print("training images per class (share of each epoch, {} class sampling): {}\n", c_.class_sampling, mix);
-}
-
-// The training loader (and the --early-size one), and this rank's slice of the validation set.
-void Trainer::setup_loaders() {
-  data::LoaderOptions lo;
-  lo.batch = c_.batch, lo.height = c_.height, lo.width = c_.width, lo.threads = loader_threads_, lo.seed = c_.seed;
-  lo.drop_last = ranks_ > 1 || train_items_.size() > static_cast<size_t>(c_.batch);
-  lo.shard_rank = dist::rank(), lo.shard_count = ranks_;  // --batch is per rank; the global batch is ranks x batch
-  DERMIS_CHECK(train_items_.size() >= static_cast<size_t>(c_.batch * ranks_),
-               "{} training images do not fill one global batch of {} ranks x {}; lower --batch", train_items_.size(),
-               ranks_, c_.batch);
-  lo.class_power = c_.class_power(), lo.cache = c_.cache, lo.skip_bad_images = c_.skip_bad_images, lo.norm = norm_;
-  lo.augment.scale_min = static_cast<float>(c_.crop_scale_min);
-  lo.augment.rotate_degrees = static_cast<float>(c_.rotate_degrees);
-  lo.augment.brightness = lo.augment.contrast = lo.augment.saturation = static_cast<float>(c_.jitter);
-  lo.augment.hue = static_cast<float>(c_.hue);
-  train_loader_ = std::make_unique<data::Loader>(train_items_, lo);
-  batches_ = train_loader_->batches_per_epoch();
-  if (c_.early_height > 0) {  // --early-size: the same epochs at the smaller size
-    data::LoaderOptions eo = lo;
-    eo.height = c_.early_height, eo.width = c_.early_width;
-    early_loader_ = std::make_unique<data::Loader>(train_items_, eo);
-  }
-  data::LoaderOptions& vo = val_options_;
-  vo = lo;
-  vo.train = false, vo.shuffle = false, vo.drop_last = false, vo.class_power = 1, vo.batch = std::max<int64_t>(c_.batch, 64);
-  vo.shard_rank = 0, vo.shard_count = 1;
-  // Validation is sharded too: each rank takes a contiguous slice and the predictions are gathered.
-  const size_t v0 = val_items_.size() * dist::rank() / ranks_, v1 = val_items_.size() * (dist::rank() + 1) / ranks_;
-  val_loader_ = std::make_unique<data::Loader>(std::vector<data::Item>(val_items_.begin() + v0, val_items_.begin() + v1), vo);
-}
-
-// Model, optimiser, gradient reducer, weight average and schedule; resumed from the checkpoint.
-void Trainer::setup_model() {
-  manual_seed(c_.seed);
-  model_ = ck_ ? ck_->model : models::create(c_.model, datasets::kNumClasses);
-  // --sync-bn: training BatchNorm statistics over every rank's batch (the same path with one rank).
-  if (c_.sync_bn) nn::set_sync_batch_norm(*model_, [](double* d, int64_t n) { dist::allreduce_sum(d, n); });
-  opt_ = std::make_unique<optim::SGD>(model_->parameters(), optim::SGDOptions{.lr = static_cast<float>(c_.lr),
-                                                                              .momentum = static_cast<float>(c_.momentum),
-                                                                              .weight_decay = static_cast<float>(c_.weight_decay),
-                                                                              .nesterov = c_.nesterov && c_.momentum > 0});
-  if (writer_) {
-    uint64_t bytes = 0;
-    for (auto& [n, t] : model_->state()) bytes += static_cast<uint64_t>(t.numel()) * 4;
-    check_output_folder(c_.out, bytes * (c_.ema > 0 ? 3 : 2));  // weights, momentum, weight average
-  }
-  // Data-parallel: identical starting weights (the seed makes them so; the broadcast makes sure),
-  // and gradients averaged across ranks in buckets while backward runs.
-  dist::broadcast_parameters(model_->parameters());
-  if (ranks_ > 1) reducer_ = std::make_unique<dist::GradientReducer>(model_->parameters());
-  if (c_.ema > 0) {  // the weight average is validated, and saved as best, instead of the raw weights
-    average_ = models::create(c_.model, datasets::kNumClasses);
-    average_->eval();
-    averager_ = std::make_unique<optim::WeightAverage>(*model_, *average_, c_.ema);
-    if (ck_) {
-      DERMIS_CHECK(load_weight_average(*ck_, *average_),
-                   "{}: the run uses --ema but the checkpoint has no weight average", c_.resume);
-      averager_->set_updates(ck_->info.step);
-    }
-  }
-  optim::ScheduleOptions so = c_.schedule;
-  so.base_lr = c_.lr;
-  so.plateau_maximize = c_.plateau_metric == "balanced_accuracy";
-  sched_ = std::make_unique<optim::Schedule>(so);
-  state_.model = c_.model, state_.classes = class_list(), state_.height = c_.height, state_.width = c_.width;
-  state_.norm = norm_, state_.config = c_.to_json();
-  if (!ck_) return;
-  load_optimizer_state(*ck_, *model_, *opt_);
-  sched_->set_state(ck_->info.schedule);
-  default_generator().set_state(ck_->info.rng_seed, ck_->info.rng_counter);
-  start_epoch_ = ck_->info.epoch;
-  state_.step = ck_->info.step, state_.best_metric = ck_->info.best_metric, state_.best_epoch = ck_->info.best_epoch;
-  state_.elapsed_seconds = ck_->info.elapsed_seconds;
-}
-
-// Resumed: earlier epochs' records, for the curves. Lines of epochs after the checkpoint (written
-// before a crash) are dropped from metrics.jsonl so that they are not repeated.
-void Trainer::restore_history() {
-  run_t0_ = now() - state_.elapsed_seconds;
-  if (!ck_) return;
-  std::ifstream f(metrics_path_);
-  std::string kept;
-  for (std::string line; std::getline(f, line);) {
-    json::Value v;
-    try {
-      v = json::parse(line, metrics_path_);
-      if (v.at("epoch").integer() > start_epoch_) break;
-    } catch (const Error&) {
-      break;  // a line cut short by a crash
-    }
-    kept += line + "\n";
-    EpochRecord r;
-    r.epoch = v.at("epoch").integer(), r.train_loss = v.at("train_loss").number(), r.lr = v.at("lr").number();
-    r.val.loss = v.at("val").at("loss").number(), r.val.accuracy = v.at("val").at("accuracy").number();
-    r.val.balanced_accuracy = v.at("val").at("balanced_accuracy").number();
-    history_.push_back(r);
-    lr_trace_.emplace_back(static_cast<double>(r.epoch - 1), r.lr);
-  }
-  f.close();
-  if (writer_) data::write_file_atomic(metrics_path_, std::vector<uint8_t>(kept.begin(), kept.end()));
-}
-
-void Trainer::print_summary() const {
-  fmt::print("model: {} ({:.2f} M parameters), input {}x{}, batch {}, {}, {} threads + {} loader thread{}{}\n",
-             c_.model, model_->num_parameters() / 1e6, c_.height, c_.width, c_.batch,
-             bf16_ ? "bf16 mixed precision" : "f32", num_threads(), loader_threads_, loader_threads_ > 1 ? "s" : "",
-             c_.ema > 0 ? fmt::format(", weight average (decay {})", c_.ema) : "");
-  if (ranks_ > 1)
-    fmt::print("data-parallel: {} ranks x batch {} (global batch {}), {} gradient buckets, {} BatchNorm\n", ranks_,
-               c_.batch, ranks_ * c_.batch, reducer_->buckets(), c_.sync_bn ? "synchronised" : "per-rank");
-  if (early_loader_)
-    fmt::print("progressive resizing: training epochs that start in the first {:.0f}% of the {} use input {}x{}, "
-               "later ones {}x{}\n",
-               100 * c_.early_fraction,
-               c_.minutes > 0 ? fmt::format("{:g}-minute budget", c_.minutes) : fmt::format("{} epochs", c_.epochs),
-               c_.early_height, c_.early_width, c_.height, c_.width);
-  fmt::print("cpu: {}\n", cpu::summary());
-  fmt::print("run folder: {}\n", c_.out);
-  std::fflush(stdout);
 }
 
 EpochEnd Trainer::run_epoch(int64_t epoch) {
@@ -727,8 +411,8 @@ void Trainer::write_run_report(Checkpoint& best, TrainResult& res) {
   res.report = (fs::path(c_.out) / "report.html").string();
   write_report(res.report, ri);
 }
-}  // namespace
+}  // namespace detail
 
-TrainResult train(TrainConfig c, const std::string& command) { return Trainer(std::move(c), command).run(); }
+TrainResult train(TrainConfig c, const std::string& command) { return detail::Trainer(std::move(c), command).run(); }
 
 }  // namespace dermis::experiment
