@@ -13,6 +13,7 @@
 
 #include "framework/data/loader.h"
 #include "framework/error.h"
+#include "framework/io/atomic_file.h"
 #include "testing.h"
 
 using namespace dermis;
@@ -39,7 +40,7 @@ Image pattern(int w, int h, int seed) {
 
 std::string write_jpeg(const TempDir& d, const std::string& name, const Image& im, int q = 92) {
   const std::string f = d.file(name);
-  write_file_atomic(f, encode_jpeg(im, q));
+  io::write_file_atomic(f, encode_jpeg(im, q));
   return f;
 }
 

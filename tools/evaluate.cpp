@@ -8,6 +8,7 @@
 #include "datasets/ham10000.h"
 #include "datasets/split.h"
 #include "framework/data/jpeg.h"
+#include "framework/io/atomic_file.h"
 #include "framework/metrics.h"
 #include "framework/ops.h"
 #include "framework/cli.h"
@@ -83,7 +84,7 @@ int main(int argc, char** argv) {
     const std::string text = json::dump(o2);
     std::printf("%s\n", text.c_str());
     if (!args.str("out").empty())
-      data::write_file_atomic(args.str("out"), std::vector<uint8_t>(text.begin(), text.end()));
+      io::write_file_atomic(args.str("out"), std::vector<uint8_t>(text.begin(), text.end()));
     return 0;
   });
 }

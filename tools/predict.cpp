@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "framework/data/loader.h"
+#include "framework/io/atomic_file.h"
 #include "framework/io/json.h"
 #include "framework/ops.h"
 #include "framework/cli.h"
@@ -66,7 +67,7 @@ int main(int argc, char** argv) {
       std::string heat_path;
       if (!hdir.empty()) {
         heat_path = (fs::path(hdir) / (fs::path(path).stem().string() + "_heatmap.jpg")).string();
-        data::write_file_atomic(heat_path, data::encode_jpeg(h.overlay, 90));
+        io::write_file_atomic(heat_path, data::encode_jpeg(h.overlay, 90));
       }
       if (args.flag("json")) {
         json::Object probs;

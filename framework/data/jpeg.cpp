@@ -148,24 +148,4 @@ std::vector<uint8_t> encode_jpeg(const Image& img, int quality) {
   return encode_jpeg(img.rgb.data(), img.width, img.height, 3, quality);
 }
 
-void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    DERMIS_CHECK(f.good(), "cannot write {} ({}); check that the folder exists and is writable", tmp,
-                 std::strerror(errno));
-    f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    f.flush();
-    if (!f.good()) {
-      std::remove(tmp.c_str());
-      DERMIS_FAIL("writing {} failed ({}); disk full?", path, std::strerror(errno));
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    std::remove(tmp.c_str());
-    DERMIS_FAIL("cannot move {} into place ({})", path, std::strerror(e));
-  }
-}
-
 }  // namespace dermis::data

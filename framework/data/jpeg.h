@@ -57,7 +57,5 @@ Image decode_jpeg(const std::vector<uint8_t>& data, const JpegInfo& info, const 
 std::vector<uint8_t> encode_jpeg(const uint8_t* pixels, int width, int height, int channels, int quality);
 std::vector<uint8_t> encode_jpeg(const Image& img, int quality);
 
-// Writes bytes to a file atomically (temporary file + rename).
-void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes);
 
 }  // namespace dermis::data

@@ -14,6 +14,7 @@
 
 #include "../error.h"
 #include "../fault.h"
+#include "atomic_file.h"
 #include "json.h"
 
 namespace dermis::io {
@@ -71,53 +72,17 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   while ((8 + h.size()) % 8) h += ' ';  // keeps the data 8-byte aligned (allowed by the format)
 
   const bool kill_midway = fault::trigger("kill_in_save"), fail_midway = fault::trigger("enospc_in_save");
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  DERMIS_CHECK(fd >= 0, "cannot write {}: {} (check that the folder exists and is writable)", tmp,
-               std::strerror(errno));
-  auto write_all = [&](const void* p, size_t n) {
-    const char* c = static_cast<const char*>(p);
-    while (n > 0) {
-      ssize_t w = ::write(fd, c, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (fail_midway) w = -1, errno = ENOSPC;
-      if (w <= 0) {
-        const int e = errno;
-        ::close(fd);
-        ::unlink(tmp.c_str());
-        DERMIS_FAIL("writing {} failed: {} (disk full?); the previous file, if any, is untouched", path,
-                    std::strerror(e));
-      }
-      c += w;
-      n -= static_cast<size_t>(w);
-    }
-  };
+  AtomicFile f(path, fail_midway);
   uint64_t len = h.size();
   unsigned char le[8];
   for (int i = 0; i < 8; ++i) le[i] = static_cast<unsigned char>(len >> (8 * i));
-  write_all(le, 8);
-  write_all(h.data(), h.size());
+  f.write(le, 8);
+  f.write(h.data(), h.size());
   for (size_t i = 0; i < plain.size(); ++i) {
     if (kill_midway && i == plain.size() / 2) ::kill(::getpid(), SIGKILL);
-    write_all(plain[i].data(), static_cast<size_t>(plain[i].numel()) * sizeof(float));
+    f.write(plain[i].data(), static_cast<size_t>(plain[i].numel()) * sizeof(float));
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    DERMIS_FAIL("writing {} failed: {}; the previous file, if any, is untouched", path, std::strerror(errno));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    DERMIS_FAIL("cannot move {} into place as {}: {}", tmp, path, std::strerror(e));
-  }
-  // Make the rename itself durable: without this a power cut can lose the new directory entry.
-  const size_t slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  f.commit();
 }
 
 TensorFile load_safetensors(const std::string& path) {

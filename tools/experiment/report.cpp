@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "framework/data/jpeg.h"
+#include "framework/io/atomic_file.h"
 
 namespace dermis::experiment {
 
@@ -198,7 +199,7 @@ void write_report(const std::string& path, const ReportInput& in) {
   }
   h += "<h2>Configuration</h2><pre style='white-space:pre-wrap;word-break:break-all;font-size:12px'>" + html_escape(in.config_json) +
        "</pre></body></html>\n";
-  data::write_file_atomic(path, std::vector<uint8_t>(h.begin(), h.end()));
+  io::write_file_atomic(path, std::vector<uint8_t>(h.begin(), h.end()));
 }
 
 }  // namespace dermis::experiment

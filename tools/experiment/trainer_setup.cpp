@@ -25,6 +25,7 @@
 #include "evaluation.h"
 #include "framework/cpu.h"
 #include "framework/data/jpeg.h"
+#include "framework/io/atomic_file.h"
 #include "framework/data/loader.h"
 #include "framework/distributed.h"
 #include "framework/fault.h"
@@ -121,7 +122,7 @@ void Trainer::setup_data() {
   train_items_ = items_of(ds, split.train), val_items_ = items_of(ds, split.val);
   if (writer_) {  // the exact images of each side, for other programs (e.g. a PyTorch reference run)
     const std::string text = datasets::split_csv(ds, split);
-    data::write_file_atomic((fs::path(c_.out) / "split.csv").string(), std::vector<uint8_t>(text.begin(), text.end()));
+    io::write_file_atomic((fs::path(c_.out) / "split.csv").string(), std::vector<uint8_t>(text.begin(), text.end()));
   }
   std::array<int64_t, datasets::kNumClasses> counts{};
   for (auto& it : train_items_) counts[it.label]++;
@@ -238,7 +239,7 @@ void Trainer::restore_history() {
     lr_trace_.emplace_back(static_cast<double>(r.epoch - 1), r.lr);
   }
   f.close();
-  if (writer_) data::write_file_atomic(metrics_path_, std::vector<uint8_t>(kept.begin(), kept.end()));
+  if (writer_) io::write_file_atomic(metrics_path_, std::vector<uint8_t>(kept.begin(), kept.end()));
 }
 
 void Trainer::print_summary() const {
