@@ -155,8 +155,6 @@ Info probe() {
   const bool env = (std::getenv("ONEDNN_MAX_CPU_ISA") && *std::getenv("ONEDNN_MAX_CPU_ISA")) ||
                    (std::getenv("DNNL_MAX_CPU_ISA") && *std::getenv("DNNL_MAX_CPU_ISA"));
   in.capped = env && in.isa != Isa::other && hw != Isa::other && static_cast<int>(in.isa) < static_cast<int>(hw);
-  in.avx2 = in.isa != Isa::other && in.isa >= Isa::avx2;
-  in.avx512 = in.isa != Isa::other && in.isa >= Isa::avx512_core;
   in.bf16 = probe_bf16(&in.bf16_missing);
   in.bf16_native = in.bf16 && (in.isa == Isa::avx512_core_bf16 || in.isa == Isa::avx512_core_amx);
   in.winograd = probe_winograd();

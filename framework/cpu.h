@@ -24,8 +24,6 @@ struct Info {
   std::string isa_name;  // oneDNN's name for it: "avx2", "avx512_core_bf16", ...
   std::string hw_flags;  // the vector extensions the hardware reports: "avx2 avx512f avx512_bf16 ..."
   bool capped = false;   // ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA) limits oneDNN below the hardware
-  bool avx512 = false;   // isa >= avx512_core: dermis's own kernels may use AVX-512
-  bool avx2 = false;     // isa >= avx2
   bool bf16 = false;     // bf16 convolution (fwd, both bwd), batch norm, eltwise and pooling primitives exist
   bool bf16_native = false;  // ... and run on bf16 hardware (AVX512-BF16 or AMX), not emulated
   bool winograd = false;     // oneDNN's f32 Winograd training convolution exists (AVX-512 only in 2.6)
