@@ -23,7 +23,7 @@ double now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 int run(int argc, char** argv) {
   cli::Args args("usage: bench/pipeline --images DIR [flags]\nTraining img/s with the loader feeding the model.");
   args.add("images", "", "folder of .jpg files (labels are arbitrary: this measures speed only)");
-  args.add("model", "cbam_small", "model name");
+  args.add("model", "cbam_small", "the network: " + models::model_choices());
   args.add("size", "112", "input size (square)");
   args.add("batch", "32", "batch size");
   args.add("steps", "30", "timed training steps (after 3 warm-up steps)");

@@ -23,7 +23,7 @@ double now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 
 int run(int argc, char** argv) {
   cli::Args args("usage: bench/train_throughput [flags]\nTraining and inference img/s of a model on synthetic input.");
-  args.add("model", "resnet18_cbam", "model name");
+  args.add("model", "resnet18_cbam", "the network: " + models::model_choices());
   args.add("size", "112", "input size (square)");
   args.add("batch", "32", "batch size");
   args.add("threads", "2", "OpenMP threads");

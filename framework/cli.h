@@ -66,6 +66,13 @@ class Args {
     return true;
   }
   std::string str(const std::string& n) const { return flags_.at(n).value; }
+  // Whether the command line gave the flag (as opposed to its default).
+  bool given(const std::string& n) const { return flags_.at(n).seen; }
+  // Fails when `n` was given while `applies` is false: a flag the chosen mode would ignore is an
+  // error, never silently dropped. `why` completes "flag --N ...", e.g. "applies only with --data".
+  void reject_unless(const std::string& n, bool applies, const std::string& why) const {
+    DERMIS_CHECK(applies || !given(n), "flag --{} {}; leave it out", n, why);
+  }
   bool flag(const std::string& n) const {
     const std::string& v = flags_.at(n).value;
     DERMIS_CHECK(v == "true" || v == "false" || v == "1" || v == "0", "flag --{}: expected true or false, got '{}'", n, v);
@@ -124,8 +131,7 @@ int run_main(const char* name, F&& body) {
 
 // The --conv flag of train and the benchmarks: auto (Winograd where oneDNN has it) or direct.
 inline ConvAlgorithm conv_algorithm_flag(const std::string& v) {
-  DERMIS_CHECK(v == "auto" || v == "direct", "flag --conv: expected auto or direct, got '{}'", v);
-  return v == "direct" ? ConvAlgorithm::direct : ConvAlgorithm::automatic;
+  return parse_choice<ConvAlgorithm>(v, "flag --conv");
 }
 
 }  // namespace dermis::cli

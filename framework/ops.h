@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "autograd.h"
+#include "choice.h"
 
 namespace dermis {
 
@@ -32,6 +33,11 @@ Var conv2d(const Var& x, const Var& w, const Var& b = {}, Conv2dParams p = {});
 // about 1e-6 relative. direct: always direct convolution. Process-wide; set it before the first
 // convolution (primitives are cached per algorithm, so switching later is safe but recompiles).
 enum class ConvAlgorithm { automatic, direct };
+template <>
+struct Choices<ConvAlgorithm> {
+  static constexpr std::array<Choice<ConvAlgorithm>, 2> list{{{ConvAlgorithm::automatic, "auto"},
+                                                              {ConvAlgorithm::direct, "direct"}}};
+};
 void set_conv_algorithm(ConvAlgorithm a);
 ConvAlgorithm conv_algorithm();
 

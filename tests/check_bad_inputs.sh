@@ -158,12 +158,20 @@ printf 'garbage' > "$work/tiny.safetensors"
 ck_case "7-byte file" "tiny.safetensors" "$work/tiny.safetensors"
 case_ "checkpoint: resume from a damaged file" 2 "truncated" -- "$T" --resume "$work/truncated.safetensors"
 case_ "checkpoint: resume with another model's weights" 2 "do not fit" -- "$T" --resume "$work/othermodel.safetensors"
+setting() {  # OUT KEY JSON-VALUE: a copy of $ck whose stored training settings have KEY = VALUE
+  craft "$1" "c = json.loads(h['__metadata__']['config']); c['$2'] = json.loads('$3'); h['__metadata__']['config'] = json.dumps(c)"
+}
+setting "$work/badlr.safetensors" lr 100
+ck_case "a stored setting out of range (lr 100)" "setting lr: 100 is out of range" "$work/badlr.safetensors"
+case_ "checkpoint: resume with a stored setting out of range" 2 "badlr.safetensors: the training settings stored in it are invalid" -- "$T" --resume "$work/badlr.safetensors"
+setting "$work/badsched.safetensors" schedule '"linear"'
+ck_case "an unknown stored schedule" "setting schedule: expected step" "$work/badsched.safetensors"
 
 # ---- flags ---------------------------------------------------------------------------------------
 case_ "flag: --size 0x0" 2 "flag --size" -- "$T" --size 0x0
 case_ "flag: --batch -1" 2 "flag --batch" -- "$T" --batch -1
 case_ "flag: --lr nan" 2 "flag --lr" -- "$T" --lr nan
-case_ "flag: --schedule linear" 2 "unknown schedule 'linear'" -- "$T" --schedule linear
+case_ "flag: --schedule linear" 2 "flag --schedule: expected step, multistep, cosine, plateau or constant, got 'linear'" -- "$T" --schedule linear
 case_ "flag: --epochs 1.5" 2 "flag --epochs" -- "$T" --epochs 1.5
 case_ "flag: --val-fraction 2" 2 "flag --val-fraction" -- "$T" --val-fraction 2
 case_ "flag: --precision fp8" 2 "flag --precision" -- "$T" --precision fp8
@@ -200,6 +208,12 @@ else
 fi
 case_ "flag: --model resnet50" 2 "unknown model 'resnet50'" -- "$T" --model resnet50 --synthetic-count 80 --out "$work/r50"
 case_ "flag: --bogus" 2 "unknown flag --bogus" -- "$T" --bogus
+case_ "flag: --gamma with --schedule cosine (ignored)" 2 "flag --gamma applies only with --schedule step or multistep" -- "$T" --gamma 0.5
+case_ "flag: --images without --data (ignored)" 2 "flag --images applies only with --data" -- "$T" --images imgs
+case_ "flag: --resume with --lr (ignored)" 2 "flag --lr cannot be given with --resume" -- "$T" --resume "$ck" --lr 0.1
+case_ "flag: evaluate --ground-truth with --images (ignored)" 2 "flag --images does not apply with --ground-truth" -- "$E" --checkpoint "$ck" --data "$work/ds/imgs" --ground-truth "$work/gt.csv" --images imgs
+case_ "flag: predict --heatmap-method without --heatmap (ignored)" 2 "flag --heatmap-method applies only with --heatmap" -- "$P" --checkpoint "$ck" --heatmap-method attention "$keep"
+case_ "flag: predict --top with --json (ignored)" 2 "flag --top does not apply with --json" -- "$P" --checkpoint "$ck" --json --top 2 "$keep"
 case_ "flag: --lr without a value" 2 "flag --lr" -- "$T" --lr
 case_ "flag: evaluate --batch 0" 2 "flag --batch" -- "$E" --checkpoint "$ck" --data "$work/ds" --images imgs --batch 0
 case_ "flag: predict --top 0" 2 "flag --top" -- "$P" --checkpoint "$ck" --top 0 "$keep"

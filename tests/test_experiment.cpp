@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 
 #include "datasets/synthetic_ham.h"
 #include "framework/metrics.h"
@@ -29,7 +30,7 @@ using testing::TempDir;
 
 optim::ScheduleOptions sched(const std::string& kind) {
   optim::ScheduleOptions o;
-  o.kind = kind, o.base_lr = 0.1;
+  o.kind = parse_choice<optim::ScheduleKind>(kind, "schedule"), o.base_lr = 0.1;
   return o;
 }
 
@@ -105,7 +106,8 @@ BOOST_AUTO_TEST_CASE(plateau_follows_pytorch) {
   BOOST_TEST(loss.lr(2, 0) == 0.1, boost::test_tools::tolerance(1e-12));
   loss.epoch_end(0.95);  // worse, patience 0 -> reduce
   BOOST_TEST(loss.lr(3, 0) == 0.01, boost::test_tools::tolerance(1e-12));
-  expect_error([] { optim::Schedule bad(sched("linear")); }, "unknown schedule 'linear'");
+  expect_error([] { optim::Schedule bad(sched("linear")); },
+               "schedule: expected step, multistep, cosine, plateau or constant, got 'linear'");
   auto nm = sched("multistep");
   expect_error([&] { optim::Schedule bad(nm); }, "milestones");
 }
@@ -390,31 +392,115 @@ BOOST_AUTO_TEST_CASE(early_size_trains_small_first_and_resumes_exactly) {
 }
 
 BOOST_AUTO_TEST_CASE(class_sampling_setting_round_trips_and_reads_the_older_key) {
+  using experiment::ClassSampling, experiment::ClassWeights;
   experiment::TrainConfig c;
-  BOOST_TEST(c.class_sampling == "natural");
+  BOOST_TEST((c.class_sampling == ClassSampling::natural));
   BOOST_TEST(c.class_power() == 1.0);
-  for (const char* mode : {"natural", "sqrt", "balanced"}) {
+  for (ClassSampling mode : {ClassSampling::natural, ClassSampling::sqrt, ClassSampling::balanced}) {
     c.class_sampling = mode;
     const auto back = experiment::TrainConfig::from_json(json::parse(json::dump(c.to_json())));
-    BOOST_TEST(back.class_sampling == mode);
+    BOOST_TEST((back.class_sampling == mode));
   }
-  c.class_sampling = "sqrt";
+  c.class_sampling = ClassSampling::sqrt;
   BOOST_TEST(c.class_power() == 0.5);
-  c.class_sampling = "balanced";
+  c.class_sampling = ClassSampling::balanced;
   BOOST_TEST(c.class_power() == 0.0);
   // Checkpoints written before --class-sampling stored a boolean "balanced_sampling".
-  BOOST_TEST(experiment::TrainConfig::from_json(json::parse(R"({"balanced_sampling": true})")).class_sampling ==
-             "balanced");
-  BOOST_TEST(experiment::TrainConfig::from_json(json::parse(R"({"balanced_sampling": false})")).class_sampling ==
-             "natural");
-  BOOST_TEST(experiment::TrainConfig::from_json(json::parse(R"({"class_sampling": "sqrt", "balanced_sampling": false})"))
-                 .class_sampling == "sqrt");
-  c.class_sampling = "cube";
-  expect_error([&] { c.validate(); }, "flag --class-sampling");
-  c.class_sampling = "sqrt", c.logit_adjust = 1;
+  BOOST_TEST((experiment::TrainConfig::from_json(json::parse(R"({"balanced_sampling": true})")).class_sampling ==
+              ClassSampling::balanced));
+  BOOST_TEST((experiment::TrainConfig::from_json(json::parse(R"({"balanced_sampling": false})")).class_sampling ==
+              ClassSampling::natural));
+  BOOST_TEST((experiment::TrainConfig::from_json(json::parse(R"({"class_sampling": "sqrt", "balanced_sampling": false})"))
+                  .class_sampling == ClassSampling::sqrt));
+  expect_error([] { experiment::TrainConfig::from_json(json::parse(R"({"class_sampling": "cube"})"), "ck.safetensors"); },
+               "ck.safetensors: the training settings stored in it are invalid (setting class_sampling: expected "
+               "natural, sqrt or balanced, got 'cube')");
+  c.class_sampling = ClassSampling::sqrt, c.logit_adjust = 1;
   expect_error([&] { c.validate(); }, "--class-weights none");  // default sqrt weights would correct twice
-  c.class_weights = "none";
+  c.class_weights = ClassWeights::none;
   c.validate();  // logit adjustment to the square-root prior is allowed
-  c.class_sampling = "balanced";
+  c.class_sampling = ClassSampling::balanced;
   expect_error([&] { c.validate(); }, "flag --logit-adjust");
+}
+
+// The option table: every setting survives the JSON of a checkpoint, stored settings are
+// range-checked as flags are, and the flags are made from the same table.
+BOOST_AUTO_TEST_CASE(every_setting_round_trips_and_stored_settings_are_checked) {
+  experiment::TrainConfig c;
+  c.data = "ham", c.images = "imgs", c.skip_bad_images = true, c.val_fraction = 0.3, c.synthetic_count = 99;
+  c.model = "resnet18", c.height = 64, c.width = 80, c.early_height = 32, c.early_width = 48, c.early_fraction = 0.3;
+  c.batch = 8, c.epochs = 7, c.minutes = 2.5, c.lr = 0.01, c.momentum = 0.8, c.weight_decay = 1e-3, c.nesterov = false;
+  c.schedule.kind = optim::ScheduleKind::multistep, c.schedule.gamma = 0.5, c.schedule.step_size = 3;
+  c.schedule.milestones = {2, 5}, c.schedule.plateau_factor = 0.2, c.schedule.plateau_patience = 4;
+  c.schedule.plateau_threshold = 0.01, c.schedule.plateau_cooldown = 1, c.schedule.min_lr = 1e-4;
+  c.schedule.warmup_epochs = 0.5, c.plateau_metric = experiment::PlateauMetric::loss;
+  c.class_weights = experiment::ClassWeights::inverse, c.label_smoothing = 0.05;
+  c.class_sampling = experiment::ClassSampling::sqrt, c.sync_bn = true, c.ema = 0.99;
+  c.nonfinite = experiment::NonfinitePolicy::skip, c.conv = ConvAlgorithm::direct;
+  c.precision = experiment::Precision::bf16, c.crop_scale_min = 0.4, c.rotate_degrees = 30, c.jitter = 0.2;
+  c.hue = 0.05, c.seed = (1ULL << 62) + 3, c.threads = 3, c.loader_threads = 2, c.cache = true, c.out = "o";
+  c.report_images = 5;
+  const std::string text = json::dump(c.to_json());
+  const std::string again = json::dump(experiment::TrainConfig::from_json(json::parse(text)).to_json());
+  BOOST_TEST(again == text);
+  BOOST_TEST(text.find(R"("schedule":"multistep")") != std::string::npos);
+  BOOST_TEST(text.find(R"("seed":"4611686018427387907")") != std::string::npos);  // exact beyond 2^53
+  // Stored settings out of range, of the wrong type or unknown are errors naming the setting.
+  auto stored = [&](const std::string& key, const std::string& value) {
+    std::string t = text;
+    const std::string k = "\"" + key + "\":";
+    const size_t at = t.find(k) + k.size();
+    t.replace(at, t.find_first_of(",}", at) - at, value);
+    return json::parse(t);
+  };
+  for (auto [key, value, needle] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"lr", "100", "setting lr: 100 is out of range"},
+           {"batch", "0", "setting batch: 0 is out of range"},
+           {"batch", "1e300", "setting batch"},
+           {"height", "8", "setting height: 8x80 is not a size"},
+           {"schedule", "\"linear\"", "setting schedule: expected step, multistep, cosine, plateau or constant"},
+           {"model", "\"resnet50\"", "setting model: unknown model 'resnet50'; choose one of"},
+           {"momentum", "\"fast\"", "setting momentum"},
+           {"seed", "\"-1\"", "setting seed"}})
+    expect_error([&] { experiment::TrainConfig::from_json(stored(key, value), "x.safetensors"); },
+                 "x.safetensors: the training settings stored in it are invalid (" + needle);
+  // The flags come from the same table: defaults shown by --help are the struct's.
+  cli::Args a("usage");
+  experiment::add_train_flags(a);
+  const std::vector<std::string> argv_s = {"train", "--lr", "0.2", "--schedule", "step", "--gamma", "0.5"};
+  std::vector<char*> argv;
+  for (auto& x : argv_s) argv.push_back(const_cast<char*>(x.c_str()));
+  BOOST_REQUIRE(a.parse(static_cast<int>(argv.size()), argv.data()));
+  const auto f = experiment::train_config_from_flags(a);
+  BOOST_TEST(f.lr == 0.2);
+  BOOST_TEST((f.schedule.kind == optim::ScheduleKind::step));
+  BOOST_TEST(f.schedule.gamma == 0.5);
+  BOOST_TEST(a.str("weight-decay") == "0.0005");
+  BOOST_TEST(f.weight_decay == experiment::TrainConfig{}.weight_decay);
+}
+
+// A flag the run would ignore is an error naming it.
+BOOST_AUTO_TEST_CASE(flags_the_run_would_ignore_are_errors) {
+  auto parse = [](std::vector<std::string> argv_s) {
+    cli::Args a("usage");
+    experiment::add_train_flags(a);
+    argv_s.insert(argv_s.begin(), "train");
+    std::vector<char*> argv;
+    for (auto& x : argv_s) argv.push_back(const_cast<char*>(x.c_str()));
+    BOOST_REQUIRE(a.parse(static_cast<int>(argv.size()), argv.data()));
+    return experiment::train_config_from_flags(a);
+  };
+  expect_error([&] { parse({"--gamma", "0.5"}); }, "flag --gamma applies only with --schedule step or multistep");
+  expect_error([&] { parse({"--schedule", "step", "--milestones", "3"}); },
+               "flag --milestones applies only with --schedule multistep");
+  expect_error([&] { parse({"--plateau-patience", "2"}); }, "flag --plateau-patience applies only with --schedule plateau");
+  expect_error([&] { parse({"--images", "x"}); }, "flag --images applies only with --data");
+  expect_error([&] { parse({"--data", "d", "--synthetic-count", "100"}); }, "flag --synthetic-count applies only with");
+  expect_error([&] { parse({"--early-fraction", "0.3"}); }, "flag --early-fraction applies only with --early-size");
+  expect_error([&] { parse({"--resume", "r.safetensors", "--lr", "0.1"}); }, "flag --lr cannot be given with --resume");
+  const auto r = parse({"--resume", "r.safetensors", "--stop-after", "2", "--threads", "1"});
+  BOOST_TEST(r.stop_after == 2);
+  BOOST_TEST(r.threads == 1);
+  const auto p = parse({"--schedule", "plateau", "--plateau-patience", "2", "--min-lr", "1e-4"});
+  BOOST_TEST(p.schedule.plateau_patience == 2);
 }

@@ -217,3 +217,27 @@ BOOST_AUTO_TEST_CASE(module_api_misuse) {
   Generator g(1);
   expect_error([&] { plain.forward(Var(Tensor::randn({1}, g))); }, "no single-input forward");
 }
+
+// The registry is open: a program's own model is created, listed and named in errors like
+// dermis's. (Last in this file: it leaves models registered for the rest of the process.)
+BOOST_AUTO_TEST_CASE(registry_takes_a_programs_own_models) {
+  const auto before = models::model_names();
+  BOOST_TEST((std::vector<std::string>(before.begin(), before.begin() + 4) ==
+              std::vector<std::string>{"resnet18_cbam", "resnet34_cbam", "resnet18", "cbam_small"}));
+  static const models::ModelRegistration reg{
+      "my_small", [](int classes) { return models::cbam_small(classes); }, "a test model"};
+  BOOST_TEST(models::has_model("my_small"));
+  BOOST_TEST(models::model_names().back() == "my_small");
+  BOOST_TEST(models::model_description("my_small") == "a test model");
+  BOOST_TEST(models::create("my_small", 3)->num_classes() == 3);
+  BOOST_TEST(models::unknown_model_message("x").find("cbam_small, my_small") != std::string::npos);
+  expect_error([] { models::register_model("my_small", [](int k) { return models::cbam_small(k); }); },
+               "a model named 'my_small' is already registered");
+  expect_error([] { models::register_model("bad name", [](int k) { return models::cbam_small(k); }); },
+               "'bad name' is not a model name");
+  expect_error([] { models::register_model("nothing", {}); }, "model 'nothing' has no factory");
+  models::register_model("wrong_classes", [](int) { return models::cbam_small(2); });
+  expect_error([] { models::create("wrong_classes", 7); }, "made a model with 2 classes for 7");
+  models::register_model("null_model", [](int) { return std::shared_ptr<models::Classifier>(); });
+  expect_error([] { models::create("null_model", 7); }, "its factory returned no model");
+}

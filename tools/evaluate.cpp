@@ -40,21 +40,28 @@ int main(int argc, char** argv) {
     if (!args.parse(argc, argv)) return 0;
     DERMIS_CHECK(!args.str("checkpoint").empty(), "flag --checkpoint is required");
     DERMIS_CHECK(!args.str("data").empty(), "flag --data is required");
+    const bool ground_truth = !args.str("ground-truth").empty();
+    args.reject_unless("images", !ground_truth,
+                       "does not apply with --ground-truth (the images of a ground-truth CSV are in --data)");
+    args.reject_unless("split", !ground_truth,
+                       "does not apply with --ground-truth (the checkpoint's lesion-grouped split is of its HAM10000 "
+                       "training set)");
     if (const long t = args.integer("threads", 0, 1024); t > 0) set_num_threads(static_cast<int>(t));
     auto ck = experiment::load_checkpoint(args.str("checkpoint"));
     const std::string weights = experiment::select_weights(ck, args.str("weights"));
     const bool skip = args.flag("skip-bad-images");
-    const auto cfg = experiment::TrainConfig::from_json(ck.info.config);  // how the model was trained
+    const auto cfg = experiment::TrainConfig::from_json(ck.info.config, args.str("checkpoint"));  // how the model was trained
     // Without --images, the folder the model was trained on, where --data has one of that name.
     std::string images = args.str("images");
-    if (images.empty() && args.str("ground-truth").empty() && !cfg.images.empty() &&
+    if (images.empty() && !ground_truth && !cfg.images.empty() &&
         std::filesystem::is_directory(std::filesystem::path(args.str("data")) / cfg.images))
       images = cfg.images;
-    datasets::Dataset ds = args.str("ground-truth").empty()
+    datasets::Dataset ds = !ground_truth
                                ? datasets::read_ham10000(args.str("data"), {images, skip})
                                : datasets::read_isic_ground_truth(args.str("ground-truth"), args.str("data"), skip);
     const std::string split = args.str("split");
-    DERMIS_CHECK(split == "all" || split == "val" || split == "train", "flag --split: expected all, val or train");
+    DERMIS_CHECK(split == "all" || split == "val" || split == "train", "flag --split: expected all, val or train, got '{}'",
+                 split);
     if (split != "all") {
       const auto sp = datasets::grouped_split(ds, cfg.val_fraction, cfg.seed);
       ds = datasets::subset(ds, split == "val" ? sp.val : sp.train);

@@ -43,6 +43,8 @@ int main(int argc, char** argv) {
     if (!args.parse(static_cast<int>(flags.size()), flags.data())) return 0;
     DERMIS_CHECK(!args.str("checkpoint").empty(), "flag --checkpoint is required");
     DERMIS_CHECK(!images.empty(), "no images given; usage: predict --checkpoint FILE IMAGE.jpg...");
+    args.reject_unless("heatmap-method", !args.str("heatmap").empty(), "applies only with --heatmap DIR");
+    args.reject_unless("top", !args.flag("json"), "does not apply with --json (which prints every class)");
     if (const long t = args.integer("threads", 0, 1024); t > 0) set_num_threads(static_cast<int>(t));
     const long top = args.integer("top", 1, 1000);
     const experiment::HeatmapMethod method = experiment::parse_heatmap_method(args.str("heatmap-method"));

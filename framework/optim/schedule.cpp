@@ -9,15 +9,13 @@
 namespace dermis::optim {
 
 void ScheduleOptions::validate() const {
-  DERMIS_CHECK(kind == "step" || kind == "multistep" || kind == "cosine" || kind == "plateau" || kind == "constant",
-               "unknown schedule '{}'; choose step, multistep, cosine, plateau or constant", kind);
   DERMIS_CHECK(std::isfinite(base_lr) && base_lr > 0, "learning rate must be a positive number, got {}", base_lr);
   DERMIS_CHECK(std::isfinite(gamma) && gamma > 0 && gamma <= 1, "gamma must be in (0, 1], got {}", gamma);
   DERMIS_CHECK(step_size >= 1, "step size must be at least 1 epoch, got {}", step_size);
   for (size_t i = 0; i < milestones.size(); ++i)
     DERMIS_CHECK(milestones[i] >= 1 && (i == 0 || milestones[i] > milestones[i - 1]),
                  "milestones must be increasing positive epochs");
-  DERMIS_CHECK(kind != "multistep" || !milestones.empty(), "the multistep schedule needs milestones");
+  DERMIS_CHECK(kind != ScheduleKind::multistep || !milestones.empty(), "the multistep schedule needs milestones");
   DERMIS_CHECK(std::isfinite(min_lr) && min_lr >= 0 && min_lr <= base_lr, "min lr must be in [0, lr], got {}", min_lr);
   DERMIS_CHECK(std::isfinite(plateau_factor) && plateau_factor > 0 && plateau_factor < 1,
                "plateau factor must be in (0, 1), got {}", plateau_factor);
@@ -34,15 +32,15 @@ Schedule::Schedule(ScheduleOptions o) : o_(std::move(o)) {
 double Schedule::lr(double epoch, double progress) const {
   double lr = o_.base_lr;
   const int e = static_cast<int>(std::floor(epoch + 1e-9));
-  if (o_.kind == "step") {
+  if (o_.kind == ScheduleKind::step) {
     lr = o_.base_lr * std::pow(o_.gamma, e / o_.step_size);
-  } else if (o_.kind == "multistep") {
+  } else if (o_.kind == ScheduleKind::multistep) {
     const auto passed = std::upper_bound(o_.milestones.begin(), o_.milestones.end(), e) - o_.milestones.begin();
     lr = o_.base_lr * std::pow(o_.gamma, static_cast<double>(passed));
-  } else if (o_.kind == "cosine") {
+  } else if (o_.kind == ScheduleKind::cosine) {
     const double t = std::clamp(progress, 0.0, 1.0);
     lr = o_.min_lr + (o_.base_lr - o_.min_lr) * (1 + std::cos(M_PI * t)) / 2;
-  } else if (o_.kind == "plateau") {
+  } else if (o_.kind == ScheduleKind::plateau) {
     lr = s_.plateau_lr;
   }
   if (o_.warmup_epochs > 0 && epoch < o_.warmup_epochs) lr *= std::max(epoch / o_.warmup_epochs, 1e-3);
@@ -50,7 +48,7 @@ double Schedule::lr(double epoch, double progress) const {
 }
 
 void Schedule::epoch_end(double metric) {
-  if (o_.kind != "plateau") return;
+  if (o_.kind != ScheduleKind::plateau) return;
   DERMIS_CHECK(std::isfinite(metric), "plateau schedule: the monitored metric is not finite ({})", metric);
   const bool better = !s_.has_best || (o_.plateau_maximize ? metric > s_.best * (1 + o_.plateau_threshold)
                                                            : metric < s_.best * (1 - o_.plateau_threshold));

@@ -12,10 +12,14 @@
 #include <string>
 #include <vector>
 
+#include "../choice.h"
+
 namespace dermis::optim {
 
+enum class ScheduleKind { step, multistep, cosine, plateau, constant };
+
 struct ScheduleOptions {
-  std::string kind = "cosine";  // step | multistep | cosine | plateau | constant
+  ScheduleKind kind = ScheduleKind::cosine;
   double base_lr = 0.05;
   double gamma = 0.1;                // step, multistep
   int step_size = 10;                // step (epochs)
@@ -55,3 +59,13 @@ class Schedule {
 };
 
 }  // namespace dermis::optim
+
+template <>
+struct dermis::Choices<dermis::optim::ScheduleKind> {
+  using K = optim::ScheduleKind;
+  static constexpr std::array<Choice<K>, 5> list{{{K::step, "step"},
+                                                  {K::multistep, "multistep"},
+                                                  {K::cosine, "cosine"},
+                                                  {K::plateau, "plateau"},
+                                                  {K::constant, "constant"}}};
+};

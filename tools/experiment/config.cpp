@@ -1,10 +1,16 @@
-// TrainConfig: flags and JSON (see config.h).
+// TrainConfig: one table of options (see config.h) makes the flags, --help, the JSON and the checks.
 #include "config.h"
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
+#include <limits>
 #include <sstream>
+#include <type_traits>
+
+#include "models/registry.h"
 
 namespace dermis::experiment {
 
@@ -18,264 +24,415 @@ void parse_size(const std::string& s, const char* flag, int64_t& h, int64_t& w) 
   h = a, w = b;
 }
 
+namespace {
+
+using optim::ScheduleKind;
+
+// One setting: its flag, its JSON key in checkpoints ("" = not stored), --help, how to read it
+// from the command line and from JSON, how to write it, its range check, and when it applies.
+// `label` in read/load/check is how errors name it: "flag --lr" or "setting lr".
+struct Option {
+  std::string flag{}, key{}, help{};
+  bool is_bool = false;  // a switch: --flag alone means true
+  std::function<std::string()> default_text{};
+  std::function<void(TrainConfig&, const cli::Args&)> read{};
+  std::function<void(const TrainConfig&, json::Object&)> save{};
+  std::function<void(TrainConfig&, const json::Value&, const std::string& label)> load{};
+  std::function<void(const TrainConfig&, const std::string& label)> check = [](const TrainConfig&, const std::string&) {};
+  // When the run uses the setting; giving its flag otherwise is an error ("applies only with ...").
+  std::function<bool(const TrainConfig&)> applies = [](const TrainConfig&) { return true; };
+  std::string applies_when{};
+  std::string values{};  // for --help: "1 to 4096", "step | cosine", ...
+  bool with_resume = false;  // may be given with --resume (does not change what the run computes)
+};
+
+const TrainConfig kDefaults{};
+
+// FIELD(m) is an accessor for member m that works on const and non-const configs.
+#define FIELD(m) [](auto& c) -> auto& { return c.m; }
+
+template <class T>
+std::string text_of(const T& v) {
+  if constexpr (std::is_same_v<T, bool>) return v ? "true" : "false";
+  else if constexpr (std::is_enum_v<T>) return std::string(name_of(v));
+  else return fmt::format("{}", v);
+}
+
+// A number in [lo, hi] (integers for integral members).
+template <class F>
+Option number(std::string flag, std::string key, F field, double lo, double hi, std::string help) {
+  using T = std::remove_reference_t<decltype(field(std::declval<TrainConfig&>()))>;
+  Option o{.flag = flag, .key = key, .help = std::move(help)};
+  o.values = fmt::format("{} to {}", lo, hi);
+  o.default_text = [field] { return text_of(field(kDefaults)); };
+  auto in_range = [lo, hi](double v, const std::string& label) {
+    DERMIS_CHECK(std::isfinite(v) && v >= lo && v <= hi, "{}: {} is out of range [{}, {}]", label, v, lo, hi);
+  };
+  o.check = [field, in_range](const TrainConfig& c, const std::string& label) {
+    in_range(static_cast<double>(field(c)), label);
+  };
+  if constexpr (std::is_integral_v<T>) {
+    o.read = [field, flag, lo, hi](TrainConfig& c, const cli::Args& a) {
+      field(c) = static_cast<T>(a.integer(flag, static_cast<long>(lo), static_cast<long>(hi)));
+    };
+    o.load = [field, key, in_range](TrainConfig& c, const json::Value& v, const std::string& label) {
+      const int64_t x = v.find(key)->integer(label.c_str());
+      in_range(static_cast<double>(x), label);  // before narrowing
+      field(c) = static_cast<T>(x);
+    };
+  } else {
+    o.read = [field, flag, lo, hi](TrainConfig& c, const cli::Args& a) { field(c) = a.real(flag, lo, hi); };
+    o.load = [field, key](TrainConfig& c, const json::Value& v, const std::string& label) {
+      field(c) = v.find(key)->number(label.c_str());
+    };
+  }
+  o.save = [field, key](const TrainConfig& c, json::Object& j) { j[key] = field(c); };
+  return o;
+}
+
+// One of the names of a Choices<E> table; the help lists them.
+template <class F>
+Option choice(std::string flag, std::string key, F field, std::string help) {
+  using E = std::remove_reference_t<decltype(field(std::declval<TrainConfig&>()))>;
+  Option o{.flag = flag, .key = key, .help = std::move(help)};
+  o.values = choice_names<E>(" | ", " | ");
+  o.default_text = [field] { return text_of(field(kDefaults)); };
+  o.read = [field, flag](TrainConfig& c, const cli::Args& a) { field(c) = parse_choice<E>(a.str(flag), "flag --" + flag); };
+  o.load = [field, key](TrainConfig& c, const json::Value& v, const std::string& label) {
+    field(c) = parse_choice<E>(v.find(key)->string(label.c_str()), label);
+  };
+  o.save = [field, key](const TrainConfig& c, json::Object& j) { j[key] = std::string(name_of(field(c))); };
+  return o;
+}
+
+template <class F>
+Option text(std::string flag, std::string key, F field, std::string help) {
+  Option o{.flag = flag, .key = key, .help = std::move(help)};
+  o.default_text = [field] { return field(kDefaults); };
+  o.read = [field, flag](TrainConfig& c, const cli::Args& a) { field(c) = a.str(flag); };
+  o.load = [field, key](TrainConfig& c, const json::Value& v, const std::string& label) {
+    field(c) = v.find(key)->string(label.c_str());
+  };
+  o.save = [field, key](const TrainConfig& c, json::Object& j) { j[key] = field(c); };
+  return o;
+}
+
+template <class F>
+Option boolean(std::string flag, std::string key, F field, std::string help) {
+  Option o{.flag = flag, .key = key, .help = std::move(help), .is_bool = !field(kDefaults)};
+  o.default_text = [field] { return text_of(field(kDefaults)); };
+  o.read = [field, flag](TrainConfig& c, const cli::Args& a) { field(c) = a.flag(flag); };
+  o.load = [field, key](TrainConfig& c, const json::Value& v, const std::string& label) {
+    field(c) = v.find(key)->boolean(label.c_str());
+  };
+  o.save = [field, key](const TrainConfig& c, json::Object& j) { j[key] = field(c); };
+  return o;
+}
+
+// HxW stored as two keys; `none` is the flag's text for 0x0.
+template <class H, class W>
+Option size(std::string flag, std::string hkey, std::string wkey, H h, W w, std::string none, std::string help) {
+  Option o{.flag = flag, .key = hkey, .help = std::move(help)};
+  o.default_text = [none] { return none; };
+  o.read = [=](TrainConfig& c, const cli::Args& a) {
+    if (a.str(flag) != none) parse_size(a.str(flag), flag.c_str(), h(c), w(c));
+  };
+  o.load = [=](TrainConfig& c, const json::Value& v, const std::string& label) {
+    h(c) = v.find(hkey)->integer(label.c_str());
+    if (auto* x = v.find(wkey)) w(c) = x->integer(label.c_str());
+  };
+  o.save = [=](const TrainConfig& c, json::Object& j) { j[hkey] = h(c), j[wkey] = w(c); };
+  o.check = [=](const TrainConfig& c, const std::string& label) {
+    DERMIS_CHECK((h(c) == 0 && w(c) == 0) || (h(c) >= 32 && w(c) >= 32 && h(c) <= 4096 && w(c) <= 4096),
+                 "{}: {}x{} is not a size like 112x150 (height x width, each 32 to 4096)", label, h(c), w(c));
+  };
+  return o;
+}
+
+bool uses(const TrainConfig& c, std::initializer_list<ScheduleKind> kinds) {
+  return std::find(kinds.begin(), kinds.end(), c.schedule.kind) != kinds.end();
+}
+
+Option when(Option o, std::function<bool(const TrainConfig&)> applies, std::string applies_when) {
+  o.applies = std::move(applies), o.applies_when = std::move(applies_when);
+  return o;
+}
+
+Option run_setting(Option o) {
+  o.with_resume = true;
+  return o;
+}
+
+Option milestones() {
+  Option o{.flag = "milestones", .key = "milestones", .help = "multistep: comma-separated epochs, e.g. 15,25"};
+  o.default_text = [] { return std::string(); };
+  o.read = [](TrainConfig& c, const cli::Args& a) {
+    std::stringstream ms(a.str("milestones"));
+    for (std::string t; std::getline(ms, t, ',');) {
+      char* end = nullptr;
+      const long v = std::strtol(t.c_str(), &end, 10);
+      DERMIS_CHECK(!t.empty() && *end == '\0' && v >= 1 && v <= 100000,
+                   "flag --milestones: '{}' is not a positive epoch", t);
+      c.schedule.milestones.push_back(static_cast<int>(v));
+    }
+  };
+  o.load = [](TrainConfig& c, const json::Value& v, const std::string& label) {
+    for (auto& e : v.find("milestones")->array(label.c_str())) {
+      const int64_t m = e.integer(label.c_str());
+      DERMIS_CHECK(m >= 1 && m <= 100000, "{}: {} is not a positive epoch", label, m);
+      c.schedule.milestones.push_back(static_cast<int>(m));
+    }
+  };
+  o.save = [](const TrainConfig& c, json::Object& j) {
+    json::Array ms;
+    for (int m : c.schedule.milestones) ms.push_back(m);
+    j["milestones"] = ms;
+  };
+  return o;
+}
+
+// --balanced-sampling, the older spelling of --class-sampling balanced (and the JSON key older
+// versions read and wrote).
+Option balanced_sampling() {
+  Option o{.flag = "balanced-sampling", .key = "balanced_sampling", .help = "the same as --class-sampling balanced",
+           .is_bool = true};
+  o.default_text = [] { return std::string("false"); };
+  o.read = [](TrainConfig& c, const cli::Args& a) {
+    if (!a.flag("balanced-sampling")) return;
+    DERMIS_CHECK(c.class_sampling == ClassSampling::natural || c.class_sampling == ClassSampling::balanced,
+                 "flag --balanced-sampling contradicts --class-sampling {}; give one of them", name_of(c.class_sampling));
+    c.class_sampling = ClassSampling::balanced;
+  };
+  o.load = [](TrainConfig& c, const json::Value& v, const std::string& label) {
+    if (v.find("balanced_sampling")->boolean(label.c_str())) c.class_sampling = ClassSampling::balanced;
+  };
+  o.save = [](const TrainConfig& c, json::Object& j) { j["balanced_sampling"] = c.class_sampling == ClassSampling::balanced; };
+  return o;
+}
+
+Option seed() {
+  Option o{.flag = "seed", .key = "seed", .help = "random seed (split, weights, order, augmentation, dropout)"};
+  o.default_text = [] { return std::string("0"); };
+  o.read = [](TrainConfig& c, const cli::Args& a) { c.seed = static_cast<uint64_t>(a.integer("seed", 0, (1L << 62))); };
+  o.load = [](TrainConfig& c, const json::Value& v, const std::string& label) {  // a string: JSON numbers are doubles
+    const std::string& s = v.find("seed")->string(label.c_str());
+    char* end = nullptr;
+    errno = 0;
+    c.seed = std::strtoull(s.c_str(), &end, 10);
+    DERMIS_CHECK(!s.empty() && *end == '\0' && errno == 0 && s[0] != '-', "{}: '{}' is not a seed", label, s);
+  };
+  o.save = [](const TrainConfig& c, json::Object& j) { j["seed"] = std::to_string(c.seed); };
+  return o;
+}
+
+const std::vector<Option>& options() {
+  static const std::vector<Option> table = [] {
+    const auto data = [](const TrainConfig& c) { return !c.data.empty(); };
+    const auto synthetic = [](const TrainConfig& c) { return c.data.empty(); };
+    return std::vector<Option>{
+        text("data", "data", FIELD(data), "HAM10000 folder (metadata CSV + images); default: the built-in synthetic dataset"),
+        when(text("images", "images", FIELD(images),
+                  "image subfolder of --data (default: HAM10000_images_part_1 and _part_2)"),
+             data, "--data"),
+        when(boolean("skip-bad-images", "skip_bad_images", FIELD(skip_bad_images),
+                     "warn about and skip missing or unreadable images instead of stopping"),
+             data, "--data"),
+        text("model", "model", FIELD(model), "the network: " + models::model_choices()),
+        size("size", "height", "width", FIELD(height), FIELD(width), "auto",
+             "input HxW, e.g. 112x150 (auto: 72x96 on the synthetic set, 112x150 otherwise)"),
+        size("early-size", "early_height", "early_width", FIELD(early_height), FIELD(early_width), "",
+             "progressive resizing: a smaller input HxW (e.g. 112x150 with --size 150x200) for the training epochs of "
+             "the run's first part (see --early-fraction), then --size; validation, checkpoints and the report always "
+             "use --size (default: none, every epoch at --size)"),
+        when(number("early-fraction", "early_fraction", FIELD(early_fraction), 0, 0.99,
+                    "with --early-size: epochs that start within this share of the run (of --minutes if given, else "
+                    "of --epochs) train at the early size, e.g. 2 of 3 epochs with 0.5; in [0, 1)"),
+             [](const TrainConfig& c) { return c.early_height > 0; }, "--early-size"),
+        number("batch", "batch", FIELD(batch), 1, 4096, "batch size"),
+        number("epochs", "epochs", FIELD(epochs), 0, 100000, "epochs (0: 12 on the synthetic set, 30 otherwise)"),
+        number("minutes", "minutes", FIELD(minutes), 0, 1e6,
+               "wall-clock budget in minutes; training stops in time to evaluate and save (0: none)"),
+        number("lr", "lr", FIELD(lr), 1e-8, 10, "base learning rate"),
+        number("momentum", "momentum", FIELD(momentum), 0, 0.999, "SGD momentum"),
+        boolean("nesterov", "nesterov", FIELD(nesterov), "Nesterov momentum (true/false)"),
+        number("weight-decay", "weight_decay", FIELD(weight_decay), 0, 1, "L2 weight decay"),
+        choice("schedule", "schedule", FIELD(schedule.kind), "the learning-rate schedule"),
+        when(number("step-size", "step_size", FIELD(schedule.step_size), 1, 100000, "step: epochs between decays"),
+             [](const TrainConfig& c) { return uses(c, {ScheduleKind::step}); }, "--schedule step"),
+        when(number("gamma", "gamma", FIELD(schedule.gamma), 1e-6, 1, "step/multistep decay factor"),
+             [](const TrainConfig& c) { return uses(c, {ScheduleKind::step, ScheduleKind::multistep}); },
+             "--schedule step or multistep"),
+        when(milestones(), [](const TrainConfig& c) { return uses(c, {ScheduleKind::multistep}); },
+             "--schedule multistep"),
+        when(number("plateau-factor", "plateau_factor", FIELD(schedule.plateau_factor), 1e-6, 0.999999,
+                    "plateau: factor applied to the LR"),
+             [](const TrainConfig& c) { return uses(c, {ScheduleKind::plateau}); }, "--schedule plateau"),
+        when(number("plateau-patience", "plateau_patience", FIELD(schedule.plateau_patience), 0, 100000,
+                    "plateau: epochs without improvement before reducing"),
+             [](const TrainConfig& c) { return uses(c, {ScheduleKind::plateau}); }, "--schedule plateau"),
+        when(number("plateau-threshold", "plateau_threshold", FIELD(schedule.plateau_threshold), 0, 1,
+                    "plateau: relative improvement that counts"),
+             [](const TrainConfig& c) { return uses(c, {ScheduleKind::plateau}); }, "--schedule plateau"),
+        when(number("plateau-cooldown", "plateau_cooldown", FIELD(schedule.plateau_cooldown), 0, 100000,
+                    "plateau: epochs to wait after a reduction"),
+             [](const TrainConfig& c) { return uses(c, {ScheduleKind::plateau}); }, "--schedule plateau"),
+        when(choice("plateau-metric", "plateau_metric", FIELD(plateau_metric),
+                    "plateau: the metric watched (balanced accuracy maximised, loss minimised)"),
+             [](const TrainConfig& c) { return uses(c, {ScheduleKind::plateau}); }, "--schedule plateau"),
+        when(number("min-lr", "min_lr", FIELD(schedule.min_lr), 0, 10, "lower bound of the LR (cosine, plateau)"),
+             [](const TrainConfig& c) { return uses(c, {ScheduleKind::cosine, ScheduleKind::plateau}); },
+             "--schedule cosine or plateau"),
+        number("warmup-epochs", "warmup_epochs", FIELD(schedule.warmup_epochs), 0, 1000,
+               "linear LR warm-up over this many epochs"),
+        choice("class-weights", "class_weights", FIELD(class_weights),
+               "loss weights against class imbalance (1, 1/n or 1/sqrt(n) per class of n images)"),
+        number("label-smoothing", "label_smoothing", FIELD(label_smoothing), 0, 0.999, "label smoothing in [0, 1)"),
+        choice("class-sampling", "class_sampling", FIELD(class_sampling),
+               "class mix of a training epoch: natural (every image once, shuffled), sqrt (draw classes with "
+               "probability proportional to the square root of their counts, with replacement) or balanced "
+               "(uniform over classes, with replacement)"),
+        balanced_sampling(),
+        number("logit-adjust", "logit_adjust", FIELD(logit_adjust), 0, 10,
+               "logit-adjusted loss (Menon et al. 2021): add TAU * log(class prior of the sampled training stream) to "
+               "the logits inside the loss, which balances the classes the sampling leaves unbalanced (1: the "
+               "balanced-error optimum; 0: off; not with balanced sampling)"),
+        boolean("sync-bn", "sync_bn", FIELD(sync_bn),
+                "data-parallel (mpirun): BatchNorm statistics over the global batch of all ranks instead of each "
+                "rank's own"),
+        number("ema", "ema", FIELD(ema), 0, 0.999999,
+               "validate and keep as best an exponential moving average of the weights with this per-step decay "
+               "(e.g. 0.999; 0: off)"),
+        number("val-fraction", "val_fraction", FIELD(val_fraction), 0.01, 0.9,
+               "share of lesions held out for validation (grouped by lesion_id)"),
+        number("crop-scale", "crop_scale_min", FIELD(crop_scale_min), 0.05, 1, "random resized crop: smallest area fraction"),
+        number("rotate", "rotate_degrees", FIELD(rotate_degrees), 0, 180,
+               "random rotation range in degrees (plus flips and 90-degree turns)"),
+        number("jitter", "jitter", FIELD(jitter), 0, 0.9, "brightness/contrast/saturation jitter"),
+        number("hue", "hue", FIELD(hue), 0, 0.5, "hue jitter (turns)"),
+        seed(),
+        run_setting(number("threads", "threads", FIELD(threads), 0, 1024, "OpenMP threads for the model (0: automatic)")),
+        choice("precision", "precision", FIELD(precision),
+               "bf16: mixed precision (bf16 activations and convolutions, f32 weights; needs AVX-512); f32 works on "
+               "every CPU"),
+        choice("conv", "conv", FIELD(conv),
+               "convolution algorithm: auto (Winograd for f32 3x3 stride-1 convolutions where oneDNN has it, direct "
+               "otherwise) or direct (always)"),
+        choice("nonfinite", "nonfinite", FIELD(nonfinite),
+               "a NaN/Inf loss or gradient: stop (naming the step and tensor) or skip (drop the step; stops after 10 "
+               "in a row)"),
+        run_setting(number("loader-threads", "loader_threads", FIELD(loader_threads), 0, 1024,
+                           "JPEG loader threads (0: automatic)")),
+        boolean("cache", "cache", FIELD(cache), "keep decoded images in memory after the first epoch"),
+        text("out", "out", FIELD(out), "run folder (default: runs/<model>-<date>-<time>)"),
+        run_setting(text("resume", "", FIELD(resume), "continue from a checkpoint (e.g. RUN/last.safetensors)")),
+        when(number("synthetic-count", "synthetic_count", FIELD(synthetic_count), 50, 10000000,
+                    "images in the built-in synthetic dataset"),
+             synthetic, "the built-in synthetic dataset (no --data)"),
+        number("report-images", "report_images", FIELD(report_images), 0, 1000,
+               "validation images with heatmaps in report.html"),
+        run_setting(number("stop-after", "", FIELD(stop_after), 0, 1000000,
+                           "stop after this many epochs (continue later with --resume; 0: run to the end)")),
+    };
+  }();
+  return table;
+}
+
+const Option& option(const std::string& flag) {
+  for (const auto& o : options())
+    if (o.flag == flag) return o;
+  DERMIS_FAIL("internal: no option --{}", flag);
+}
+
+// The settings' ranges (table) and combinations; `stored` names settings by JSON key.
+void check(const TrainConfig& c, bool stored) {
+  auto name = [stored](const std::string& flag) {
+    return stored ? fmt::format("setting {}", option(flag).key) : fmt::format("flag --{}", flag);
+  };
+  for (const auto& o : options()) o.check(c, name(o.flag));
+  DERMIS_CHECK(models::has_model(c.model), "{}: {}", name("model"), models::unknown_model_message(c.model));
+  DERMIS_CHECK(!(c.logit_adjust > 0 && c.class_sampling == ClassSampling::balanced),
+               "{}: the classes of a balanced-sampling stream are already uniform, so there is nothing to adjust; use "
+               "one or the other",
+               name("logit-adjust"));
+  DERMIS_CHECK(!(c.logit_adjust > 0 && c.class_weights != ClassWeights::none),
+               "{}: it already balances the loss, and --class-weights {} would correct the imbalance a second time; "
+               "add --class-weights none",
+               name("logit-adjust"), name_of(c.class_weights));
+  DERMIS_CHECK(c.early_height == 0 || c.height == 0 ||
+                   (c.early_height <= c.height && c.early_width <= c.width &&
+                    c.early_height * c.early_width < c.height * c.width),
+               "{}: {}x{} is not smaller than the input size {}x{} (--size); the early size is the smaller one",
+               name("early-size"), c.early_height, c.early_width, c.height, c.width);
+  optim::ScheduleOptions s = c.schedule;
+  s.base_lr = c.lr;
+  try {
+    s.validate();
+  } catch (const Error& e) {
+    DERMIS_FAIL("schedule {}: {}", stored ? "settings" : "flags", e.what());
+  }
+}
+
+}  // namespace
+
+#undef FIELD
+
 void add_train_flags(cli::Args& a) {
-  a.add("data", "", "HAM10000 folder (metadata CSV + images); default: the built-in synthetic dataset");
-  a.add("images", "", "image subfolder of --data (default: HAM10000_images_part_1 and _part_2)");
-  a.add_bool("skip-bad-images", "warn about and skip missing or unreadable images instead of stopping");
-  a.add("model", "cbam_small", "resnet18_cbam | resnet34_cbam | resnet18 | cbam_small");
-  a.add("size", "auto", "input HxW, e.g. 112x150 (auto: 72x96 on the synthetic set, 112x150 otherwise)");
-  a.add("early-size", "", "progressive resizing: a smaller input HxW (e.g. 112x150 with --size 150x200) for the "
-        "training epochs of the run's first part (see --early-fraction), then --size; validation, checkpoints "
-        "and the report always use --size (default: none, every epoch at --size)");
-  a.add("early-fraction", "0.5", "with --early-size: epochs that start within this share of the run (of --minutes "
-        "if given, else of --epochs) train at the early size, e.g. 2 of 3 epochs with 0.5; in [0, 1)");
-  a.add("batch", "32", "batch size");
-  a.add("epochs", "0", "epochs (0: 12 on the synthetic set, 30 otherwise)");
-  a.add("minutes", "0", "wall-clock budget in minutes; training stops in time to evaluate and save (0: none)");
-  a.add("lr", "0.05", "base learning rate");
-  a.add("momentum", "0.9", "SGD momentum");
-  a.add("nesterov", "true", "Nesterov momentum (true/false)");
-  a.add("weight-decay", "5e-4", "L2 weight decay");
-  a.add("schedule", "cosine", "step | multistep | plateau | cosine | constant");
-  a.add("step-size", "10", "step schedule: epochs between decays");
-  a.add("gamma", "0.1", "step/multistep decay factor");
-  a.add("milestones", "", "multistep: comma-separated epochs, e.g. 15,25");
-  a.add("plateau-factor", "0.1", "plateau: factor applied to the LR");
-  a.add("plateau-patience", "3", "plateau: epochs without improvement before reducing");
-  a.add("plateau-threshold", "1e-4", "plateau: relative improvement that counts");
-  a.add("plateau-cooldown", "0", "plateau: epochs to wait after a reduction");
-  a.add("plateau-metric", "balanced_accuracy", "plateau: balanced_accuracy (maximised) or loss (minimised)");
-  a.add("min-lr", "0", "lower bound of the LR (cosine, plateau)");
-  a.add("warmup-epochs", "0", "linear LR warm-up over this many epochs");
-  a.add("class-weights", "sqrt", "none | inverse | sqrt (loss weights against class imbalance)");
-  a.add("label-smoothing", "0.1", "label smoothing in [0, 1)");
-  a.add("class-sampling", "natural", "class mix of a training epoch: natural (every image once, shuffled) | sqrt "
-        "(draw classes with probability proportional to the square root of their counts, with replacement) | "
-        "balanced (uniform over classes, with replacement)");
-  a.add_bool("balanced-sampling", "the same as --class-sampling balanced");
-  a.add("logit-adjust", "0", "logit-adjusted loss (Menon et al. 2021): add TAU * log(class prior of the sampled "
-        "training stream) to the logits inside the loss, which balances the classes the sampling leaves "
-        "unbalanced (1: the balanced-error optimum; 0: off; not with balanced sampling)");
-  a.add_bool("sync-bn", "data-parallel (mpirun): BatchNorm statistics over the global batch of all ranks "
-             "instead of each rank's own");
-  a.add("ema", "0", "validate and keep as best an exponential moving average of the weights with this per-step "
-        "decay (e.g. 0.999; 0: off)");
-  a.add("val-fraction", "0.2", "share of lesions held out for validation (grouped by lesion_id)");
-  a.add("crop-scale", "0.5", "random resized crop: smallest area fraction");
-  a.add("rotate", "15", "random rotation range in degrees (plus flips and 90-degree turns)");
-  a.add("jitter", "0.1", "brightness/contrast/saturation jitter");
-  a.add("hue", "0.02", "hue jitter (turns)");
-  a.add("seed", "0", "random seed (split, weights, order, augmentation, dropout)");
-  a.add("threads", "0", "OpenMP threads for the model (0: automatic)");
-  a.add("precision", "f32", "f32, or bf16: mixed precision (bf16 activations and convolutions, f32 weights)");
-  a.add("conv", "auto", "convolution algorithm: auto (Winograd for f32 3x3 stride-1 convolutions, direct "
-        "otherwise) | direct");
-  a.add("nonfinite", "stop", "a NaN/Inf loss or gradient: stop (naming the step and tensor) | skip (drop the step; "
-        "stops after 10 in a row)");
-  a.add("loader-threads", "0", "JPEG loader threads (0: automatic)");
-  a.add_bool("cache", "keep decoded images in memory after the first epoch");
-  a.add("out", "", "run folder (default: runs/<model>-<date>-<time>)");
-  a.add("resume", "", "continue from a checkpoint (e.g. RUN/last.safetensors)");
-  a.add("synthetic-count", "1500", "images in the built-in synthetic dataset");
-  a.add("report-images", "16", "validation images with heatmaps in report.html");
-  a.add("stop-after", "0", "stop after this many epochs (continue later with --resume; 0: run to the end)");
+  for (const auto& o : options()) {
+    std::string help = o.help;
+    if (!o.values.empty() || !o.applies_when.empty())
+      help += fmt::format(" [{}{}{}]", o.values, o.values.empty() || o.applies_when.empty() ? "" : "; ",
+                          o.applies_when.empty() ? "" : "only with " + o.applies_when);
+    if (o.is_bool) a.add_bool(o.flag, help);
+    else a.add(o.flag, o.default_text(), help);
+  }
 }
 
 TrainConfig train_config_from_flags(const cli::Args& a) {
   TrainConfig c;
-  c.data = a.str("data");
-  c.images = a.str("images");
-  c.skip_bad_images = a.flag("skip-bad-images");
-  c.model = a.str("model");
-  if (a.str("size") != "auto") parse_size(a.str("size"), "size", c.height, c.width);
-  if (!a.str("early-size").empty()) parse_size(a.str("early-size"), "early-size", c.early_height, c.early_width);
-  c.early_fraction = a.real("early-fraction", 0, 0.99);
-  c.batch = a.integer("batch", 1, 4096);
-  c.epochs = a.integer("epochs", 0, 100000);
-  c.minutes = a.real("minutes", 0, 1e6);
-  c.lr = a.real("lr", 1e-8, 10);
-  c.momentum = a.real("momentum", 0, 0.999);
-  c.nesterov = a.flag("nesterov");
-  c.weight_decay = a.real("weight-decay", 0, 1);
-  c.schedule.kind = a.str("schedule");
-  c.schedule.step_size = static_cast<int>(a.integer("step-size", 1, 100000));
-  c.schedule.gamma = a.real("gamma", 1e-6, 1);
-  std::stringstream ms(a.str("milestones"));
-  for (std::string t; std::getline(ms, t, ',');) {
-    char* end = nullptr;
-    const long v = std::strtol(t.c_str(), &end, 10);
-    DERMIS_CHECK(!t.empty() && *end == '\0' && v >= 1, "flag --milestones: '{}' is not a positive epoch", t);
-    c.schedule.milestones.push_back(static_cast<int>(v));
+  for (const auto& o : options()) o.read(c, a);
+  for (const auto& o : options()) {
+    if (!c.resume.empty() && !o.with_resume)
+      a.reject_unless(o.flag, false,
+                      "cannot be given with --resume: a resumed run continues with the settings stored in its "
+                      "checkpoint (only --stop-after, --threads and --loader-threads may change); to change settings, "
+                      "start a new run");
+    a.reject_unless(o.flag, o.applies(c), "applies only with " + o.applies_when);
   }
-  c.schedule.plateau_factor = a.real("plateau-factor", 1e-6, 0.999999);
-  c.schedule.plateau_patience = static_cast<int>(a.integer("plateau-patience", 0, 100000));
-  c.schedule.plateau_threshold = a.real("plateau-threshold", 0, 1);
-  c.schedule.plateau_cooldown = static_cast<int>(a.integer("plateau-cooldown", 0, 100000));
-  c.plateau_metric = a.str("plateau-metric");
-  DERMIS_CHECK(c.plateau_metric == "balanced_accuracy" || c.plateau_metric == "loss",
-               "flag --plateau-metric: expected balanced_accuracy or loss, got '{}'", c.plateau_metric);
-  c.schedule.min_lr = a.real("min-lr", 0, 10);
-  c.schedule.warmup_epochs = a.real("warmup-epochs", 0, 1000);
-  c.class_weights = a.str("class-weights");
-  c.label_smoothing = a.real("label-smoothing", 0, 0.999);
-  c.class_sampling = a.str("class-sampling");
-  if (a.flag("balanced-sampling")) {
-    DERMIS_CHECK(c.class_sampling == "natural" || c.class_sampling == "balanced",
-                 "flag --balanced-sampling contradicts --class-sampling {}; give one of them", c.class_sampling);
-    c.class_sampling = "balanced";
-  }
-  c.logit_adjust = a.real("logit-adjust", 0, 10);
-  c.ema = a.real("ema", 0, 0.999999);
-  c.sync_bn = a.flag("sync-bn");
-  c.precision = a.str("precision");
-  c.conv = a.str("conv");
-  c.nonfinite = a.str("nonfinite");
-  DERMIS_CHECK(c.nonfinite == "stop" || c.nonfinite == "skip", "flag --nonfinite: expected stop or skip, got '{}'",
-               c.nonfinite);
-  c.val_fraction = a.real("val-fraction", 0.01, 0.9);
-  c.crop_scale_min = a.real("crop-scale", 0.05, 1);
-  c.rotate_degrees = a.real("rotate", 0, 180);
-  c.jitter = a.real("jitter", 0, 0.9);
-  c.hue = a.real("hue", 0, 0.5);
-  c.seed = static_cast<uint64_t>(a.integer("seed", 0, (1L << 62)));
-  c.threads = static_cast<int>(a.integer("threads", 0, 1024));
-  c.loader_threads = static_cast<int>(a.integer("loader-threads", 0, 1024));
-  c.cache = a.flag("cache");
-  c.out = a.str("out");
-  c.resume = a.str("resume");
-  c.synthetic_count = a.integer("synthetic-count", 50, 10000000);
-  c.report_images = a.integer("report-images", 0, 1000);
-  c.stop_after = a.integer("stop-after", 0, 1000000);
   c.validate();
   return c;
 }
 
 double TrainConfig::class_power() const {
-  return class_sampling == "balanced" ? 0.0 : class_sampling == "sqrt" ? 0.5 : 1.0;
+  switch (class_sampling) {
+    case ClassSampling::balanced: return 0.0;
+    case ClassSampling::sqrt: return 0.5;
+    case ClassSampling::natural: break;
+  }
+  return 1.0;
 }
 
-void TrainConfig::validate() const {
-  DERMIS_CHECK(precision == "f32" || precision == "bf16", "flag --precision: expected f32 or bf16, got '{}'", precision);
-  cli::conv_algorithm_flag(conv);  // validates
-  DERMIS_CHECK(class_weights == "none" || class_weights == "inverse" || class_weights == "sqrt",
-               "flag --class-weights: expected none, inverse or sqrt, got '{}'", class_weights);
-  DERMIS_CHECK(class_sampling == "natural" || class_sampling == "sqrt" || class_sampling == "balanced",
-               "flag --class-sampling: expected natural, sqrt or balanced, got '{}'", class_sampling);
-  DERMIS_CHECK(!(logit_adjust > 0 && class_sampling == "balanced"),
-               "flag --logit-adjust: the classes of a balanced-sampling stream are already uniform, so there is "
-               "nothing to adjust; use one or the other");
-  DERMIS_CHECK(!(logit_adjust > 0 && class_weights != "none"),
-               "flag --logit-adjust: it already balances the loss, and --class-weights {} would correct the imbalance a "
-               "second time; add --class-weights none", class_weights);
-  DERMIS_CHECK((early_height == 0 && early_width == 0) || (early_height >= 32 && early_width >= 32),
-               "flag --early-size: {}x{} is not a size like 112x150 (height x width, each 32 to 4096)", early_height,
-               early_width);
-  DERMIS_CHECK(early_height == 0 || height == 0 || (early_height <= height && early_width <= width &&
-                                                    early_height * early_width < height * width),
-               "flag --early-size: {}x{} is not smaller than the input size {}x{} (--size); the early size is the "
-               "smaller one",
-               early_height, early_width, height, width);
-  DERMIS_CHECK(std::isfinite(early_fraction) && early_fraction >= 0 && early_fraction < 1,
-               "flag --early-fraction must be in [0, 1): the run ends at --size");
-  optim::ScheduleOptions s = schedule;
-  s.base_lr = lr;
-  try {
-    s.validate();
-  } catch (const Error& e) {
-    DERMIS_FAIL("schedule flags: {}", e.what());
-  }
-  DERMIS_CHECK(std::isfinite(minutes) && minutes >= 0, "flag --minutes must be >= 0");
-}
+void TrainConfig::validate() const { check(*this, false); }
 
 json::Value TrainConfig::to_json() const {
-  json::Array ms;
-  for (int m : schedule.milestones) ms.push_back(m);
-  return json::Object{{"data", data},
-                      {"images", images},
-                      {"skip_bad_images", skip_bad_images},
-                      {"val_fraction", val_fraction},
-                      {"synthetic_count", synthetic_count},
-                      {"model", model},
-                      {"height", height},
-                      {"width", width},
-                      {"early_height", early_height},
-                      {"early_width", early_width},
-                      {"early_fraction", early_fraction},
-                      {"batch", batch},
-                      {"epochs", epochs},
-                      {"minutes", minutes},
-                      {"lr", lr},
-                      {"momentum", momentum},
-                      {"weight_decay", weight_decay},
-                      {"nesterov", nesterov},
-                      {"schedule", schedule.kind},
-                      {"step_size", schedule.step_size},
-                      {"gamma", schedule.gamma},
-                      {"milestones", ms},
-                      {"plateau_factor", schedule.plateau_factor},
-                      {"plateau_patience", schedule.plateau_patience},
-                      {"plateau_threshold", schedule.plateau_threshold},
-                      {"plateau_cooldown", schedule.plateau_cooldown},
-                      {"plateau_metric", plateau_metric},
-                      {"min_lr", schedule.min_lr},
-                      {"warmup_epochs", schedule.warmup_epochs},
-                      {"class_weights", class_weights},
-                      {"label_smoothing", label_smoothing},
-                      {"class_sampling", class_sampling},
-                      {"balanced_sampling", class_sampling == "balanced"},  // read by older versions
-                      {"logit_adjust", logit_adjust},
-                      {"ema", ema},
-                      {"sync_bn", sync_bn},
-                      {"precision", precision},
-                      {"conv", conv},
-                      {"nonfinite", nonfinite},
-                      {"crop_scale_min", crop_scale_min},
-                      {"rotate_degrees", rotate_degrees},
-                      {"jitter", jitter},
-                      {"hue", hue},
-                      {"seed", std::to_string(seed)},
-                      {"threads", threads},
-                      {"loader_threads", loader_threads},
-                      {"cache", cache},
-                      {"out", out},
-                      {"report_images", report_images}};
+  json::Object j;
+  for (const auto& o : options())
+    if (!o.key.empty()) o.save(*this, j);
+  return j;
 }
 
-TrainConfig TrainConfig::from_json(const json::Value& v) {
+TrainConfig TrainConfig::from_json(const json::Value& v, const std::string& source) {
   TrainConfig c;
-  auto str = [&](const char* k, std::string& dst) {
-    if (auto* x = v.find(k)) dst = x->string(k);
-  };
-  auto num = [&](const char* k, auto& dst) {
-    if (auto* x = v.find(k)) dst = static_cast<std::remove_reference_t<decltype(dst)>>(x->number(k));
-  };
-  auto boolean = [&](const char* k, bool& dst) {
-    if (auto* x = v.find(k)) dst = x->boolean(k);
-  };
-  str("data", c.data), str("images", c.images), boolean("skip_bad_images", c.skip_bad_images);
-  num("val_fraction", c.val_fraction), num("synthetic_count", c.synthetic_count), str("model", c.model);
-  num("height", c.height), num("width", c.width), num("early_height", c.early_height);
-  num("early_width", c.early_width), num("early_fraction", c.early_fraction), num("batch", c.batch), num("epochs", c.epochs);
-  num("minutes", c.minutes), num("lr", c.lr), num("momentum", c.momentum), num("weight_decay", c.weight_decay);
-  boolean("nesterov", c.nesterov), str("schedule", c.schedule.kind), num("step_size", c.schedule.step_size);
-  num("gamma", c.schedule.gamma);
-  if (auto* m = v.find("milestones"))
-    for (auto& e : m->array("milestones")) c.schedule.milestones.push_back(static_cast<int>(e.integer("milestone")));
-  num("plateau_factor", c.schedule.plateau_factor), num("plateau_patience", c.schedule.plateau_patience);
-  num("plateau_threshold", c.schedule.plateau_threshold), num("plateau_cooldown", c.schedule.plateau_cooldown);
-  str("plateau_metric", c.plateau_metric), num("min_lr", c.schedule.min_lr);
-  num("warmup_epochs", c.schedule.warmup_epochs), str("class_weights", c.class_weights);
-  num("label_smoothing", c.label_smoothing), str("class_sampling", c.class_sampling);
-  bool balanced = false;  // checkpoints written before --class-sampling existed
-  boolean("balanced_sampling", balanced);
-  if (balanced) c.class_sampling = "balanced";
-  num("logit_adjust", c.logit_adjust), num("ema", c.ema), boolean("sync_bn", c.sync_bn);
-  str("precision", c.precision), str("conv", c.conv), str("nonfinite", c.nonfinite);
-  num("crop_scale_min", c.crop_scale_min), num("rotate_degrees", c.rotate_degrees), num("jitter", c.jitter);
-  num("hue", c.hue);
-  if (auto* s = v.find("seed")) c.seed = std::stoull(s->string("seed"));
-  num("threads", c.threads), num("loader_threads", c.loader_threads), boolean("cache", c.cache), str("out", c.out);
-  num("report_images", c.report_images);
+  try {
+    for (const auto& o : options()) {
+      // Settings absent from older checkpoints keep their defaults.
+      if (!o.key.empty() && v.find(o.key)) o.load(c, v, fmt::format("setting {}", o.key));
+    }
+    check(c, true);
+  } catch (const Error& e) {
+    DERMIS_FAIL("{}: the training settings stored in it are invalid ({}); it is damaged, or was written by a newer "
+                "dermis or another program",
+                source, e.what());
+  }
   return c;
 }
 

@@ -7,9 +7,19 @@
 #include "framework/io/json.h"
 #include "framework/optim/schedule.h"
 #include "framework/cli.h"
+#include "framework/choice.h"
+#include "framework/ops.h"
 
 namespace dermis::experiment {
 
+enum class ClassWeights { none, inverse, sqrt };            // loss weights: 1, 1/n, 1/sqrt(n) per class
+enum class ClassSampling { natural, sqrt, balanced };       // class mix of a training epoch
+enum class PlateauMetric { balanced_accuracy, loss };       // what the plateau schedule watches
+enum class NonfinitePolicy { stop, skip };                  // a NaN/Inf loss or gradient
+enum class Precision { f32, bf16 };
+
+// The run's settings. Every member is one entry of the option table in config.cpp, which makes
+// its flag (name, default, range, --help text), its JSON key in checkpoints and its range check.
 struct TrainConfig {
   // data
   std::string data;    // HAM10000 folder; empty: the built-in synthetic dataset
@@ -18,7 +28,7 @@ struct TrainConfig {
   double val_fraction = 0.2;
   int64_t synthetic_count = 1500;  // built-in dataset
   // model and input
-  std::string model = "cbam_small";
+  std::string model = "cbam_small";  // a name of models::model_names()
   int64_t height = 0, width = 0;  // 0: 72x96 on the synthetic set, 112x150 otherwise
   // Progressive resizing: training epochs that start before early_fraction of the run use
   // early_height x early_width (0: off); later epochs, validation, checkpoints and the report use
@@ -32,17 +42,23 @@ struct TrainConfig {
   double minutes = 0;     // wall-clock budget for the whole run (0: none)
   double lr = 0.05, momentum = 0.9, weight_decay = 5e-4;
   bool nesterov = true;
-  optim::ScheduleOptions schedule;  // kind, gamma, step size, milestones, plateau, min lr, warm-up
-  std::string plateau_metric = "balanced_accuracy";  // or "loss"
-  std::string class_weights = "sqrt";                // none | inverse | sqrt
+  // kind, gamma, step size, milestones, plateau, min lr, warm-up; the plateau waits 3 epochs, not
+  // PyTorch's 10, since runs here are tens of epochs
+  optim::ScheduleOptions schedule = [] {
+    optim::ScheduleOptions s;
+    s.plateau_patience = 3;
+    return s;
+  }();
+  PlateauMetric plateau_metric = PlateauMetric::balanced_accuracy;
+  ClassWeights class_weights = ClassWeights::sqrt;
   double label_smoothing = 0.1;
-  std::string class_sampling = "natural";  // natural | sqrt | balanced (see class_power())
+  ClassSampling class_sampling = ClassSampling::natural;  // see class_power()
   double logit_adjust = 0;  // tau of the logit-adjusted loss (0: off)
   bool sync_bn = false;  // data-parallel: BatchNorm statistics over all ranks' batches
   double ema = 0;  // per-step decay of the weight average that is validated and saved as best (0: off)
-  std::string nonfinite = "stop";  // a non-finite loss or gradient: stop | skip (the step)
-  std::string conv = "auto";      // auto (Winograd where oneDNN has it) | direct
-  std::string precision = "f32";  // f32 | bf16 (mixed precision: bf16 activations and convolutions)
+  NonfinitePolicy nonfinite = NonfinitePolicy::stop;
+  ConvAlgorithm conv = ConvAlgorithm::automatic;
+  Precision precision = Precision::f32;  // bf16: mixed precision (bf16 activations and convolutions)
   // augmentation
   double crop_scale_min = 0.5, rotate_degrees = 15, jitter = 0.1, hue = 0.02;
   // run
@@ -50,12 +66,15 @@ struct TrainConfig {
   int threads = 0, loader_threads = 0;  // 0: automatic split of the cores
   bool cache = false;
   std::string out;     // run folder; empty: runs/<model>-<date>-<time>
-  std::string resume;  // checkpoint to continue from
+  std::string resume;  // checkpoint to continue from (not stored)
   int64_t report_images = 16;
-  int64_t stop_after = 0;  // stop after this many epochs of this invocation (0: run to the end)
+  int64_t stop_after = 0;  // stop after this many epochs of this invocation (0: run to the end; not stored)
 
   json::Value to_json() const;
-  static TrainConfig from_json(const json::Value& v);  // as stored in checkpoints
+  // As stored in checkpoints: every setting is type- and range-checked, and errors name `source`
+  // (the checkpoint's path) and the setting.
+  static TrainConfig from_json(const json::Value& v, const std::string& source = "the stored settings");
+  // Ranges and combinations; errors name the flag.
   void validate() const;
   // data::LoaderOptions::class_power of class_sampling: natural 1, sqrt 0.5, balanced 0.
   double class_power() const;
@@ -63,12 +82,41 @@ struct TrainConfig {
   bool early_epoch(double progress) const { return early_height > 0 && progress < early_fraction; }
 };
 
-// Registers the flags of tools/train (with --help texts and defaults).
+// Registers the flags of tools/train (with --help texts and defaults), from the option table.
 void add_train_flags(cli::Args& args);
-// Reads them back (range-checked; errors name the flag).
+// Reads them back: range-checked, and a flag the run would ignore (e.g. --gamma with --schedule
+// cosine, or any setting but --stop-after, --threads and --loader-threads with --resume) is an
+// error. Errors name the flag.
 TrainConfig train_config_from_flags(const cli::Args& args);
 
 // "112x150" or "112" -> height, width; errors name `flag`.
 void parse_size(const std::string& s, const char* flag, int64_t& h, int64_t& w);
 
 }  // namespace dermis::experiment
+
+template <>
+struct dermis::Choices<dermis::experiment::ClassWeights> {
+  using E = experiment::ClassWeights;
+  static constexpr std::array<Choice<E>, 3> list{{{E::none, "none"}, {E::inverse, "inverse"}, {E::sqrt, "sqrt"}}};
+};
+template <>
+struct dermis::Choices<dermis::experiment::ClassSampling> {
+  using E = experiment::ClassSampling;
+  static constexpr std::array<Choice<E>, 3> list{
+      {{E::natural, "natural"}, {E::sqrt, "sqrt"}, {E::balanced, "balanced"}}};
+};
+template <>
+struct dermis::Choices<dermis::experiment::PlateauMetric> {
+  using E = experiment::PlateauMetric;
+  static constexpr std::array<Choice<E>, 2> list{{{E::balanced_accuracy, "balanced_accuracy"}, {E::loss, "loss"}}};
+};
+template <>
+struct dermis::Choices<dermis::experiment::NonfinitePolicy> {
+  using E = experiment::NonfinitePolicy;
+  static constexpr std::array<Choice<E>, 2> list{{{E::stop, "stop"}, {E::skip, "skip"}}};
+};
+template <>
+struct dermis::Choices<dermis::experiment::Precision> {
+  using E = experiment::Precision;
+  static constexpr std::array<Choice<E>, 2> list{{{E::f32, "f32"}, {E::bf16, "bf16"}}};
+};

@@ -162,7 +162,7 @@ bool Trainer::step(data::Batch& batch, EpochState& es) {
   }
   // With --nonfinite skip, a skipped step must not leave its batch statistics behind either.
   std::vector<Tensor> buffers_before;
-  if (c_.nonfinite == "skip")
+  if (c_.nonfinite == NonfinitePolicy::skip)
     for (auto& [n, t] : model_->named_buffers()) buffers_before.push_back(t->clone());
   Var logits;
   const float lv = forward_backward(batch, &logits, es);
@@ -206,7 +206,7 @@ float Trainer::forward_backward(data::Batch& batch, Var* logits, EpochState& es)
 // otherwise, or past that, stop with the step, the tensor and the last good checkpoint named.
 bool Trainer::skip_nonfinite(const std::string& bad, EpochState& es, const std::vector<Tensor>& buffers_before) {
   const std::string where = fmt::format("epoch {} step {} (optimiser step {})", es.epoch + 1, es.batch + 1, state_.step + 1);
-  if (c_.nonfinite == "skip" && ++nonfinite_in_row_ <= 10) {
+  if (c_.nonfinite == NonfinitePolicy::skip && ++nonfinite_in_row_ <= 10) {
     ++nonfinite_skipped_;
     fmt::print(stderr, "{}warning: {} is not finite at {}; the step is skipped\n", tty_ ? "\n" : "", bad, where);
     opt_->zero_grad();
@@ -218,7 +218,7 @@ bool Trainer::skip_nonfinite(const std::string& bad, EpochState& es, const std::
   DERMIS_FAIL("{} is not finite at {}{}; the weights were not updated and the last good checkpoint is {}; lower --lr{}",
               bad, where, nonfinite_in_row_ > 10 ? " (the 11th such step in a row)" : "",
               fs::exists(last_path_) ? last_path_ : std::string("(none yet)"),
-              c_.nonfinite == "skip" ? "" : ", or pass --nonfinite skip to drop such steps");
+              c_.nonfinite == NonfinitePolicy::skip ? "" : ", or pass --nonfinite skip to drop such steps");
 }
 
 // The loss shown is this rank's running mean (rank 0 prints).
@@ -269,7 +269,7 @@ bool Trainer::end_epoch(const EpochState& es, double loss_sum, int64_t seen) {
   const double tv = now();
   const metrics::Report r = validate(evaluated());
   val_seconds_ = now() - tv;
-  sched_->epoch_end(c_.plateau_metric == "loss" ? r.loss : r.balanced_accuracy);
+  sched_->epoch_end(c_.plateau_metric == PlateauMetric::loss ? r.loss : r.balanced_accuracy);
   const EpochRecord rec{es.epoch + 1, loss_sum / static_cast<double>(seen), es.lr, train_img_s_, now() - run_t0_, r};
   history_.push_back(rec);
   log_epoch(es, rec);

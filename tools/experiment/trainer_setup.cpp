@@ -49,28 +49,21 @@ void Trainer::resolve_config() {
   if (!c_.resume.empty()) {
     const std::string path = c_.resume;
     ck_ = std::make_unique<Checkpoint>(load_checkpoint(path));
-    TrainConfig stored = TrainConfig::from_json(ck_->info.config);
+    TrainConfig stored = TrainConfig::from_json(ck_->info.config, path);  // checked, errors name the file
     stored.resume = path;
     stored.stop_after = c_.stop_after;
+    if (c_.threads > 0) stored.threads = c_.threads;  // run settings: how, not what, the run computes
+    if (c_.loader_threads > 0) stored.loader_threads = c_.loader_threads;
     if (stored.out.empty()) stored.out = fs::path(path).parent_path().string();
-    try {
-      stored.validate();
-    } catch (const Error& e) {
-      DERMIS_FAIL("{}: the training settings stored in this checkpoint are invalid ({}); it is damaged, or was "
-                  "written by a newer dermis or another program", path, e.what());
-    }
     c_ = stored;
     fmt::print("resuming {} from {} (epoch {} done)\n", c_.model, path, ck_->info.epoch);
   }
-  const auto& names = models::model_names();
-  DERMIS_CHECK(std::find(names.begin(), names.end(), c_.model) != names.end(),
-               "unknown model '{}'; choose one of resnet18_cbam, resnet34_cbam, resnet18, cbam_small", c_.model);
   synthetic_ = c_.data.empty();
   if (c_.height == 0) c_.height = synthetic_ ? 72 : 112, c_.width = synthetic_ ? 96 : 150;
   c_.validate();  // again, now that the input size is known (--early-size must be smaller)
   // bf16 on a CPU without bf16 kernels: one clear error before the run folder exists.
-  if (c_.precision == "bf16" && c_.resume.empty()) cpu::require_bf16("flag --precision bf16", "--precision f32");
-  if (c_.precision == "bf16" && !c_.resume.empty())
+  if (c_.precision == Precision::bf16 && c_.resume.empty()) cpu::require_bf16("flag --precision bf16", "--precision f32");
+  if (c_.precision == Precision::bf16 && !c_.resume.empty())
     cpu::require_bf16(fmt::format("{} (a --precision bf16 run)", c_.resume), "a new run with --precision f32");
   if (c_.epochs == 0) c_.epochs = c_.minutes > 0 ? 100000 : (synthetic_ ? 12 : 30);
   if (c_.out.empty()) {
@@ -80,7 +73,7 @@ void Trainer::resolve_config() {
     c_.out = fmt::format("runs/{}-{}", c_.model, stamp);
   }
   budget_ = c_.minutes * 60;
-  bf16_ = c_.precision == "bf16";
+  bf16_ = c_.precision == Precision::bf16;
   tty_ = isatty(fileno(stdout));
 }
 
@@ -103,7 +96,7 @@ void Trainer::prepare_run_folder() {
   // prefetch), so one per two cores keeps the model fed (bench/pipeline).
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   set_num_threads(c_.threads > 0 ? c_.threads : cores);
-  set_conv_algorithm(cli::conv_algorithm_flag(c_.conv));
+  set_conv_algorithm(c_.conv);
   loader_threads_ = c_.loader_threads > 0 ? c_.loader_threads : data::default_loader_threads(cores);
 }
 
@@ -126,8 +119,8 @@ void Trainer::setup_data() {
   }
   std::array<int64_t, datasets::kNumClasses> counts{};
   for (auto& it : train_items_) counts[it.label]++;
-  if (c_.class_weights != "none")
-    class_weights_ = datasets::class_weights(counts, c_.class_weights == "inverse" ? 1.0 : 0.5);
+  if (c_.class_weights != ClassWeights::none)
+    class_weights_ = datasets::class_weights(counts, c_.class_weights == ClassWeights::inverse ? 1.0 : 0.5);
   if (c_.logit_adjust > 0) logit_offsets_ = datasets::logit_offsets(counts, c_.logit_adjust, c_.class_power());
   norm_ = ck_ ? ck_->info.norm : data::compute_normalization(train_items_, c_.height, c_.width, 500, loader_threads_);
   fmt::print("data: {} ({} images, {} lesions): {} train / {} validation images, lesion-grouped\n", root_,
@@ -138,7 +131,7 @@ void Trainer::setup_data() {
   for (int k = 0; k < datasets::kNumClasses; ++k)
     mix += fmt::format("{}{} {} ({:.1f}%)", k ? ", " : "", datasets::class_names()[k], counts[k],
                        counts[k] > 0 ? 100 * share[k] : 0.0);
-  fmt::print("training images per class (share of each epoch, {} class sampling): {}\n", c_.class_sampling, mix);
+  fmt::print("training images per class (share of each epoch, {} class sampling): {}\n", name_of(c_.class_sampling), mix);
 }
 
 // The training loader (and the --early-size one), and this rank's slice of the validation set.
@@ -202,7 +195,7 @@ void Trainer::setup_model() {
   }
   optim::ScheduleOptions so = c_.schedule;
   so.base_lr = c_.lr;
-  so.plateau_maximize = c_.plateau_metric == "balanced_accuracy";
+  so.plateau_maximize = c_.plateau_metric == PlateauMetric::balanced_accuracy;
   sched_ = std::make_unique<optim::Schedule>(so);
   state_.model = c_.model, state_.classes = class_list(), state_.height = c_.height, state_.width = c_.width;
   state_.norm = norm_, state_.config = c_.to_json();
