@@ -3,6 +3,7 @@
 // accuracy on 256 held-out images.
 #pragma once
 
+#include <cmath>
 #include <numeric>
 #include <vector>
 
@@ -33,6 +34,10 @@ inline TrainOutcome train_cbam_small_on_synthetic(bool bf16) {
     }
     opt.zero_grad();
     loss.backward();
+    // Cosine decay to zero, as real runs end: BatchNorm running statistics catch up with weights
+    // that settle. (At a constant 0.05 eval-mode accuracy after 200 steps depended on the seed and
+    // on rounding: 0.24 to 0.97 across seeds while train-mode accuracy was 0.98 and more.)
+    opt.set_lr(0.05f * 0.5f * (1 + std::cos(3.14159265f * static_cast<float>(step) / 200)));
     opt.step();
     losses.push_back(loss.item());
   }

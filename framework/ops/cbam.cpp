@@ -13,7 +13,8 @@
 //                             Q2 dx1 = dy * att_s + pool_c^T(ds); d_att_c = sum_hw dx1 * x;
 //                                dx = dx1 * att_c  -> MLP backward -> d_avg, d_max
 //                             Q3 dx += d_avg / HW, dx[argmax_hw] += d_max
-// x1 = x * att_c is never stored. Every reduction is owned by one thread in a fixed order, so
+// x1 = x * att_c is never stored. The MLP runs on oneDNN inner products, the spatial conv on oneDNN
+// convolution. Every reduction of the hand kernels is owned by one thread in a fixed order, so
 // results do not depend on the thread count. x, the output and their gradients may be f32 or bf16
 // (the kernels are templated on the storage type); attention maps and arithmetic are f32.
 #include <algorithm>
@@ -27,6 +28,7 @@
 #include "../ops.h"
 #include "../profile.h"
 #include "conv2d.h"
+#include "linear.h"
 #include "moments.h"
 
 namespace dermis {
@@ -51,7 +53,7 @@ struct Saved {
   Tensor x;                             // input, layout with block B
   std::vector<float> att_c;             // (N, Cp), zero in padded channels
   std::vector<int32_t> amax_hw;         // (N, C) argmax over HW for the max pool
-  std::vector<float> mlp_in, mlp_h;     // (2N, C) [avg; max], (2N, Cr) post-ReLU
+  Tensor mlp_in, mlp_h;                 // (2N, C) [avg; max], (2N, Cr) post-ReLU
   Tensor fc1_w, fc2_w, conv_w;          // plain weights
   float bn_gamma = 0, inv_std = 0;
   double bn_count = 0;                  // values the spatial BN statistics cover (all replicas with sync BN)
@@ -61,19 +63,6 @@ struct Saved {
   std::vector<int32_t> carg;            // (N, HW) argmax over channels of x1
   std::vector<float> zhat, att_s;       // (N, HW)
 };
-
-// y (rows, out) = x (rows, in) W^T + b, W (out, in).
-void dense(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t in, int64_t out) {
-#pragma omp parallel for collapse(2) schedule(static) if (rows * in * out > 65536)
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t o = 0; o < out; ++o) {
-      const float* xr = x + r * in;
-      const float* wo = w + o * in;
-      float acc = b ? b[o] : 0.f;
-      for (int64_t i = 0; i < in; ++i) acc += xr[i] * wo[i];
-      y[r * out + o] = acc;
-    }
-}
 
 void check_weights(const Tensor& x, const CbamWeights& w, const CbamParams& p, const Tensor& rm, const Tensor& rv) {
   DERMIS_CHECK(x.ndim() == 4, "cbam: input must be 4-D (N, C, H, W), got {}", to_string(x.shape()));
@@ -374,7 +363,7 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
   const DType dt = s.x.dtype();
 
   // P1: average and max over H, W -> the MLP's input rows [avg; max] (2N, C).
-  s.mlp_in.assign(2 * N * C, 0.f);
+  s.mlp_in = Tensor::zeros({2 * N, C});
   s.amax_hw.assign(N * C, 0);
   with_kernels(s.B, dt, [&](auto k) {
     using K = decltype(k);
@@ -382,21 +371,18 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
                s.amax_hw.data());
   });
 
-  // Shared MLP on [avg; max] (2N rows), summed per sample, sigmoid.
+  // Shared MLP on [avg; max] (2N rows; oneDNN inner products, which count their MACs), summed per
+  // sample, sigmoid.
   s.fc1_w = w.fc1_w.value().plain();
   s.fc2_w = w.fc2_w.value().plain();
-  Tensor b1 = w.fc1_b.value().plain(), b2 = w.fc2_b.value().plain();
-  s.mlp_h.resize(2 * N * Cr);
-  std::vector<float> o(2 * N * C);
-  dense(s.mlp_in.data(), s.fc1_w.data(), b1.data(), s.mlp_h.data(), 2 * N, C, Cr);
-  for (auto& v : s.mlp_h) v = std::max(v, 0.f);
-  dense(s.mlp_h.data(), s.fc2_w.data(), b2.data(), o.data(), 2 * N, Cr, C);
+  const bool grads = autograd::needs_grad({&xv, &w.fc1_w, &w.fc1_b, &w.fc2_w, &w.fc2_b, &w.conv_w, &w.bn_w, &w.bn_b});
+  s.mlp_h = detail::linear_forward(s.mlp_in, s.fc1_w, w.fc1_b.value(), grads);
+  for (float* h = s.mlp_h.data(), *e = h + 2 * N * Cr; h < e; ++h) *h = std::max(*h, 0.f);
+  const Tensor o = detail::linear_forward(s.mlp_h, s.fc2_w, w.fc2_b.value(), grads);
+  const float* po = o.data();
   s.att_c.assign(N * Cp, 0.f);
   for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c) s.att_c[n * Cp + c] = sigm(o[n * C + c] + o[(N + n) * C + c]);
-  // The MLP's two dense layers over 2N rows (the spatial conv counts itself; like the usual MAC
-  // counters, elementwise gating is not counted).
-  profile::add_macs(2 * (2 * N * C * Cr));
+    for (int64_t c = 0; c < C; ++c) s.att_c[n * Cp + c] = sigm(po[n * C + c] + po[(N + n) * C + c]);
 
   if (!p.channel_only) {
     // P2: max and mean over channels of x1 = x * att_c -> s (N, 2, H, W).
@@ -452,8 +438,7 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
 
   std::vector<Var> inputs = {xv, w.fc1_w, w.fc1_b, w.fc2_w, w.fc2_b};
   if (spatial) inputs.insert(inputs.end(), {w.conv_w, w.bn_w, w.bn_b});
-  if (!autograd::needs_grad({&xv, &w.fc1_w, &w.fc1_b, &w.fc2_w, &w.fc2_b, &w.conv_w, &w.bn_w, &w.bn_b}))
-    return Var(out);
+  if (!grads) return Var(out);
 
   return autograd::make_result(out, "cbam", inputs, [S](Node& self) {
     const Saved& s = *S;
@@ -517,61 +502,31 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
                     ds0.data(), ds1.data(), s.carg.data(), static_cast<E*>(pdx), datt_c.data());
     });
 
-    // MLP backward. Both halves (avg rows, max rows) get the same d_o.
-    std::vector<float> d_o(2 * N * C), dh(2 * N * Cr), din(2 * N * C);
+    // MLP backward (oneDNN inner products). Both halves (avg rows, max rows) get the same d_o.
+    Tensor d_o = Tensor::empty({2 * N, C});
+    float* pdo = d_o.data();
     for (int64_t n = 0; n < N; ++n)
       for (int64_t c = 0; c < C; ++c) {
         const float a = ac[n * Cp + c];
-        d_o[n * C + c] = d_o[(N + n) * C + c] = datt_c[n * C + c] * a * (1.f - a);
+        pdo[n * C + c] = pdo[(N + n) * C + c] = datt_c[n * C + c] * a * (1.f - a);
       }
-    const float* w2 = s.fc2_w.data();
-    const float* w1 = s.fc1_w.data();
-    // dh (2N, Cr) = d_o (2N, C) W2 (C, Cr), masked by ReLU
-#pragma omp parallel for schedule(static) if (2 * N * C * Cr > 65536)
-    for (int64_t r = 0; r < 2 * N; ++r)
-      for (int64_t j = 0; j < Cr; ++j) {
-        float acc = 0.f;
-        if (s.mlp_h[r * Cr + j] > 0.f)
-          for (int64_t c = 0; c < C; ++c) acc += d_o[r * C + c] * w2[c * Cr + j];
-        dh[r * Cr + j] = acc;
-      }
-    // din (2N, C) = dh (2N, Cr) W1 (Cr, C)
-#pragma omp parallel for schedule(static) if (2 * N * C * Cr > 65536)
-    for (int64_t r = 0; r < 2 * N; ++r) {
-      float* d = din.data() + r * C;
-      for (int64_t c = 0; c < C; ++c) d[c] = 0.f;
-      for (int64_t j = 0; j < Cr; ++j) {
-        const float h = dh[r * Cr + j];
-        if (h != 0.f)
-          for (int64_t c = 0; c < C; ++c) d[c] += h * w1[j * C + c];
-      }
-    }
+    Tensor dh = detail::linear_backward_data(d_o, s.fc2_w);  // (2N, Cr), then through the ReLU
+    float* pdh = dh.data();
+    const float* ph = s.mlp_h.data();
+    for (int64_t i = 0; i < 2 * N * Cr; ++i)
+      if (!(ph[i] > 0.f)) pdh[i] = 0.f;
+    const Tensor din = detail::linear_backward_data(dh, s.fc1_w);  // (2N, C)
     Node &n1w = autograd::input(self, 1), &n1b = autograd::input(self, 2), &n2w = autograd::input(self, 3),
          &n2b = autograd::input(self, 4);
     if (n2w.requires_grad || n2b.requires_grad) {
-      Tensor dw2 = Tensor::zeros({C, Cr}), db2 = Tensor::zeros({C});
-      float *pw = dw2.data(), *pb = db2.data();
-#pragma omp parallel for schedule(static) if (2 * N * C * Cr > 65536)
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t r = 0; r < 2 * N; ++r) {
-          const float g = d_o[r * C + c];
-          pb[c] += g;
-          for (int64_t j = 0; j < Cr; ++j) pw[c * Cr + j] += g * s.mlp_h[r * Cr + j];
-        }
+      Tensor dw2, db2;
+      detail::linear_backward_weights(s.mlp_h, d_o, dw2, &db2);
       autograd::accumulate(n2w, dw2);
       autograd::accumulate(n2b, db2);
     }
     if (n1w.requires_grad || n1b.requires_grad) {
-      Tensor dw1 = Tensor::zeros({Cr, C}), db1 = Tensor::zeros({Cr});
-      float *pw = dw1.data(), *pb = db1.data();
-#pragma omp parallel for schedule(static) if (2 * N * C * Cr > 65536)
-      for (int64_t j = 0; j < Cr; ++j)
-        for (int64_t r = 0; r < 2 * N; ++r) {
-          const float g = dh[r * Cr + j];
-          pb[j] += g;
-          if (g != 0.f)
-            for (int64_t c = 0; c < C; ++c) pw[j * C + c] += g * s.mlp_in[r * C + c];
-        }
+      Tensor dw1, db1;
+      detail::linear_backward_weights(s.mlp_in, dh, dw1, &db1);
       autograd::accumulate(n1w, dw1);
       autograd::accumulate(n1b, db1);
     }

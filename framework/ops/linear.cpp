@@ -4,6 +4,7 @@
 #include "../dnnl/context.h"
 #include "../ops.h"
 #include "../profile.h"
+#include "linear.h"
 
 namespace dermis {
 
@@ -34,6 +35,56 @@ std::shared_ptr<FwdPrim> fwd_prim(const IpGeom& g, dnnl::prop_kind prop) {
 }
 }  // namespace
 
+namespace detail {
+
+Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool training) {
+  const IpGeom g{x.dim(0), x.dim(1), w.dim(0), b.defined()};
+  const auto f = fwd_prim(g, training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
+  // f32 throughout: a bf16 input (after pooling under AutocastBF16) is converted here.
+  Tensor src = x.to_desc(g.src()), wei = w.plain();
+  Tensor dst = Tensor::empty({g.N, g.OC});
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src.memory()}, {DNNL_ARG_WEIGHTS, wei.memory()},
+                                       {DNNL_ARG_DST, dst.memory()}};
+  if (b.defined()) args[DNNL_ARG_BIAS] = b.plain().memory();
+  ctx::execute(f->prim, args, "linear forward");
+  profile::add_macs(g.N * g.IC * g.OC);
+  return dst;
+}
+
+Tensor linear_backward_data(const Tensor& dy, const Tensor& w) {
+  const IpGeom g{dy.dim(0), w.dim(1), w.dim(0), false};
+  const auto bd = ctx::cached<BwdDataPrim>(ctx::with_threads("ip_bwd_data|" + g.key()), [&] {
+    dnnl::inner_product_backward_data::desc d(g.src(), g.wei(), g.dst());
+    return BwdDataPrim(dnnl::inner_product_backward_data::primitive_desc(
+        d, ctx::engine(), fwd_prim(g, dnnl::prop_kind::forward_training)->pd));
+  });
+  Tensor d = dy.to_desc(g.dst()), wei = w.plain();
+  Tensor dx = Tensor::empty({g.N, g.IC});
+  ctx::execute(bd->prim, {{DNNL_ARG_DIFF_DST, d.memory()}, {DNNL_ARG_WEIGHTS, wei.memory()},
+                         {DNNL_ARG_DIFF_SRC, dx.memory()}}, "linear backward data");
+  return dx;
+}
+
+void linear_backward_weights(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* db) {
+  const IpGeom g{x.dim(0), x.dim(1), dy.dim(1), db != nullptr};
+  const auto bw = ctx::cached<BwdWeiPrim>(ctx::with_threads("ip_bwd_wei|" + g.key()), [&] {
+    dnnl::inner_product_backward_weights::desc d(g.src(), g.wei(), g.b(), g.dst());
+    return BwdWeiPrim(dnnl::inner_product_backward_weights::primitive_desc(
+        d, ctx::engine(), fwd_prim(g, dnnl::prop_kind::forward_training)->pd));
+  });
+  Tensor src = x.to_desc(g.src()), d = dy.to_desc(g.dst());
+  dw = Tensor::empty({g.OC, g.IC});
+  std::unordered_map<int, memory> a{{DNNL_ARG_DIFF_DST, d.memory()}, {DNNL_ARG_SRC, src.memory()},
+                                    {DNNL_ARG_DIFF_WEIGHTS, dw.memory()}};
+  if (db) {
+    *db = Tensor::empty({g.OC});
+    a[DNNL_ARG_DIFF_BIAS] = db->memory();
+  }
+  ctx::execute(bw->prim, a, "linear backward weights");
+}
+
+}  // namespace detail
+
 Var linear(const Var& x, const Var& w, const Var& b) {
   DERMIS_CHECK(x.defined() && w.defined(), "linear: input and weight must be defined");
   DERMIS_CHECK(x.ndim() == 2, "linear: input must be 2-D (N, IC), got shape {}; use flatten() first",
@@ -44,52 +95,22 @@ Var linear(const Var& x, const Var& w, const Var& b) {
   if (b.defined())
     DERMIS_CHECK(b.ndim() == 1 && b.dim(0) == w.dim(0), "linear: bias must have shape ({}), got {}", w.dim(0),
                  to_string(b.shape()));
-  const IpGeom g{x.dim(0), x.dim(1), w.dim(0), b.defined()};
   const bool train = autograd::needs_grad({&x, &w, &b});
-  const auto f = fwd_prim(g, train ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference);
-  // f32 throughout: a bf16 input (after pooling under AutocastBF16) is converted here.
-  Tensor src = x.value().to_desc(g.src()), wei = w.value().plain();
-  Tensor dst = Tensor::empty({g.N, g.OC});
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src.memory()}, {DNNL_ARG_WEIGHTS, wei.memory()},
-                                       {DNNL_ARG_DST, dst.memory()}};
-  if (b.defined()) args[DNNL_ARG_BIAS] = b.value().plain().memory();
-  ctx::execute(f->prim, args, "linear forward");
-  profile::add_macs(g.N * g.IC * g.OC);
+  const Tensor src = x.value().dtype() == DType::f32 ? x.value() : x.value().to_dtype(DType::f32);
+  Tensor dst = detail::linear_forward(src, w.value(), b.defined() ? b.value() : Tensor(), train);
   if (!train) return Var(dst);
-
-  return autograd::make_result(dst, "linear", {x, w, b}, [g, src, wei](Node& self) {
+  const Tensor wei = w.value();
+  const bool bias = b.defined();
+  return autograd::make_result(dst, "linear", {x, w, b}, [src, wei, bias](Node& self) {
     Node& nx = autograd::input(self, 0);
     Node& nw = autograd::input(self, 1);
     Node& nb = autograd::input(self, 2);
-    Tensor dy = self.grad.to_desc(g.dst());
-    if (nx.requires_grad) {
-      const auto bd = ctx::cached<BwdDataPrim>(ctx::with_threads("ip_bwd_data|" + g.key()), [&] {
-        dnnl::inner_product_backward_data::desc d(g.src(), g.wei(), g.dst());
-        return BwdDataPrim(dnnl::inner_product_backward_data::primitive_desc(
-            d, ctx::engine(), fwd_prim(g, dnnl::prop_kind::forward_training)->pd));
-      });
-      Tensor dx = Tensor::empty({g.N, g.IC});
-      ctx::execute(bd->prim, {{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_WEIGHTS, wei.memory()},
-                             {DNNL_ARG_DIFF_SRC, dx.memory()}}, "linear backward data");
-      autograd::accumulate(nx, dx);
-    }
+    if (nx.requires_grad) autograd::accumulate(nx, detail::linear_backward_data(self.grad, wei));
     if (nw.requires_grad || nb.requires_grad) {
-      const auto bw = ctx::cached<BwdWeiPrim>(ctx::with_threads("ip_bwd_wei|" + g.key()), [&] {
-        dnnl::inner_product_backward_weights::desc d(g.src(), g.wei(), g.b(), g.dst());
-        return BwdWeiPrim(dnnl::inner_product_backward_weights::primitive_desc(
-            d, ctx::engine(), fwd_prim(g, dnnl::prop_kind::forward_training)->pd));
-      });
-      Tensor dw = Tensor::empty({g.OC, g.IC});
-      std::unordered_map<int, memory> a{{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_SRC, src.memory()},
-                                        {DNNL_ARG_DIFF_WEIGHTS, dw.memory()}};
-      Tensor db;
-      if (g.bias) {
-        db = Tensor::empty({g.OC});
-        a[DNNL_ARG_DIFF_BIAS] = db.memory();
-      }
-      ctx::execute(bw->prim, a, "linear backward weights");
+      Tensor dw, db;
+      detail::linear_backward_weights(src, self.grad, dw, bias ? &db : nullptr);
       autograd::accumulate(nw, dw);
-      if (g.bias) autograd::accumulate(nb, db);
+      if (bias) autograd::accumulate(nb, db);
     }
   });
 }
