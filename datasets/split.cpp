@@ -7,6 +7,7 @@
 #include <utility>
 #include <unordered_map>
 
+#include "framework/data/loader.h"
 #include "framework/error.h"
 #include "framework/random.h"
 
@@ -130,11 +131,10 @@ std::vector<double> sampled_class_prior(const std::array<int64_t, kNumClasses>& 
   DERMIS_CHECK(std::isfinite(power) && power >= 0 && power <= 1, "sampled_class_prior: power {} must be in [0, 1]",
                power);
   checked_total(counts, "sampled_class_prior", "class prior");
+  std::vector<double> p = data::class_draw_weights(std::vector<int64_t>(counts.begin(), counts.end()), power);
   double total = 0;  // over the classes present
-  for (int64_t n : counts)
-    if (n > 0) total += std::pow(static_cast<double>(n), power);
-  std::vector<double> p(kNumClasses);
-  for (int k = 0; k < kNumClasses; ++k) p[k] = std::pow(std::max(0.5, static_cast<double>(counts[k])), power) / total;
+  for (double w : p) total += w;
+  for (int k = 0; k < kNumClasses; ++k) p[k] = (counts[k] > 0 ? p[k] : std::pow(0.5, power)) / total;
   return p;
 }
 

@@ -59,6 +59,15 @@ Loader::Loader(std::vector<Item> items, LoaderOptions o)
 
 Loader::~Loader() = default;
 
+std::vector<double> class_draw_weights(const std::vector<int64_t>& counts, double power) {
+  DERMIS_CHECK(std::isfinite(power) && power >= 0 && power <= 1, "class_draw_weights: power {} must be in [0, 1]",
+               power);
+  std::vector<double> w(counts.size(), 0.0);
+  for (size_t k = 0; k < counts.size(); ++k)
+    if (counts[k] > 0) w[k] = std::pow(static_cast<double>(counts[k]), power);
+  return w;
+}
+
 int64_t Loader::batches_per_epoch() const {
   const int64_t n = size(), gb = opt_.batch * opt_.shard_count;
   return opt_.drop_last ? n / gb : (n + gb - 1) / gb;
@@ -81,10 +90,12 @@ std::vector<int64_t> Loader::order(int64_t e) const {
       }
       return ord;
     }
-    std::vector<double> cum(present.size());  // cumulative class probabilities, n_k^power
+    std::vector<int64_t> counts(opt_.num_classes);
+    for (int c = 0; c < opt_.num_classes; ++c) counts[c] = static_cast<int64_t>(by_class[c].size());
+    const std::vector<double> w = class_draw_weights(counts, opt_.class_power);
+    std::vector<double> cum(present.size());  // cumulative class weights
     double total = 0;
-    for (size_t j = 0; j < present.size(); ++j)
-      cum[j] = total += std::pow(static_cast<double>(by_class[present[j]].size()), opt_.class_power);
+    for (size_t j = 0; j < present.size(); ++j) cum[j] = total += w[present[j]];
     for (auto& x : ord) {
       const double u = g.uniform() * total;
       const size_t j = std::min(present.size() - 1,

@@ -57,6 +57,13 @@ struct LoaderOptions {
   void validate() const;
 };
 
+// How a class-sampled epoch (LoaderOptions::class_power < 1) weighs the classes: n_k^power for a
+// class of n_k > 0 items, 0 for an empty one; a class is drawn with probability weight / sum. The
+// loader draws with these, and the logit-adjusted loss takes its prior from them
+// (datasets::sampled_class_prior).
+std::vector<double> class_draw_weights(const std::vector<int64_t>& counts, double power);
+
+
 struct Batch {
   Tensor images;               // (n, 3, height, width), normalised
   std::vector<int> labels;     // n
