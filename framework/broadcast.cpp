@@ -60,8 +60,7 @@ Tensor apply(const Tensor& a, const Tensor& b, const Shape& out, BinOp op) {
   const auto md = [](const Shape& s) { return memory::desc(memory::dims(s.begin(), s.end()), memory::data_type::f32, plain_tag(s.size())); };
   const auto alg = op == BinOp::add ? dnnl::algorithm::binary_add : dnnl::algorithm::binary_mul;
   const auto prim = ctx::cached<BinaryPrim>(
-      ctx::with_threads(fmt::format("binary{}|{}|{}|{}", static_cast<int>(op), to_string(a.shape()), to_string(b.shape()),
-                                    to_string(out))),
+      std::move(ctx::Key("binary")(op, a.shape(), b.shape(), out)),
       [&] { return BinaryPrim(dnnl::binary::primitive_desc({alg, md(a.shape()), md(b.shape()), md(out)}, ctx::engine())); });
   Tensor r = Tensor::empty(out);
   ctx::execute(prim->prim, {{DNNL_ARG_SRC_0, a.memory()}, {DNNL_ARG_SRC_1, b.memory()}, {DNNL_ARG_DST, r.memory()}},
@@ -75,7 +74,7 @@ Tensor sum_to(const Tensor& g, const Shape& to) {
     return memory::desc(memory::dims(s.begin(), s.end()), memory::data_type::f32, plain_tag(s.size()));
   };
   const auto onednn = ctx::cached<Reduction>(
-      ctx::with_threads(fmt::format("reduce_sum|{}|{}", to_string(g.shape()), to_string(to))), [&] {
+      std::move(ctx::Key("reduce_sum")(g.shape(), to)), [&] {
         dnnl::reduction::primitive_desc pd({dnnl::algorithm::reduction_sum, md(g.shape()), md(to), 0.f, 0.f},
                                            ctx::engine());
         Reduction r;

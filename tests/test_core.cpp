@@ -208,12 +208,40 @@ BOOST_AUTO_TEST_CASE(primitive_cache_fills_up_in_the_middle_of_a_step) {
     dnnl_ctx::cache_clear();
     // cap - at + 1 entries: inserts 1 .. at-1 fill the cache, insert `at` finds it full.
     for (size_t i = 0; dnnl_ctx::cache_size() < cap - at + 1; ++i)
-      dnnl_ctx::cache_get("filler" + std::to_string(i), [] { return std::make_shared<int>(0); });
+      dnnl_ctx::cache_get(dnnl_ctx::Key("filler").add(static_cast<int64_t>(i)), [] { return std::make_shared<int>(0); });
     const auto got = step();
     BOOST_TEST(dnnl_ctx::cache_size() <= inserts, "the cache did not start afresh at insert " << at);  // fillers gone
     for (size_t k = 0; k < want.size(); ++k) BOOST_TEST(got[k] == want[k], "output " << k << ", cache full at insert " << at);
   }
   dnnl_ctx::cache_clear();
+}
+
+// Cache keys tell apart everything that makes another primitive: each field, the layout of a
+// memory descriptor (same dims, other strides or blocking), the op's name and the thread count.
+BOOST_AUTO_TEST_CASE(primitive_cache_keys_are_exact) {
+  using dnnl::memory;
+  using dnnl_ctx::Key;
+  const memory::dims d{2, 16, 4, 4};
+  const memory::desc nchw(d, memory::data_type::f32, memory::format_tag::nchw),
+      nhwc(d, memory::data_type::f32, memory::format_tag::nhwc),
+      blocked(d, memory::data_type::f32, memory::format_tag::nChw16c),
+      bf16(d, memory::data_type::bf16, memory::format_tag::nchw);
+  const std::vector<Key> keys = {Key("conv")(nchw), Key("conv")(nhwc), Key("conv")(blocked), Key("conv")(bf16),
+                                 Key("pool")(nchw), Key("conv")(nchw, 1), Key("conv")(nchw, 0.5f),
+                                 Key("conv")(nchw, 0.25f), Key("conv")(Shape{2, 3}, Shape{4}),
+                                 Key("conv")(Shape{2}, Shape{3, 4})};
+  for (size_t i = 0; i < keys.size(); ++i)
+    for (size_t j = 0; j < keys.size(); ++j)
+      BOOST_TEST((keys[i] == keys[j]) == (i == j), "keys " << keys[i].text() << " and " << keys[j].text());
+  BOOST_TEST((Key("conv")(nhwc, 3, true) == Key("conv")(nhwc, 3, true)));
+  BOOST_TEST(Key("conv")(nhwc, 3).hash() == Key("conv")(nhwc, 3).hash());
+  const int saved = num_threads();
+  set_num_threads(1);
+  const Key one = Key("conv")(nchw);
+  set_num_threads(2);
+  BOOST_TEST(!(one == Key("conv")(nchw)), "the thread count is part of the key");
+  set_num_threads(saved);
+  BOOST_TEST(Key("conv")(7, 9).text().find("conv(threads") == 0);
 }
 
 BOOST_AUTO_TEST_CASE(sgd_matches_pytorch_rule) {

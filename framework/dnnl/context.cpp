@@ -2,8 +2,10 @@
 #include "context.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <omp.h>
 
+#include <cstring>
 #include <mutex>
 
 namespace dermis::dnnl_ctx {
@@ -28,26 +30,47 @@ void execute(const dnnl::primitive& p, const std::unordered_map<int, dnnl::memor
   }
 }
 
-std::string md_key(const dnnl::memory::desc& md) {
+Key::Key(const char* op) : op_(op) {
+  fields_.reserve(32);
+  fields_.push_back(omp_get_max_threads());
+}
+
+Key& Key::add(double v) {
+  int64_t bits = 0;
+  static_assert(sizeof bits == sizeof v);
+  std::memcpy(&bits, &v, sizeof v);
+  return add(bits);
+}
+
+Key& Key::add(const dnnl::memory::desc& md) {
   const dnnl_memory_desc_t& d = md.data;
-  std::string k = fmt::format("[t{}", static_cast<int>(d.data_type));
-  for (int i = 0; i < d.ndims; ++i) k += fmt::format(",{}", d.dims[i]);
+  add(int64_t{d.data_type}), add(int64_t{d.ndims}), add(int64_t{d.format_kind}), add(d.offset0);
+  for (int i = 0; i < d.ndims; ++i) add(d.dims[i]), add(d.padded_dims[i]), add(d.padded_offsets[i]);
   if (d.format_kind == dnnl_blocked) {
     const auto& b = d.format_desc.blocking;
-    k += "|s";
-    for (int i = 0; i < d.ndims; ++i) k += fmt::format(",{}", b.strides[i]);
-    k += "|b";
-    for (int i = 0; i < b.inner_nblks; ++i) k += fmt::format(",{}:{}", b.inner_idxs[i], b.inner_blks[i]);
-  } else {
-    k += fmt::format("|f{}", static_cast<int>(d.format_kind));
+    for (int i = 0; i < d.ndims; ++i) add(b.strides[i]);
+    add(int64_t{b.inner_nblks});
+    for (int i = 0; i < b.inner_nblks; ++i) add(b.inner_blks[i]), add(b.inner_idxs[i]);
   }
-  return k + "]";
+  add(static_cast<int64_t>(d.extra.flags)), add(int64_t{d.extra.compensation_mask});
+  return *this;
+}
+
+size_t Key::hash() const {
+  uint64_t h = std::hash<std::string>{}(op_);
+  for (int64_t v : fields_) h = (h ^ static_cast<uint64_t>(v)) * 0x100000001b3ull;  // FNV-1a style mixing
+  return static_cast<size_t>(h ^ (h >> 29));
+}
+
+std::string Key::text() const {
+  return fmt::format("{}(threads {}: {})", op_, fields_[0],
+                     fmt::join(fields_.begin() + 1, fields_.end(), ", "));
 }
 
 namespace {
 struct Cache {
   std::mutex mu;
-  std::unordered_map<std::string, std::shared_ptr<void>> map;
+  std::unordered_map<Key, std::shared_ptr<void>, KeyHash> map;
 };
 Cache& cache() {
   static Cache c;
@@ -56,7 +79,7 @@ Cache& cache() {
 constexpr size_t kCapacity = 4096;
 }  // namespace
 
-std::shared_ptr<void> cache_get(const std::string& key, const std::function<std::shared_ptr<void>()>& make) {
+std::shared_ptr<void> cache_get(const Key& key, const std::function<std::shared_ptr<void>()>& make) {
   auto& c = cache();
   {
     std::lock_guard<std::mutex> lock(c.mu);
@@ -101,7 +124,5 @@ std::map<std::string, std::set<std::string>> impls() {
   std::lock_guard<std::mutex> lock(impl_registry().mu);
   return impl_registry().m;
 }
-
-std::string with_threads(const std::string& key) { return key + fmt::format("#t{}", omp_get_max_threads()); }
 
 }  // namespace dermis::dnnl_ctx

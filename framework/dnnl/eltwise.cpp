@@ -12,12 +12,12 @@ using dnnl::memory;
 using FwdPrim = Prim<dnnl::eltwise_forward::primitive_desc, dnnl::eltwise_forward>;
 using BwdPrim = Prim<dnnl::eltwise_backward::primitive_desc, dnnl::eltwise_backward>;
 
-std::string key_of(dnnl::algorithm a, float alpha, float beta, const memory::desc& md) {
-  return fmt::format("{}|{}|{}|{}", static_cast<int>(a), alpha, beta, md_key(md));
+Key key_of(const char* op, dnnl::algorithm a, float alpha, float beta, const memory::desc& md) {
+  return std::move(Key(op)(a, alpha, beta, md));
 }
 
 std::shared_ptr<FwdPrim> fwd_prim(dnnl::algorithm a, float alpha, float beta, const memory::desc& md, dnnl::prop_kind prop) {
-  return cached<FwdPrim>(with_threads(fmt::format("elt_fwd{}|{}", static_cast<int>(prop), key_of(a, alpha, beta, md))),
+  return cached<FwdPrim>(key_of("elt_fwd", a, alpha, beta, md)(prop),
                          [&] {
                            dnnl::eltwise_forward::desc d(prop, a, md, alpha, beta);
                            return FwdPrim(dnnl::eltwise_forward::primitive_desc(d, engine()));
@@ -36,7 +36,7 @@ Var eltwise(const Var& x, dnnl::algorithm algo, float alpha, float beta, bool us
   if (!grad) return Var(y);
   Tensor saved = use_dst ? y : xv;
   return autograd::make_result(y, name, {x}, [=](Node& self) {
-    const auto b = cached<BwdPrim>(with_threads("elt_bwd|" + key_of(algo, alpha, beta, md)), [&] {
+    const auto b = cached<BwdPrim>(key_of("elt_bwd", algo, alpha, beta, md), [&] {
       dnnl::eltwise_backward::desc d(algo, md, md, alpha, beta);
       return BwdPrim(dnnl::eltwise_backward::primitive_desc(
           d, engine(), fwd_prim(algo, alpha, beta, md, dnnl::prop_kind::forward_training)->pd));

@@ -24,9 +24,8 @@ struct Geom {
 };
 
 std::shared_ptr<FwdPrim> fwd_prim(const Geom& g, const memory::desc& src_md, dnnl::prop_kind prop) {
-  std::string key = fmt::format("pool_fwd{}|{}|{}|{},{},{},{},{},{}", static_cast<int>(prop), static_cast<int>(g.s.algo),
-                                md_key(src_md), g.s.kh, g.s.kw, g.s.sh, g.s.sw, g.s.ph, g.s.pw);
-  return cached<FwdPrim>(with_threads(key), [&] {
+  const Key key = std::move(Key("pool_fwd")(prop, g.s.algo, src_md, g.s.kh, g.s.kw, g.s.sh, g.s.sw, g.s.ph, g.s.pw));
+  return cached<FwdPrim>(key, [&] {
     dnnl::pooling_forward::desc d(prop, g.s.algo, src_md, memory::desc(g.dst, src_md.data_type(), memory::format_tag::any),
                                   g.strides(), g.kernel(), g.pad_l(), g.pad_r());
     return FwdPrim(dnnl::pooling_forward::primitive_desc(d, engine()));
@@ -34,9 +33,8 @@ std::shared_ptr<FwdPrim> fwd_prim(const Geom& g, const memory::desc& src_md, dnn
 }
 
 std::shared_ptr<BwdPrim> bwd_prim(const Geom& g, const memory::desc& src_md) {
-  std::string key = fmt::format("pool_bwd|{}|{}|{},{},{},{},{},{}", static_cast<int>(g.s.algo), md_key(src_md), g.s.kh,
-                                g.s.kw, g.s.sh, g.s.sw, g.s.ph, g.s.pw);
-  return cached<BwdPrim>(with_threads(key), [&] {
+  const Key key = std::move(Key("pool_bwd")(g.s.algo, src_md, g.s.kh, g.s.kw, g.s.sh, g.s.sw, g.s.ph, g.s.pw));
+  return cached<BwdPrim>(key, [&] {
     const auto f = fwd_prim(g, src_md, dnnl::prop_kind::forward_training);
     dnnl::pooling_backward::desc d(g.s.algo, src_md, f->pd.dst_desc(), g.strides(), g.kernel(), g.pad_l(), g.pad_r());
     return BwdPrim(dnnl::pooling_backward::primitive_desc(d, engine(), f->pd));

@@ -54,10 +54,8 @@ struct ConvGeom {
   memory::desc user_wei() const {
     return memory::desc(wei(), memory::data_type::f32, p.groups == 1 ? tag::oihw : tag::goihw);
   }
-  std::string key() const {
-    return fmt::format("{},{},{},{}|{},{},{}|s{}p{}d{}g{}|b{}r{}|{}|{}", N, C, H, W, OC, KH, KW, p.stride,
-                       p.pad, p.dilation, p.groups, bias, p.relu, dt == memory::data_type::bf16 ? "bf16" : "f32",
-                       alg == dnnl::algorithm::convolution_winograd ? "wino" : "direct");
+  ctx::Key key(const char* op) const {
+    return std::move(ctx::Key(op)(N, C, H, W, OC, KH, KW, p.stride, p.pad, p.dilation, p.groups, bias, p.relu, dt, alg));
   }
 };
 
@@ -69,8 +67,8 @@ bool winograd_available(ConvGeom g) {
   if (!cpu::info().winograd) return false;  // none on this CPU (oneDNN 2.6: AVX-512 only)
   g.alg = dnnl::algorithm::convolution_winograd;
   static std::mutex mu;
-  static std::unordered_map<std::string, bool> known;
-  const std::string key = g.key();
+  static std::unordered_map<ctx::Key, bool, ctx::KeyHash> known;
+  const ctx::Key key = g.key("winograd_probe");
   std::lock_guard lock(mu);
   if (auto it = known.find(key); it != known.end()) return it->second;
   bool ok = true;
@@ -134,7 +132,7 @@ using BwdDataPrim = ctx::Prim<dnnl::convolution_backward_data::primitive_desc, d
 using BwdWeiPrim = ctx::Prim<dnnl::convolution_backward_weights::primitive_desc, dnnl::convolution_backward_weights>;
 
 std::shared_ptr<FwdPrim> forward_prim(const ConvGeom& g, dnnl::prop_kind prop) {
-  return ctx::cached<FwdPrim>(ctx::with_threads(fmt::format("conv_fwd{}|{}", static_cast<int>(prop), g.key())), [&] {
+  return ctx::cached<FwdPrim>(g.key("conv_fwd")(prop), [&] {
     auto bias_md = g.bias ? g.any_f32({g.OC}) : memory::desc();
     dnnl::primitive_attr attr;
     if (g.p.relu) {
@@ -168,7 +166,7 @@ ConvGeom without_relu(ConvGeom g) {
 }
 
 std::shared_ptr<BwdDataPrim> bwd_data_prim(const ConvGeom& g) {
-  return ctx::cached<BwdDataPrim>(ctx::with_threads("conv_bwd_data|" + g.key()), [&] {
+  return ctx::cached<BwdDataPrim>(g.key("conv_bwd_data"), [&] {
     dnnl::convolution_backward_data::desc d(g.alg, g.any(g.src()), g.any(g.wei()),
                                             g.any(g.dst()), g.strides(), g.dil(), g.pad_l(), g.pad_r());
     BwdDataPrim p(dnnl::convolution_backward_data::primitive_desc(
@@ -179,7 +177,7 @@ std::shared_ptr<BwdDataPrim> bwd_data_prim(const ConvGeom& g) {
 }
 
 std::shared_ptr<BwdWeiPrim> bwd_wei_prim(const ConvGeom& g) {
-  return ctx::cached<BwdWeiPrim>(ctx::with_threads("conv_bwd_wei|" + g.key()), [&] {
+  return ctx::cached<BwdWeiPrim>(g.key("conv_bwd_wei"), [&] {
     auto bias_md = g.bias ? g.any_f32({g.OC}) : memory::desc();
     dnnl::convolution_backward_weights::desc d(g.alg, g.any(g.src()),
                                                g.any_f32(g.wei()), bias_md, g.any(g.dst()), g.strides(), g.dil(),

@@ -24,11 +24,11 @@ struct IpGeom {
   memory::desc wei() const { return memory::desc({OC, IC}, memory::data_type::f32, tag::ab); }
   memory::desc b() const { return bias ? memory::desc({OC}, memory::data_type::f32, tag::a) : memory::desc(); }
   memory::desc dst() const { return memory::desc({N, OC}, memory::data_type::f32, tag::ab); }
-  std::string key() const { return fmt::format("{},{},{},{}", N, IC, OC, bias); }
+  ctx::Key key(const char* op) const { return std::move(ctx::Key(op)(N, IC, OC, bias)); }
 };
 
 std::shared_ptr<FwdPrim> fwd_prim(const IpGeom& g, dnnl::prop_kind prop) {
-  return ctx::cached<FwdPrim>(ctx::with_threads(fmt::format("ip_fwd{}|{}", static_cast<int>(prop), g.key())), [&] {
+  return ctx::cached<FwdPrim>(g.key("ip_fwd")(prop), [&] {
     dnnl::inner_product_forward::desc d(prop, g.src(), g.wei(), g.b(), g.dst());
     return FwdPrim(dnnl::inner_product_forward::primitive_desc(d, ctx::engine()));
   });
@@ -53,7 +53,7 @@ Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool tr
 
 Tensor linear_backward_data(const Tensor& dy, const Tensor& w) {
   const IpGeom g{dy.dim(0), w.dim(1), w.dim(0), false};
-  const auto bd = ctx::cached<BwdDataPrim>(ctx::with_threads("ip_bwd_data|" + g.key()), [&] {
+  const auto bd = ctx::cached<BwdDataPrim>(g.key("ip_bwd_data"), [&] {
     dnnl::inner_product_backward_data::desc d(g.src(), g.wei(), g.dst());
     return BwdDataPrim(dnnl::inner_product_backward_data::primitive_desc(
         d, ctx::engine(), fwd_prim(g, dnnl::prop_kind::forward_training)->pd));
@@ -67,7 +67,7 @@ Tensor linear_backward_data(const Tensor& dy, const Tensor& w) {
 
 void linear_backward_weights(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor* db) {
   const IpGeom g{x.dim(0), x.dim(1), dy.dim(1), db != nullptr};
-  const auto bw = ctx::cached<BwdWeiPrim>(ctx::with_threads("ip_bwd_wei|" + g.key()), [&] {
+  const auto bw = ctx::cached<BwdWeiPrim>(g.key("ip_bwd_wei"), [&] {
     dnnl::inner_product_backward_weights::desc d(g.src(), g.wei(), g.b(), g.dst());
     return BwdWeiPrim(dnnl::inner_product_backward_weights::primitive_desc(
         d, ctx::engine(), fwd_prim(g, dnnl::prop_kind::forward_training)->pd));
