@@ -27,6 +27,20 @@ std::array<int64_t, kNumClasses> Dataset::class_counts() const {
   return counts;
 }
 
+std::vector<data::Item> Dataset::items() const {
+  std::vector<data::Item> v;
+  v.reserve(samples.size());
+  for (const Sample& s : samples) v.push_back({s.path, s.label});
+  return v;
+}
+
+std::vector<data::Item> Dataset::items(const std::vector<size_t>& idx) const {
+  std::vector<data::Item> v;
+  v.reserve(idx.size());
+  for (size_t i : idx) v.push_back({samples.at(i).path, samples.at(i).label});
+  return v;
+}
+
 int64_t Dataset::num_lesions() const {
   std::unordered_set<std::string> ids;
   ids.reserve(samples.size());

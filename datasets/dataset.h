@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "framework/data/loader.h"
+
 namespace dermis::datasets {
 
 constexpr int kNumClasses = 7;
@@ -28,6 +30,9 @@ struct Dataset {
   std::vector<Sample> samples;
   std::array<int64_t, kNumClasses> class_counts() const;
   int64_t num_lesions() const;
+  // The loader items (path, label) of every sample, or of the samples `idx` (e.g. a split's side).
+  std::vector<data::Item> items() const;
+  std::vector<data::Item> items(const std::vector<size_t>& idx) const;
 };
 
 }  // namespace dermis::datasets

@@ -27,12 +27,6 @@ std::string hms(double s) {
   return t >= 3600 ? fmt::format("{}h{:02d}m", t / 3600, (t / 60) % 60) : fmt::format("{}m{:02d}s", t / 60, t % 60);
 }
 
-std::vector<data::Item> items_of(const datasets::Dataset& d, const std::vector<size_t>& idx) {
-  std::vector<data::Item> v;
-  for (size_t i : idx) v.push_back({d.samples[i].path, d.samples[i].label});
-  return v;
-}
-
 std::vector<std::string> class_list() {
   const auto& c = datasets::class_names();
   return std::vector<std::string>(c.begin(), c.end());

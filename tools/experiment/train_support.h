@@ -19,8 +19,6 @@ namespace dermis::experiment {
 double now();                 // seconds, monotonic
 std::string hms(double s);    // "1h02m", "3m07s"
 
-// The loader items (path, label) of dataset entries `idx`.
-std::vector<data::Item> items_of(const datasets::Dataset& d, const std::vector<size_t>& idx);
 std::vector<std::string> class_list();  // HAM10000's classes in label order
 
 // While one lives, SIGINT/SIGTERM ask the training loop to stop after its step (received() turns
