@@ -21,7 +21,7 @@ namespace dermis::datasets {
 struct ReadOptions {
   // Image folder: a name under root or an absolute path. Empty: HAM10000_images_part_1/ and
   // HAM10000_images_part_2/ under root (either spelling case), an error when neither exists.
-  std::string images;
+  std::string images{};
   // A listed image whose file is missing (or empty): an error by default; with true, a warning on
   // stderr naming the files and their count, and the image is left out.
   bool skip_bad_images = false;

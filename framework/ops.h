@@ -131,8 +131,8 @@ Var softmax_cross_entropy(const Var& logits, const std::vector<int>& targets, co
 // fc1 (Cr, C) + bias (Cr), fc2 (C, Cr) + bias (C), conv (1, 2, k, k) without bias, bn over one
 // channel with weight/bias (1) and running statistics (1) updated in place when training.
 struct CbamWeights {
-  Var fc1_w, fc1_b, fc2_w, fc2_b;  // channel gate MLP
-  Var conv_w, bn_w, bn_b;          // spatial gate (unused when channel_only)
+  Var fc1_w{}, fc1_b{}, fc2_w{}, fc2_b{};  // channel gate MLP
+  Var conv_w{}, bn_w{}, bn_b{};          // spatial gate (unused when channel_only)
 };
 struct CbamParams {
   bool channel_only = false;  // skip the spatial gate

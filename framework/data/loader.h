@@ -45,10 +45,10 @@ struct LoaderOptions {
   int num_classes = 0;                // labels lie in [0, num_classes); 0: one more than the largest label
   bool cache = false;                 // keep decoded images in memory after the first epoch
   bool skip_bad_images = false;
-  AugmentOptions augment;
-  Normalization norm;
+  AugmentOptions augment{};
+  Normalization norm{};
   EvalMode eval_mode = EvalMode::resize;
-  DecodeOptions decode;
+  DecodeOptions decode{};
   uint64_t seed = 0;
   // Data-parallel shard: of each global batch of batch * shard_count consecutive samples of the
   // epoch's order, this loader yields the shard_rank-th slice of `batch` samples (so shard_count

@@ -23,7 +23,7 @@ struct ScheduleOptions {
   double base_lr = 0.05;
   double gamma = 0.1;                // step, multistep
   int step_size = 10;                // step (epochs)
-  std::vector<int> milestones;       // multistep (epochs)
+  std::vector<int> milestones{};       // multistep (epochs)
   double min_lr = 0.0;               // cosine floor, plateau floor
   double plateau_factor = 0.1;
   int plateau_patience = 10;

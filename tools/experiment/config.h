@@ -22,8 +22,8 @@ enum class Precision { f32, bf16 };
 // its flag (name, default, range, --help text), its JSON key in checkpoints and its range check.
 struct TrainConfig {
   // data
-  std::string data;    // HAM10000 folder; empty: the built-in synthetic dataset
-  std::string images;  // image subfolder ("" = HAM10000_images_part_1/2)
+  std::string data{};    // HAM10000 folder; empty: the built-in synthetic dataset
+  std::string images{};  // image subfolder ("" = HAM10000_images_part_1/2)
   bool skip_bad_images = false;
   double val_fraction = 0.2;
   int64_t synthetic_count = 1500;  // built-in dataset
@@ -65,8 +65,8 @@ struct TrainConfig {
   uint64_t seed = 0;
   int threads = 0, loader_threads = 0;  // 0: automatic split of the cores
   bool cache = false;
-  std::string out;     // run folder; empty: runs/<model>-<date>-<time>
-  std::string resume;  // checkpoint to continue from (not stored)
+  std::string out{};     // run folder; empty: runs/<model>-<date>-<time>
+  std::string resume{};  // checkpoint to continue from (not stored)
   int64_t report_images = 16;
   int64_t stop_after = 0;  // stop after this many epochs of this invocation (0: run to the end; not stored)
 
