@@ -80,6 +80,16 @@ BOOST_AUTO_TEST_CASE(initialisation) {
   for (float v : cw) s2 += v * v;
   const double sd = std::sqrt(s2 / cw.size()), expect = std::sqrt(2.0 / (64 * 49));
   BOOST_TEST(std::abs(sd / expect - 1) < 0.05, "conv1 weight std " << sd << " vs " << expect);
+  // Grouped and depthwise convolutions as PyTorch's kaiming_normal_(mode='fan_out'): fan_out is
+  // OC * KH * KW whatever the groups (not divided by them).
+  for (int64_t groups : {1, 4, 64}) {
+    nn::Conv2d conv(64, 128, 3, {.groups = groups});
+    double q = 0;
+    const auto v = conv.weight.value().to_vector();
+    for (float x : v) q += static_cast<double>(x) * x;
+    const double got = std::sqrt(q / static_cast<double>(v.size())), want = std::sqrt(2.0 / (128 * 9));
+    BOOST_TEST(std::abs(got / want - 1) < 0.05, "groups " << groups << ": weight std " << got << " vs " << want);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(any_input_size_and_class_count) {
@@ -216,6 +226,41 @@ BOOST_AUTO_TEST_CASE(module_api_misuse) {
   nn::Module plain;
   Generator g(1);
   expect_error([&] { plain.forward(Var(Tensor::randn({1}, g))); }, "no single-input forward");
+}
+
+// Errors raised in a layer's forward name the layer by its path in the model, in train and in eval
+// (where a Sequential folds Conv2d + BatchNorm2d into one convolution).
+BOOST_AUTO_TEST_CASE(layer_errors_name_the_module_path) {
+  Generator g(5);
+  auto m = models::resnet18_cbam(7);
+  struct Net : nn::Module {
+    std::shared_ptr<nn::Sequential> features;
+    Net() {
+      features = register_module("features", nn::sequential(
+          std::make_shared<nn::Conv2d>(3, 8, 3, nn::Conv2dOptions{.pad = 1}), std::make_shared<nn::BatchNorm2d>(8),
+          std::make_shared<nn::ReLU>(), std::make_shared<nn::Conv2d>(4, 8, 3), std::make_shared<nn::BatchNorm2d>(8)));
+    }
+    Var forward(const Var& x) override { return features->forward(x); }
+  } net;
+  const Var x(Tensor::randn({2, 3, 8, 8}, g));
+  expect_error([&] { net.forward(x); }, "features.3: conv2d: ");
+  net.eval();
+  {
+    NoGrad ng;
+    expect_error([&] { net.forward(x); }, "features.3: conv2d: ");
+  }
+  nn::Linear alone(5, 2);  // an outermost module: the op's message as it is
+  expect_error([&] { alone.forward(Var(Tensor::randn({1, 4}, g))); }, "linear: input has 4 features");
+  BOOST_TEST(alone.path() == "");
+  BOOST_TEST(m->layers[0]->path() == "layer1");
+  // A child that outlives its parent becomes outermost (no dangling path).
+  std::shared_ptr<nn::Sequential> kept;
+  {
+    Net n2;
+    kept = n2.features;
+    BOOST_TEST(kept->path() == "features");
+  }
+  BOOST_TEST(kept->path() == "");
 }
 
 // The registry is open: a program's own model is created, listed and named in errors like

@@ -91,6 +91,9 @@ BOOST_AUTO_TEST_CASE(conv2d_matches_reference) {
       {{2, 32, 9, 9}, {32, 16, 3, 3}, {.stride = 1, .pad = 1, .groups = 2}, true},
       {{1, 3, 13, 13}, {16, 3, 7, 7}, {.stride = 2, .pad = 3}, true},
       {{2, 20, 7, 7}, {20, 20, 3, 3}, {.stride = 2, .pad = 1}, false},
+      {{2, 8, 7, 6}, {8, 1, 3, 3}, {.stride = 1, .pad = 1, .groups = 8}, true},        // depthwise
+      {{2, 16, 9, 9}, {16, 1, 3, 3}, {.stride = 2, .pad = 1, .groups = 16}, false},    // depthwise, blocked
+      {{1, 32, 8, 8}, {64, 1, 3, 3}, {.stride = 1, .pad = 1, .groups = 32}, true},     // depthwise, multiplier 2
   };
   Generator gen(1);
   for (const auto& c : cases) {

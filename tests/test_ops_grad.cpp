@@ -30,6 +30,8 @@ BOOST_AUTO_TEST_CASE(conv2d_grad) {
       {{2, 5, 6, 6}, {3, 5, 1, 1}, {.stride = 2, .pad = 0}, false},
       {{2, 2, 9, 9}, {1, 2, 7, 7}, {.stride = 1, .pad = 3}, false},  // CBAM's spatial-gate conv
       {{2, 16, 5, 5}, {16, 16, 3, 3}, {.stride = 1, .pad = 1}, true},  // blocked layouts (C = 16)
+      {{2, 4, 6, 5}, {4, 1, 3, 3}, {.stride = 1, .pad = 1, .groups = 4}, true},    // depthwise
+      {{1, 16, 5, 5}, {16, 1, 3, 3}, {.stride = 2, .pad = 1, .groups = 16}, false},  // depthwise, blocked
   };
   for (const auto& c : cases) {
     std::vector<Tensor> in = {rnd(c.x), rnd(c.w, 0.3f)};

@@ -15,9 +15,12 @@ Conv2d::Conv2d(int64_t in, int64_t out, int64_t kernel, Conv2dOptions o) : optio
   DERMIS_CHECK(in > 0 && out > 0 && kernel > 0 && o.groups > 0 && in % o.groups == 0 && out % o.groups == 0,
                "Conv2d({}, {}, kernel={}, groups={}): channels must be positive and divisible by groups", in, out,
                kernel, o.groups);
-  const float fan_out = static_cast<float>(out / o.groups * kernel * kernel);
+  // Kaiming normal with fan_out and the ReLU gain, as torch.nn.init.kaiming_normal_(mode='fan_out',
+  // nonlinearity='relu'): fan_out is out * kernel^2 for any groups (PyTorch reads it off the
+  // weight's first dimension; it is not divided by the groups).
+  const float fan_out = static_cast<float>(out * kernel * kernel);
   weight = Var::parameter(Tensor::randn({out, in / o.groups, kernel, kernel}, default_generator(), 0.f,
-                                        std::sqrt(2.f / fan_out)));  // Kaiming normal, fan_out, ReLU gain
+                                        std::sqrt(2.f / fan_out)));
   register_parameter("weight", &weight);
   if (o.bias) {
     bias = Var::parameter(Tensor::zeros({out}));
@@ -26,8 +29,10 @@ Conv2d::Conv2d(int64_t in, int64_t out, int64_t kernel, Conv2dOptions o) : optio
 }
 
 Var Conv2d::forward(const Var& x) {
-  return conv2d(x, weight, bias,
-                {.stride = options.stride, .pad = options.pad, .dilation = options.dilation, .groups = options.groups});
+  return with_path([&] {
+    return conv2d(x, weight, bias,
+                  {.stride = options.stride, .pad = options.pad, .dilation = options.dilation, .groups = options.groups});
+  });
 }
 
 BatchNorm2d::BatchNorm2d(int64_t channels, BatchNormOptions o) : options(o) {
@@ -43,14 +48,18 @@ BatchNorm2d::BatchNorm2d(int64_t channels, BatchNormOptions o) : options(o) {
 }
 
 Var BatchNorm2d::forward(const Var& x) {
-  return batch_norm2d(x, weight, bias, running_mean, running_var,
-                      {.training = is_training(), .momentum = options.momentum, .eps = options.eps, .sync = sync});
+  return with_path([&] {
+    return batch_norm2d(x, weight, bias, running_mean, running_var,
+                        {.training = is_training(), .momentum = options.momentum, .eps = options.eps, .sync = sync});
+  });
 }
 
 Var BatchNorm2d::forward_relu(const Var& x) {
-  return batch_norm2d(
-      x, weight, bias, running_mean, running_var,
-      {.training = is_training(), .momentum = options.momentum, .eps = options.eps, .relu = true, .sync = sync});
+  return with_path([&] {
+    return batch_norm2d(
+        x, weight, bias, running_mean, running_var,
+        {.training = is_training(), .momentum = options.momentum, .eps = options.eps, .relu = true, .sync = sync});
+  });
 }
 
 Linear::Linear(int64_t in, int64_t out, bool with_bias) {
@@ -64,7 +73,9 @@ Linear::Linear(int64_t in, int64_t out, bool with_bias) {
   }
 }
 
-Var Linear::forward(const Var& x) { return linear(x, weight, bias); }
+Var Linear::forward(const Var& x) {
+  return with_path([&] { return linear(x, weight, bias); });
+}
 
 Dropout::Dropout(float prob) : p(prob) {
   DERMIS_CHECK(std::isfinite(prob) && prob >= 0.f && prob < 1.f, "Dropout({}): probability must be in [0, 1)", prob);
@@ -79,11 +90,9 @@ void Sequential::push_back(std::shared_ptr<Module> m) {
   items_.push_back(std::move(m));
 }
 
-Var conv_bn(Conv2d& conv, BatchNorm2d& bn, const Var& x, bool relu) {
-  if (bn.is_training() || autograd::needs_grad({&x, &conv.weight, &conv.bias, &bn.weight, &bn.bias})) {
-    Var y = conv.forward(x);
-    return relu ? bn.forward_relu(y) : bn.forward(y);
-  }
+namespace {
+// Eval: the batch norm folded into the convolution's weights and bias.
+Var folded_conv_bn(Conv2d& conv, BatchNorm2d& bn, const Var& x, bool relu) {
   const Tensor w = conv.weight.value().plain();
   const Tensor gamma = bn.weight.value().plain(), beta = bn.bias.value().plain();
   const Tensor mean = bn.running_mean.plain(), var = bn.running_var.plain();
@@ -104,6 +113,15 @@ Var conv_bn(Conv2d& conv, BatchNorm2d& bn, const Var& x, bool relu) {
   const auto& co = conv.options;
   return conv2d(x, Var(wf), Var(bf),
                 {.stride = co.stride, .pad = co.pad, .dilation = co.dilation, .groups = co.groups, .relu = relu});
+}
+}  // namespace
+
+Var conv_bn(Conv2d& conv, BatchNorm2d& bn, const Var& x, bool relu) {
+  if (bn.is_training() || autograd::needs_grad({&x, &conv.weight, &conv.bias, &bn.weight, &bn.bias})) {
+    Var y = conv.forward(x);
+    return relu ? bn.forward_relu(y) : bn.forward(y);
+  }
+  return conv.with_path([&] { return folded_conv_bn(conv, bn, x, relu); });
 }
 
 Var Sequential::forward(const Var& x) {
@@ -165,8 +183,10 @@ Var CBAM::forward(const Var& x) {
                      .bn_momentum = options.bn_momentum,
                      .attention_out = capture_attention && !options.channel_only ? &last_attention : nullptr,
                      .sync = sync};
-  return options.fused ? cbam(x, w, bn_running_mean, bn_running_var, p)
-                       : cbam_composed(x, w, bn_running_mean, bn_running_var, p);
+  return with_path([&] {
+    return options.fused ? cbam(x, w, bn_running_mean, bn_running_var, p)
+                         : cbam_composed(x, w, bn_running_mean, bn_running_var, p);
+  });
 }
 
 void set_sync_batch_norm(Module& m, const StatsReducer& reduce) {

@@ -25,7 +25,26 @@ void Module::register_buffer(const std::string& name, Tensor* b) {
 
 void Module::add_child(const std::string& name, std::shared_ptr<Module> m) {
   DERMIS_CHECK(m != nullptr, "register_module('{}'): null module", name);
+  m->parent_ = this, m->name_ = name;
   children_.emplace_back(name, std::move(m));
+}
+
+Module::~Module() {
+  for (auto& [n, c] : children_)
+    if (c->parent_ == this) c->parent_ = nullptr;  // a child kept alive elsewhere becomes outermost
+}
+
+std::string Module::path() const {
+  if (!parent_) return "";
+  const std::string up = parent_->path();
+  return up.empty() ? name_ : up + "." + name_;
+}
+
+void Module::rethrow_with_path(const Error& e) const {
+  const std::string p = path();
+  const std::string what = e.what();
+  if (p.empty() || what.rfind(p + ": ", 0) == 0) throw;
+  throw Error(p + ": " + what);
 }
 
 void Module::collect(const std::string& prefix, std::vector<std::pair<std::string, Var>>* params,

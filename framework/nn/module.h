@@ -14,13 +14,14 @@
 #include <vector>
 
 #include "../autograd.h"
+#include "../error.h"
 
 namespace dermis::nn {
 
 class Module {
  public:
   Module() = default;
-  virtual ~Module() = default;
+  virtual ~Module();
   Module(const Module&) = delete;
   Module& operator=(const Module&) = delete;
 
@@ -44,6 +45,18 @@ class Module {
   // Calls f on this module and then on every descendant, parents before children.
   void apply(const std::function<void(Module&)>& f);
   bool is_training() const { return training_; }
+  // The dotted path of this module from the outermost module holding it ("layer1.0.conv1"; "" for
+  // an outermost module). Errors raised in a layer's forward start with it.
+  std::string path() const;
+  // Runs f; a dermis::Error from it gets this module's path in front: "layer1.0.conv1: conv2d: ...".
+  template <class F>
+  auto with_path(F&& f) const -> decltype(f()) {
+    try {
+      return f();
+    } catch (const Error& e) {
+      rethrow_with_path(e);
+    }
+  }
 
  protected:
   void register_parameter(const std::string& name, Var* p);
@@ -56,10 +69,13 @@ class Module {
 
  private:
   void add_child(const std::string& name, std::shared_ptr<Module> m);
+  [[noreturn]] void rethrow_with_path(const Error& e) const;
   void collect(const std::string& prefix, std::vector<std::pair<std::string, Var>>* params,
                std::vector<std::pair<std::string, Tensor*>>* buffers);
 
   bool training_ = true;
+  const Module* parent_ = nullptr;  // the module this one is registered in (reset when it goes)
+  std::string name_;                // this module's name in parent_
   std::vector<std::pair<std::string, Var*>> params_;
   std::vector<std::pair<std::string, Tensor*>> buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
