@@ -13,7 +13,9 @@ using FwdPrim = Prim<dnnl::eltwise_forward::primitive_desc, dnnl::eltwise_forwar
 using BwdPrim = Prim<dnnl::eltwise_backward::primitive_desc, dnnl::eltwise_backward>;
 
 Key key_of(const char* op, dnnl::algorithm a, float alpha, float beta, const memory::desc& md) {
-  return std::move(Key(op)(a, alpha, beta, md));
+  Key k(op);
+  k(a, alpha, beta, md);
+  return k;
 }
 
 std::shared_ptr<FwdPrim> fwd_prim(dnnl::algorithm a, float alpha, float beta, const memory::desc& md, dnnl::prop_kind prop) {

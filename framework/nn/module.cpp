@@ -43,8 +43,7 @@ std::string Module::path() const {
 void Module::rethrow_with_path(const Error& e) const {
   const std::string p = path();
   const std::string what = e.what();
-  if (p.empty() || what.rfind(p + ": ", 0) == 0) throw;
-  throw Error(p + ": " + what);
+  throw Error(p.empty() || what.rfind(p + ": ", 0) == 0 ? what : p + ": " + what);
 }
 
 void Module::collect(const std::string& prefix, std::vector<std::pair<std::string, Var>>* params,

@@ -55,7 +55,9 @@ struct ConvGeom {
     return memory::desc(wei(), memory::data_type::f32, p.groups == 1 ? tag::oihw : tag::goihw);
   }
   ctx::Key key(const char* op) const {
-    return std::move(ctx::Key(op)(N, C, H, W, OC, KH, KW, p.stride, p.pad, p.dilation, p.groups, bias, p.relu, dt, alg));
+    ctx::Key k(op);
+    k(N, C, H, W, OC, KH, KW, p.stride, p.pad, p.dilation, p.groups, bias, p.relu, dt, alg);
+    return k;
   }
 };
 

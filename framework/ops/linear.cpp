@@ -24,7 +24,11 @@ struct IpGeom {
   memory::desc wei() const { return memory::desc({OC, IC}, memory::data_type::f32, tag::ab); }
   memory::desc b() const { return bias ? memory::desc({OC}, memory::data_type::f32, tag::a) : memory::desc(); }
   memory::desc dst() const { return memory::desc({N, OC}, memory::data_type::f32, tag::ab); }
-  ctx::Key key(const char* op) const { return std::move(ctx::Key(op)(N, IC, OC, bias)); }
+  ctx::Key key(const char* op) const {
+    ctx::Key k(op);
+    k(N, IC, OC, bias);
+    return k;
+  }
 };
 
 std::shared_ptr<FwdPrim> fwd_prim(const IpGeom& g, dnnl::prop_kind prop) {
