@@ -144,7 +144,7 @@ Tensor Tensor::to_desc(const dnnl::memory::desc& md) const {
   DERMIS_CHECK(defined(), "reorder of an undefined tensor");
   if (md == md_) return *this;
   using R = dnnl_ctx::Prim<dnnl::reorder::primitive_desc, dnnl::reorder>;
-  const auto r = dnnl_ctx::cached<R>(std::move(dnnl_ctx::Key("reorder")(md_, md)),
+  const auto r = dnnl_ctx::cached<R>(dnnl_ctx::Key("reorder")(md_, md),
                                 [&] { return R(dnnl::reorder::primitive_desc(dnnl_ctx::engine(), md_, dnnl_ctx::engine(), md)); });
   Tensor out = with_desc(shape_, md);
   dnnl_ctx::execute(r->prim, {{DNNL_ARG_FROM, memory()}, {DNNL_ARG_TO, out.memory()}}, "reorder");

@@ -3,7 +3,8 @@
 // Primitive descriptors are expensive to create; they are cached under a structured Key: the op's
 // name, its shapes, layouts and attributes as integers, and the current OpenMP thread count (oneDNN
 // specialises kernels for the thread count, as PyTorch's ideep cache does). Keys compare exactly
-// (no hash collisions) and hash once; building one formats no strings.
+// (a hash collision never mixes up two primitives), and neither building nor hashing one formats
+// strings.
 #pragma once
 
 #include <oneapi/dnnl/dnnl.hpp>

@@ -26,7 +26,7 @@ dnnl::normalization_flags flags_for(bool training, bool relu) {
 
 std::shared_ptr<FwdPrim> fwd_prim(const memory::desc& md, float eps, bool training, bool relu, dnnl::prop_kind prop) {
   return ctx::cached<FwdPrim>(
-      std::move(ctx::Key("bn_fwd")(prop, training, relu, eps, md)), [&] {
+      ctx::Key("bn_fwd")(prop, training, relu, eps, md), [&] {
         dnnl::batch_normalization_forward::desc d(prop, md, eps, flags_for(training, relu));
         return FwdPrim(dnnl::batch_normalization_forward::primitive_desc(d, ctx::engine()));
       });
@@ -166,7 +166,7 @@ Var batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& runni
   Tensor src = xv;
   return autograd::make_result(dst, "batch_norm2d", {x, weight, bias}, [=](Node& self) {
     const auto b = ctx::cached<BwdPrim>(
-        std::move(ctx::Key("bn_bwd")(training, relu, eps, md)), [&] {
+        ctx::Key("bn_bwd")(training, relu, eps, md), [&] {
           dnnl::batch_normalization_backward::desc d(dnnl::prop_kind::backward, md, md, eps, flags_for(training, relu));
           return BwdPrim(dnnl::batch_normalization_backward::primitive_desc(
               d, ctx::engine(), fwd_prim(md, eps, training, relu, dnnl::prop_kind::forward_training)->pd));
