@@ -76,9 +76,11 @@ void conv_case(int64_t N, int64_t C, int64_t OC, int64_t H, int64_t K, int64_t s
   const memory::dims src{N, C, H, H}, wei{OC, C, K, K}, dst{N, OC, Ho, Ho}, st{stride, stride}, pl{pad, pad};
   const memory::dims pr{(Ho - 1) * stride + K - H - pad, (Ho - 1) * stride + K - H - pad};
   auto& eng = ctx::engine();
-  // The raw primitives use the algorithm dermis picks for this shape (Winograd or direct).
+  // The raw primitives are oneDNN's direct convolution, or its Winograd under --conv onednn-winograd
+  // where it applies; dermis's side runs what --conv picks (auto: the fastest, measured).
   const Conv2dParams p{.stride = stride, .pad = pad};
-  const dnnl::algorithm alg = detail::conv2d_uses_winograd({N, C, H, H}, {OC, C, K, K}, p)
+  const dnnl::algorithm alg = conv_algorithm() == ConvAlgorithm::onednn_winograd &&
+                                      detail::conv2d_uses_winograd({N, C, H, H}, {OC, C, K, K}, p)
                                   ? dnnl::algorithm::convolution_winograd
                                   : dnnl::algorithm::convolution_direct;
   dnnl::convolution_forward::primitive_desc fpd(
@@ -236,7 +238,10 @@ int run(int argc, char** argv) {
   args.add("batch", "32", "batch size N");
   args.add("threads", "2", "OpenMP threads");
   args.add("reps", "20", "timed repetitions per op and side (medians are reported)");
-  args.add("conv", "auto", "convolution algorithm of both sides: auto (Winograd where dermis uses it) or direct");
+  args.add("conv", "auto",
+           "dermis's convolution algorithm: auto, direct, winograd (dermis's) or onednn-winograd; the baseline is "
+           "oneDNN's direct convolution, or its Winograd with onednn-winograd");
+  args.add("only", "", "run only the ops whose name contains this (conv2d, batch_norm, max_pool, cbam)");
   if (!args.parse(argc, argv)) return 0;
   set_num_threads(static_cast<int>(args.integer("threads", 1, 1024)));
   set_conv_algorithm(cli::conv_algorithm_flag(args.str("conv")));
@@ -244,16 +249,24 @@ int run(int argc, char** argv) {
   const int reps = static_cast<int>(args.integer("reps", 1, 100000));
   bench::print_cpu_header("bench/ops");
   Generator g(0);
-  conv_case(N, 3, 64, 112, 7, 2, reps, g);    // stem
-  conv_case(N, 64, 64, 28, 3, 1, reps, g);    // layer1
-  conv_case(N, 128, 128, 14, 3, 1, reps, g);  // layer2
-  conv_case(N, 256, 256, 7, 3, 1, reps, g);   // layer3
-  conv_case(N, 512, 512, 4, 3, 1, reps, g);   // layer4
-  bn_case(N, 64, 28, false, reps, g);
-  bn_case(N, 64, 28, true, reps, g);
-  pool_case(N, 64, 56, reps, g);
-  cbam_case(N, 64, 28, reps, g);
-  cbam_case(N, 256, 7, reps, g);
+  const std::string only = args.str("only");
+  auto want = [&](const char* op) { return std::string(op).find(only) != std::string::npos; };
+  if (want("conv2d")) {
+    conv_case(N, 3, 64, 112, 7, 2, reps, g);    // stem
+    conv_case(N, 64, 64, 28, 3, 1, reps, g);    // layer1
+    conv_case(N, 128, 128, 14, 3, 1, reps, g);  // layer2
+    conv_case(N, 256, 256, 7, 3, 1, reps, g);   // layer3
+    conv_case(N, 512, 512, 4, 3, 1, reps, g);   // layer4
+  }
+  if (want("batch_norm")) {
+    bn_case(N, 64, 28, false, reps, g);
+    bn_case(N, 64, 28, true, reps, g);
+  }
+  if (want("max_pool")) pool_case(N, 64, 56, reps, g);
+  if (want("cbam")) {
+    cbam_case(N, 64, 28, reps, g);
+    cbam_case(N, 256, 7, reps, g);
+  }
   return 0;
 }
 }  // namespace

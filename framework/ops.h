@@ -26,17 +26,25 @@ struct Conv2dParams {
 // Ho = (H + 2*pad - dilation*(KH-1) - 1) / stride + 1.
 Var conv2d(const Var& x, const Var& w, const Var& b = {}, Conv2dParams p = {});
 
-// The oneDNN convolution algorithm. automatic (the default): Winograd F(4x4, 3x3) for f32
-// convolutions oneDNN implements it for (3x3, stride 1, no dilation, no groups, input and output
-// channels multiples of 16), forward and both backward passes, direct for everything else.
-// Winograd does about half the multiplications; its rounding differs from direct convolution's by
-// about 1e-6 relative. direct: always direct convolution. Process-wide; set it before the first
-// convolution (primitives are cached per algorithm, so switching later is safe but recompiles).
-enum class ConvAlgorithm { automatic, direct };
+// The convolution algorithm, for f32 3x3 stride-1 convolutions (no dilation, no groups; all others
+// are direct convolution):
+//   automatic (the default): per shape and pass, the fastest of oneDNN's direct convolution,
+//     oneDNN's Winograd F(4x4, 3x3) (AVX-512 only, channels in multiples of 16) and dermis's own
+//     Winograd F(4x4, 3x3) (AVX2 and AVX-512, channels in multiples of 8 or 16), timed once on the
+//     first call of each shape. The choice is per process: two runs can choose differently and
+//     round differently (about 1e-6 relative); use one of the fixed choices for bit-identical reruns.
+//   direct: always oneDNN's direct convolution.
+//   winograd: dermis's Winograd wherever it applies, direct elsewhere.
+//   onednn_winograd: oneDNN's Winograd wherever it applies, direct elsewhere.
+// Process-wide; set it before the first convolution (primitives and choices are cached per
+// algorithm, so switching later is safe).
+enum class ConvAlgorithm { automatic, direct, winograd, onednn_winograd };
 template <>
 struct Choices<ConvAlgorithm> {
-  static constexpr std::array<Choice<ConvAlgorithm>, 2> list{{{ConvAlgorithm::automatic, "auto"},
-                                                              {ConvAlgorithm::direct, "direct"}}};
+  static constexpr std::array<Choice<ConvAlgorithm>, 4> list{{{ConvAlgorithm::automatic, "auto"},
+                                                              {ConvAlgorithm::direct, "direct"},
+                                                              {ConvAlgorithm::winograd, "winograd"},
+                                                              {ConvAlgorithm::onednn_winograd, "onednn-winograd"}}};
 };
 void set_conv_algorithm(ConvAlgorithm a);
 ConvAlgorithm conv_algorithm();

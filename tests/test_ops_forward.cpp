@@ -13,7 +13,10 @@
 #include <vector>
 
 #include "framework/dnnl/context.h"
+#include "framework/cpu.h"
 #include "framework/ops.h"
+#include "framework/ops/conv2d.h"
+#include "framework/ops/winograd.h"
 #include "framework/random.h"
 #include "framework/tensor.h"
 #include "reference.h"
@@ -36,6 +39,11 @@ struct Tol {
 };
 constexpr Tol kExact{0.0, 0.0};
 Tol tol_terms(int64_t terms) { return {1e-4, 1e-5 * std::sqrt(static_cast<double>(std::max<int64_t>(terms, 1)))}; }
+// dermis's Winograd F(4x4, 3x3) (the standard points 0, +-1, +-2): its transforms multiply by up to
+// 8 (A^T) and 5 (B^T), so its rounding error is about 7x direct convolution's in RMS and its
+// largest errors about 5e-5 of the output's RMS (docs/design.md, "Winograd numerics"); atol is ten
+// times direct's. A wrong transform is off by O(1) of the output and fails by orders of magnitude.
+Tol tol_winograd(int64_t terms) { return {1e-4, 1e-4 * std::sqrt(static_cast<double>(std::max<int64_t>(terms, 1)))}; }
 
 // Checks shape and that |got - want| <= atol + rtol * |want| for every element (NaN fails).
 void check_values(const std::vector<float>& got, const Shape& got_shape, const ref::Result& want, Tol tol,
@@ -114,12 +122,13 @@ BOOST_AUTO_TEST_CASE(conv2d_matches_reference) {
   }
 }
 
-// Winograd (the default for f32 3x3 stride-1 convolutions with channels in multiples of 16): the
-// forward against the reference, and the three gradients against direct convolution's (which the
+// Winograd, oneDNN's (AVX-512 only) and dermis's own (AVX2 and AVX-512): the forward against the
+// double-precision reference, and the three gradients against direct convolution's (which the
 // finite-difference checks in test_ops_grad cover), on shapes of the models (28x28 with 64 channels
-// is layer1's, 4x4 with 512 layer4's) and odd ones. The Winograd kernels must really run; on a CPU
-// without them (oneDNN 2.6: no AVX-512) the case is skipped, not run as direct against direct.
-BOOST_AUTO_TEST_CASE(conv2d_winograd_matches_reference_and_direct, *testing::needs_winograd()) {
+// is layer1's, 4x4 with 512 layer4's) and odd ones (sizes that leave partial tiles, padding 0 and
+// 2). Each implementation must really run: one this CPU lacks is reported and skipped, and the
+// case fails if neither runs.
+BOOST_AUTO_TEST_CASE(conv2d_winograd_matches_reference_and_direct) {
   struct Case {
     Shape x, w;
     int64_t pad;
@@ -130,24 +139,41 @@ BOOST_AUTO_TEST_CASE(conv2d_winograd_matches_reference_and_direct, *testing::nee
       {{2, 64, 28, 28}, {64, 64, 3, 3}, 1, false},
       {{2, 512, 4, 4}, {512, 512, 3, 3}, 1, false},
       {{1, 32, 10, 11}, {16, 32, 3, 3}, 0, true},
+      {{3, 16, 5, 13}, {48, 16, 3, 3}, 2, true},
+      {{2, 32, 14, 14}, {32, 32, 3, 3}, 1, true},
   };
+  std::vector<ConvAlgorithm> algs;
+  if (cpu::info().winograd) algs.push_back(ConvAlgorithm::onednn_winograd);
+  else BOOST_TEST_MESSAGE("oneDNN's Winograd is not on this CPU (AVX-512 only): " << cpu::summary());
+  if (winograd::lanes() > 0) algs.push_back(ConvAlgorithm::winograd);
+  else BOOST_TEST_MESSAGE("dermis's Winograd needs AVX2 or AVX-512: " << cpu::summary());
+  BOOST_TEST_REQUIRE(!algs.empty(), "no Winograd convolution runs on this CPU");
   Generator gen(7);
+  for (ConvAlgorithm wino : algs)
   for (const auto& c : cases) {
     Tensor x = Tensor::randn(c.x, gen), w = Tensor::randn(c.w, gen), b = Tensor::randn({c.w[0]}, gen);
     const auto want = ref::conv2d(vec(x), c.x, vec(w), c.w, c.bias ? vec(b) : std::vector<float>{}, 1, c.pad, 1, 1);
     const int64_t terms = c.w[1] * 9 + (c.bias ? 1 : 0);
-    const std::string what = fmt::format("winograd conv2d x{} w{} pad {}", to_string(c.x), to_string(c.w), c.pad);
+    const std::string what = fmt::format("{} conv2d x{} w{} pad {}", name_of(wino), to_string(c.x),
+                                         to_string(c.w), c.pad);
+    set_conv_algorithm(wino);
+    if (!detail::conv2d_uses_winograd(c.x, c.w, {.pad = c.pad})) {
+      // oneDNN's Winograd has no padding 2; dermis's covers every case here.
+      BOOST_TEST_REQUIRE((wino == ConvAlgorithm::onednn_winograd && c.pad > 1), what << ": Winograd does not run");
+      continue;
+    }
     std::vector<std::vector<float>> grads[2];
     Tensor dy;
-    for (ConvAlgorithm alg : {ConvAlgorithm::automatic, ConvAlgorithm::direct}) {
+    const auto tol = wino == ConvAlgorithm::winograd ? tol_winograd : tol_terms;
+    for (ConvAlgorithm alg : {wino, ConvAlgorithm::direct}) {
       set_conv_algorithm(alg);
       const Conv2dParams p{.pad = c.pad};
-      check(conv2d(Var(x), Var(w), c.bias ? Var(b) : Var(), p), want, tol_terms(terms), what + " (inference path)");
+      check(conv2d(Var(x), Var(w), c.bias ? Var(b) : Var(), p), want, tol(terms), what + " (inference path)");
       Var vx = Var::parameter(x.clone()), vw = Var::parameter(w.clone()), vb = Var::parameter(b.clone());
       Var y = conv2d(vx, vw, c.bias ? vb : Var(), p);
-      check(y, want, tol_terms(terms), what + " (training path)");
+      check(y, want, tol(terms), what + " (training path)");
       check(conv2d(Var(x), Var(w), c.bias ? Var(b) : Var(), {.pad = c.pad, .relu = true}), ref::relu(want),
-            tol_terms(terms), what + " + ReLU post-op");
+            tol(terms), what + " + ReLU post-op");
       if (!dy.defined()) dy = Tensor::randn(y.value().shape(), gen);
       y.backward(dy);
       auto& gr = grads[alg == ConvAlgorithm::direct];
@@ -160,7 +186,7 @@ BOOST_AUTO_TEST_CASE(conv2d_winograd_matches_reference_and_direct, *testing::nee
     const int64_t gterms[] = {c.w[0] * 9, n_out, n_out};
     const char* names[] = {"dx", "dweight", "dbias"};
     for (size_t k = 0; k < grads[0].size(); ++k) {
-      const Tol t = tol_terms(gterms[k]);
+      const Tol t = tol(gterms[k]);
       size_t bad = 0;
       for (size_t i = 0; i < grads[0][k].size(); ++i)
         bad += !(std::abs(grads[0][k][i] - grads[1][k][i]) <= t.atol + t.rtol * std::abs(grads[1][k][i]));
@@ -168,10 +194,15 @@ BOOST_AUTO_TEST_CASE(conv2d_winograd_matches_reference_and_direct, *testing::nee
                                  << " values differ from direct convolution's");
     }
   }
-  bool wino = false;
-  for (const auto& [kind, names] : dnnl_ctx::impls())
-    for (const auto& n : names) wino = wino || n.find("wino") != std::string::npos;
-  BOOST_TEST(wino, "this CPU has Winograd kernels (framework/cpu.h) but no Winograd convolution ran");
+  set_conv_algorithm(ConvAlgorithm::automatic);
+  // Both implementations really ran: oneDNN's primitives name themselves "wino", dermis's runs its
+  // products on a matmul noted as "winograd_matmul".
+  bool onednn = false;
+  const auto impls = dnnl_ctx::impls();
+  for (const auto& [kind, names] : impls)
+    for (const auto& n : names) onednn = onednn || n.find("wino") != std::string::npos;
+  if (cpu::info().winograd) BOOST_TEST(onednn, "this CPU has oneDNN's Winograd kernels but none ran");
+  if (winograd::lanes() > 0) BOOST_TEST(impls.count("winograd_matmul") == 1u, "dermis's Winograd did not run");
 }
 
 namespace {

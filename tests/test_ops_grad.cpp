@@ -3,6 +3,10 @@
 #define BOOST_TEST_MODULE ops_grad
 #include "gradcheck.h"
 
+#include "framework/cpu.h"
+#include "framework/ops/conv2d.h"
+#include "framework/ops/winograd.h"
+
 using namespace dermis;
 using gradcheck::check;
 using gradcheck::Options;
@@ -43,6 +47,41 @@ BOOST_AUTO_TEST_CASE(conv2d_grad) {
     check("conv2d x" + to_string(c.x) + " w" + to_string(c.w),
           [p, bias](const std::vector<Var>& v) { return conv2d(v[0], v[1], bias ? v[2] : Var(), p); }, in, o);
   }
+}
+
+// dermis's Winograd (forced; every shape here is one it runs): all three gradients by finite
+// differences, partial tiles and padding 0, 1 and 2 included.
+BOOST_AUTO_TEST_CASE(conv2d_winograd_grad) {
+  if (winograd::lanes() == 0) {
+    BOOST_TEST_MESSAGE("skipped: dermis's Winograd needs AVX2 or AVX-512: " << cpu::summary());
+    return;
+  }
+  struct Case {
+    Shape x, w;
+    int64_t pad;
+    bool bias;
+  };
+  const std::vector<Case> cases = {
+      {{2, 16, 5, 6}, {16, 16, 3, 3}, 1, true},
+      {{1, 16, 6, 7}, {32, 16, 3, 3}, 0, false},
+      {{1, 32, 4, 5}, {16, 32, 3, 3}, 2, true},
+  };
+  set_conv_algorithm(ConvAlgorithm::winograd);
+  for (const auto& c : cases) {
+    BOOST_TEST_REQUIRE(detail::conv2d_uses_winograd(c.x, c.w, {.pad = c.pad}));
+    std::vector<Tensor> in = {rnd(c.x), rnd(c.w, 0.3f)};
+    if (c.bias) in.push_back(rnd({c.w[0]}));
+    const Conv2dParams p{.pad = c.pad};
+    const bool bias = c.bias;
+    Options o;
+    o.max_elems = 200;
+    // Convolution is linear in each input, so the central difference has no truncation error and a
+    // larger step only divides the (Winograd-sized) rounding of the forward by more.
+    o.eps = 0.1;
+    check("winograd conv2d x" + to_string(c.x) + " w" + to_string(c.w) + " pad " + std::to_string(c.pad),
+          [p, bias](const std::vector<Var>& v) { return conv2d(v[0], v[1], bias ? v[2] : Var(), p); }, in, o);
+  }
+  set_conv_algorithm(ConvAlgorithm::automatic);
 }
 
 BOOST_AUTO_TEST_CASE(max_pool2d_grad) {

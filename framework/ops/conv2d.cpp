@@ -1,5 +1,5 @@
 // conv2d: oneDNN convolution forward, backward-data and backward-weights (+bias), with an optional
-// fused ReLU (eltwise post-op).
+// fused ReLU (eltwise post-op), or dermis's own Winograd (winograd.h).
 //
 // Source, weights and destination descriptors use format_tag::any so oneDNN picks its fastest
 // (blocked) layouts; the output stays in that layout. Weights are kept plain (OIHW) f32 as
@@ -7,12 +7,19 @@
 // primitives take the forward primitive descriptor (without post-op) as their hint.
 // The compute dtype is the input's: f32, or bf16 (from AutocastBF16 or a bf16 input), in which
 // case activations and their gradients are bf16 while bias and weight gradients stay f32.
-// Algorithm: f32 3x3 stride-1 convolutions with channels in multiples of 16 use oneDNN's Winograd
-// F(4x4, 3x3) kernels (forward, backward-data, backward-weights) where this CPU has them, unless
-// set_conv_algorithm(ConvAlgorithm::direct); everything else is direct convolution.
+//
+// Algorithm, per pass (forward, backward data, backward weights) and shape: f32 3x3 stride-1
+// convolutions have up to three implementations, oneDNN's direct convolution, oneDNN's Winograd
+// F(4x4, 3x3) (AVX-512 only in oneDNN 2.6, channels in multiples of 16) and dermis's Winograd
+// (AVX2 and AVX-512, channels in multiples of the vector width). With ConvAlgorithm::automatic
+// each pass of each shape is timed once on its first real inputs (every candidate, best of two
+// runs after a warm-up) and the fastest is kept for the process; the others force one choice.
+// Everything else is direct convolution.
 #include <fmt/format.h>
 
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <mutex>
 #include <unordered_map>
 
@@ -20,6 +27,7 @@
 #include "../cpu.h"
 #include "../dnnl/context.h"
 #include "conv2d.h"
+#include "winograd.h"
 
 #include "../profile.h"
 
@@ -95,7 +103,7 @@ bool winograd_available(ConvGeom g) {
   return ok;
 }
 
-// Validates the shapes and computes the output size; alg stays direct (see with_algorithm).
+// Validates the shapes and computes the output size; alg stays direct (see choose).
 // xs, ws: input and weight shapes, dt: the input's dtype, b: the bias shape or nullptr.
 ConvGeom geometry(const Shape& xs, DType dt, const Shape& ws, const Shape* b, const Conv2dParams& p) {
   DERMIS_CHECK(xs.size() == 4, "conv2d: input must be 4-D (N, C, H, W), got shape {}", to_string(xs));
@@ -119,14 +127,63 @@ ConvGeom geometry(const Shape& xs, DType dt, const Shape& ws, const Shape* b, co
   return g;
 }
 
-// g with the algorithm conv_algorithm() and this CPU allow for it.
-ConvGeom with_algorithm(ConvGeom g) {
+// The implementations of one pass of a convolution.
+enum class Impl { direct, onednn_winograd, dermis_winograd };
+enum class Pass { forward, backward_data, backward_weights };
+
+bool winograd_shape(const ConvGeom& g) {
   const Conv2dParams& p = g.p;
-  if (g_algorithm.load() == ConvAlgorithm::automatic && g.dt == memory::data_type::f32 && p.groups == 1 &&
-      p.dilation == 1 && p.stride == 1 && g.KH == 3 && g.KW == 3 && p.pad <= 1 && g.C % 16 == 0 && g.OC % 16 == 0 &&
-      winograd_available(g))
-    g.alg = dnnl::algorithm::convolution_winograd;
+  return g.dt == memory::data_type::f32 && p.groups == 1 && p.dilation == 1 && p.stride == 1 && g.KH == 3 &&
+         g.KW == 3;
+}
+bool onednn_winograd_possible(const ConvGeom& g) {
+  return winograd_shape(g) && g.p.pad <= 1 && g.C % 16 == 0 && g.OC % 16 == 0 && winograd_available(g);
+}
+bool dermis_winograd_possible(const ConvGeom& g) { return winograd_shape(g) && winograd::supported(g.C, g.OC, g.p.pad); }
+
+ConvGeom with_impl(ConvGeom g, Impl impl) {
+  g.alg = impl == Impl::onednn_winograd ? dnnl::algorithm::convolution_winograd : dnnl::algorithm::convolution_direct;
   return g;
+}
+
+// The implementation conv_algorithm() picks for this pass; `run` runs one candidate (the probe).
+Impl choose(const ConvGeom& g, Pass pass, const std::function<void(Impl)>& run) {
+  const ConvAlgorithm mode = g_algorithm.load();
+  if (mode == ConvAlgorithm::direct || !winograd_shape(g)) return Impl::direct;
+  if (mode == ConvAlgorithm::winograd) return dermis_winograd_possible(g) ? Impl::dermis_winograd : Impl::direct;
+  if (mode == ConvAlgorithm::onednn_winograd)
+    return onednn_winograd_possible(g) ? Impl::onednn_winograd : Impl::direct;
+  std::vector<Impl> candidates{Impl::direct};
+  if (onednn_winograd_possible(g)) candidates.push_back(Impl::onednn_winograd);
+  if (dermis_winograd_possible(g)) candidates.push_back(Impl::dermis_winograd);
+  if (candidates.size() == 1) return Impl::direct;
+  static std::mutex mu;
+  static std::unordered_map<ctx::Key, Impl, ctx::KeyHash> chosen;
+  const ctx::Key key = g.key("conv_choice")(pass);
+  {
+    std::lock_guard lock(mu);
+    if (auto it = chosen.find(key); it != chosen.end()) return it->second;
+  }
+  Impl best = Impl::direct;
+  double best_s = 1e30;
+  for (Impl c : candidates) {
+    run(c);  // warm-up: creates the primitives, touches the memory
+    double s = 1e30;
+    for (int rep = 0; rep < 2; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+      run(c);
+      s = std::min(s, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    if (s < best_s) best_s = s, best = c;
+  }
+  std::lock_guard lock(mu);
+  chosen.emplace(key, best);
+  ctx::note_impl(pass == Pass::forward ? "conv_choice_fwd" : pass == Pass::backward_data ? "conv_choice_bwd_data"
+                                                                                           : "conv_choice_bwd_weights",
+                 fmt::format("{}x{}x{}x{}->{} pad {}: {}", g.N, g.C, g.H, g.W, g.OC, g.p.pad,
+                             best == Impl::direct ? "direct" : best == Impl::onednn_winograd ? "onednn-winograd"
+                                                                                             : "winograd"));
+  return best;
 }
 
 using FwdPrim = ctx::Prim<dnnl::convolution_forward::primitive_desc, dnnl::convolution_forward>;
@@ -217,8 +274,10 @@ ConvAlgorithm conv_algorithm() { return g_algorithm.load(); }
 
 namespace detail {
 
-Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, bool training) {
-  const ConvGeom g = with_algorithm(geometry(x.shape(), x.dtype(), w.shape(), b.defined() ? &b.shape() : nullptr, p));
+namespace {
+Tensor forward_with(const ConvGeom& g0, Impl impl, const Tensor& x, const Tensor& w, const Tensor& b, bool training) {
+  if (impl == Impl::dermis_winograd) return winograd::forward(x, w, b, g0.p.pad, g0.p.relu);
+  const ConvGeom g = with_impl(g0, impl);
   // Winograd for inference wants its weights pre-transformed into a special layout; with weights that
   // change every call (training, or BN folded in eval) that reorder costs more than the convolution,
   // so Winograd always runs the training kernel, which transforms the weights inside.
@@ -231,45 +290,80 @@ Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const C
                                        {DNNL_ARG_DST, dst.memory()}};
   if (b.defined()) args[DNNL_ARG_BIAS] = b.to_desc(fwd->pd.bias_desc()).memory();
   ctx::execute(fwd->prim, args, "conv2d forward");
+  return dst;
+}
+
+Tensor backward_data_with(const ConvGeom& g0, Impl impl, const Tensor& x, const Tensor& w, const Tensor& dy_in) {
+  if (impl == Impl::dermis_winograd) return winograd::backward_data(dy_in, w, g0.p.pad, x.shape());
+  const ConvGeom g = with_impl(g0, impl);
+  const auto bd = bwd_data_prim(g);
+  Tensor dy = dy_in.to_desc(bd->pd.diff_dst_desc());
+  Tensor wb = weight_as_user(w, g).to_desc(bd->pd.weights_desc());
+  Tensor dx = Tensor::with_desc(x.shape(), bd->pd.diff_src_desc());
+  ctx::execute(bd->prim, {{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_WEIGHTS, wb.memory()},
+                         {DNNL_ARG_DIFF_SRC, dx.memory()}}, "conv2d backward data");
+  return dx;
+}
+
+// dw (plain) and, with a bias, db.
+void backward_weights_with(const ConvGeom& g0, Impl impl, const Tensor& x, const Tensor& w, const Tensor& dy_in,
+                           Tensor& dw, Tensor& db) {
+  if (impl == Impl::dermis_winograd) {
+    winograd::backward_weights(x, dy_in, g0.p.pad, dw, g0.bias ? &db : nullptr);
+    return;
+  }
+  const ConvGeom g = with_impl(g0, impl);
+  const auto bw = bwd_wei_prim(g);
+  Tensor dy = dy_in.to_desc(bw->pd.diff_dst_desc());
+  Tensor s = x.to_desc(bw->pd.src_desc());
+  Tensor dwb = Tensor::with_desc(w.shape(), bw->pd.diff_weights_desc());
+  std::unordered_map<int, memory> a{{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_SRC, s.memory()},
+                                    {DNNL_ARG_DIFF_WEIGHTS, dwb.memory()}};
+  Tensor dbb;
+  if (g.bias) {
+    dbb = Tensor::with_desc({g.OC}, bw->pd.diff_bias_desc());
+    a[DNNL_ARG_DIFF_BIAS] = dbb.memory();
+  }
+  ctx::execute(bw->prim, a, "conv2d backward weights");
+  // diff weights -> the user's plain (OC, C/g, KH, KW) layout
+  dw = dwb.to_desc(g.user_wei()).view_desc(plain_desc(w.shape()));
+  if (g.bias) db = dbb.plain();
+}
+}  // namespace
+
+Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, bool training) {
+  const ConvGeom g = geometry(x.shape(), x.dtype(), w.shape(), b.defined() ? &b.shape() : nullptr, p);
+  const Impl impl = choose(g, Pass::forward, [&](Impl i) { forward_with(g, i, x, w, b, training); });
+  Tensor dst = forward_with(g, impl, x, w, b, training);
   profile::add_macs(g.N * g.OC * g.Ho * g.Wo * (g.C / g.p.groups) * g.KH * g.KW);
   return dst;
 }
 
-void conv2d_backward(const Tensor& x, const Tensor& w, bool has_bias, const Tensor& dy_in, const Conv2dParams& p,
+void conv2d_backward(const Tensor& x, const Tensor& w, bool has_bias, const Tensor& dy, const Conv2dParams& p,
                      Tensor* dx, Tensor* dw, Tensor* db) {
   const Shape bshape{w.dim(0)};
-  const ConvGeom g = with_algorithm(
-      geometry(x.shape(), x.dtype(), w.shape(), has_bias ? &bshape : nullptr, {p.stride, p.pad, p.dilation, p.groups}));
+  const ConvGeom g =
+      geometry(x.shape(), x.dtype(), w.shape(), has_bias ? &bshape : nullptr, {p.stride, p.pad, p.dilation, p.groups});
   // Weight and bias gradients come back f32; dx in x's dtype.
   if (dx) {
-    const auto bd = bwd_data_prim(g);
-    Tensor dy = dy_in.to_desc(bd->pd.diff_dst_desc());
-    Tensor wb = weight_as_user(w, g).to_desc(bd->pd.weights_desc());
-    *dx = Tensor::with_desc(x.shape(), bd->pd.diff_src_desc());
-    ctx::execute(bd->prim, {{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_WEIGHTS, wb.memory()},
-                           {DNNL_ARG_DIFF_SRC, dx->memory()}}, "conv2d backward data");
+    const Impl impl = choose(g, Pass::backward_data, [&](Impl i) { backward_data_with(g, i, x, w, dy); });
+    *dx = backward_data_with(g, impl, x, w, dy);
   }
   if (dw || db) {
-    const auto bw = bwd_wei_prim(g);
-    Tensor dy = dy_in.to_desc(bw->pd.diff_dst_desc());
-    Tensor s = x.to_desc(bw->pd.src_desc());
-    Tensor dwb = Tensor::with_desc(w.shape(), bw->pd.diff_weights_desc());
-    std::unordered_map<int, memory> a{{DNNL_ARG_DIFF_DST, dy.memory()}, {DNNL_ARG_SRC, s.memory()},
-                                      {DNNL_ARG_DIFF_WEIGHTS, dwb.memory()}};
-    Tensor dbb;
-    if (g.bias) {
-      dbb = Tensor::with_desc({g.OC}, bw->pd.diff_bias_desc());
-      a[DNNL_ARG_DIFF_BIAS] = dbb.memory();
-    }
-    ctx::execute(bw->prim, a, "conv2d backward weights");
-    // diff weights -> the user's plain (OC, C/g, KH, KW) layout
-    if (dw) *dw = dwb.to_desc(g.user_wei()).view_desc(plain_desc(w.shape()));
-    if (db && g.bias) *db = dbb.plain();
+    Tensor gw, gb;
+    const Impl impl = choose(g, Pass::backward_weights, [&](Impl i) { backward_weights_with(g, i, x, w, dy, gw, gb); });
+    backward_weights_with(g, impl, x, w, dy, gw, gb);
+    if (dw) *dw = gw;
+    if (db && g.bias) *db = gb;
   }
 }
 
 bool conv2d_uses_winograd(const Shape& x, const Shape& w, const Conv2dParams& p) {
-  return with_algorithm(geometry(x, DType::f32, w, nullptr, p)).alg == dnnl::algorithm::convolution_winograd;
+  const ConvGeom g = geometry(x, DType::f32, w, nullptr, p);
+  return conv_algorithm() == ConvAlgorithm::onednn_winograd ? onednn_winograd_possible(g)
+         : conv_algorithm() == ConvAlgorithm::winograd      ? dermis_winograd_possible(g)
+         : conv_algorithm() == ConvAlgorithm::automatic ? onednn_winograd_possible(g) || dermis_winograd_possible(g)
+                                                         : false;
 }
 
 }  // namespace detail

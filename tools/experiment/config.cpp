@@ -315,8 +315,8 @@ const std::vector<Option>& options() {
                "bf16: mixed precision (bf16 activations and convolutions, f32 weights; needs AVX-512); f32 works on "
                "every CPU"),
         choice("conv", "conv", FIELD(conv),
-               "convolution algorithm: auto (Winograd for f32 3x3 stride-1 convolutions where oneDNN has it, direct "
-               "otherwise) or direct (always)"),
+               "convolution algorithm for f32 3x3 stride-1 convolutions: auto (the fastest of direct, oneDNN's "
+               "Winograd and dermis's Winograd, timed once per shape), direct, winograd (dermis's) or onednn-winograd"),
         choice("nonfinite", "nonfinite", FIELD(nonfinite),
                "a NaN/Inf loss or gradient: stop (naming the step and tensor) or skip (drop the step; stops after 10 "
                "in a row)"),
