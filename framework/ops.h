@@ -28,20 +28,23 @@ Var conv2d(const Var& x, const Var& w, const Var& b = {}, Conv2dParams p = {});
 
 // The convolution algorithm, for f32 3x3 stride-1 convolutions (no dilation, no groups; all others
 // are direct convolution):
-//   automatic (the default): per shape and pass, the fastest of oneDNN's direct convolution,
-//     oneDNN's Winograd F(4x4, 3x3) (AVX-512 only, channels in multiples of 16) and dermis's own
-//     Winograd F(4x4, 3x3) (AVX2 and AVX-512, channels in multiples of 8 or 16), timed once on the
-//     first call of each shape. The choice is per process: two runs can choose differently and
-//     round differently (about 1e-6 relative); use one of the fixed choices for bit-identical reruns.
+//   automatic (the default): oneDNN's Winograd F(4x4, 3x3) where it has one (AVX-512, channels in
+//     multiples of 16, padding <= 1), else dermis's own Winograd F(4x4, 3x3) where it applies (AVX2
+//     and AVX-512, channels in multiples of 8 or 16, padding <= 2), else direct. A fixed rule, so
+//     reruns and resumed runs compute bit for bit alike.
+//   fastest: per shape and pass, the fastest of the three, timed once on the first call of each
+//     shape. The choice is per process: two runs can choose differently and so round differently
+//     (about 1e-6 relative).
 //   direct: always oneDNN's direct convolution.
 //   winograd: dermis's Winograd wherever it applies, direct elsewhere.
 //   onednn_winograd: oneDNN's Winograd wherever it applies, direct elsewhere.
 // Process-wide; set it before the first convolution (primitives and choices are cached per
 // algorithm, so switching later is safe).
-enum class ConvAlgorithm { automatic, direct, winograd, onednn_winograd };
+enum class ConvAlgorithm { automatic, fastest, direct, winograd, onednn_winograd };
 template <>
 struct Choices<ConvAlgorithm> {
-  static constexpr std::array<Choice<ConvAlgorithm>, 4> list{{{ConvAlgorithm::automatic, "auto"},
+  static constexpr std::array<Choice<ConvAlgorithm>, 5> list{{{ConvAlgorithm::automatic, "auto"},
+                                                              {ConvAlgorithm::fastest, "fastest"},
                                                               {ConvAlgorithm::direct, "direct"},
                                                               {ConvAlgorithm::winograd, "winograd"},
                                                               {ConvAlgorithm::onednn_winograd, "onednn-winograd"}}};

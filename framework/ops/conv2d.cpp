@@ -11,9 +11,10 @@
 // Algorithm, per pass (forward, backward data, backward weights) and shape: f32 3x3 stride-1
 // convolutions have up to three implementations, oneDNN's direct convolution, oneDNN's Winograd
 // F(4x4, 3x3) (AVX-512 only in oneDNN 2.6, channels in multiples of 16) and dermis's Winograd
-// (AVX2 and AVX-512, channels in multiples of the vector width). With ConvAlgorithm::automatic
-// each pass of each shape is timed once on its first real inputs (every candidate, best of two
-// runs after a warm-up) and the fastest is kept for the process; the others force one choice.
+// (AVX2 and AVX-512, channels in multiples of the vector width). ConvAlgorithm::automatic takes
+// oneDNN's Winograd, else dermis's, else direct (a fixed rule: reruns are bit-identical); with
+// ConvAlgorithm::fastest each pass of each shape is timed once on its first real inputs (every
+// candidate, best of two runs after a warm-up) and the fastest is kept for the process.
 // Everything else is direct convolution.
 #include <fmt/format.h>
 
@@ -153,6 +154,10 @@ Impl choose(const ConvGeom& g, Pass pass, const std::function<void(Impl)>& run) 
   if (mode == ConvAlgorithm::winograd) return dermis_winograd_possible(g) ? Impl::dermis_winograd : Impl::direct;
   if (mode == ConvAlgorithm::onednn_winograd)
     return onednn_winograd_possible(g) ? Impl::onednn_winograd : Impl::direct;
+  if (mode == ConvAlgorithm::automatic)
+    return onednn_winograd_possible(g)   ? Impl::onednn_winograd
+           : dermis_winograd_possible(g) ? Impl::dermis_winograd
+                                         : Impl::direct;
   std::vector<Impl> candidates{Impl::direct};
   if (onednn_winograd_possible(g)) candidates.push_back(Impl::onednn_winograd);
   if (dermis_winograd_possible(g)) candidates.push_back(Impl::dermis_winograd);
@@ -362,8 +367,8 @@ bool conv2d_uses_winograd(const Shape& x, const Shape& w, const Conv2dParams& p)
   const ConvGeom g = geometry(x, DType::f32, w, nullptr, p);
   return conv_algorithm() == ConvAlgorithm::onednn_winograd ? onednn_winograd_possible(g)
          : conv_algorithm() == ConvAlgorithm::winograd      ? dermis_winograd_possible(g)
-         : conv_algorithm() == ConvAlgorithm::automatic ? onednn_winograd_possible(g) || dermis_winograd_possible(g)
-                                                         : false;
+         : conv_algorithm() == ConvAlgorithm::direct ? false
+                                                      : onednn_winograd_possible(g) || dermis_winograd_possible(g);
 }
 
 }  // namespace detail

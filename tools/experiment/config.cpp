@@ -315,8 +315,9 @@ const std::vector<Option>& options() {
                "bf16: mixed precision (bf16 activations and convolutions, f32 weights; needs AVX-512); f32 works on "
                "every CPU"),
         choice("conv", "conv", FIELD(conv),
-               "convolution algorithm for f32 3x3 stride-1 convolutions: auto (the fastest of direct, oneDNN's "
-               "Winograd and dermis's Winograd, timed once per shape), direct, winograd (dermis's) or onednn-winograd"),
+               "convolution algorithm for f32 3x3 stride-1 convolutions: auto (oneDNN's Winograd where it has one, "
+               "else dermis's, else direct), fastest (of the three, timed once per shape; reruns may round "
+               "differently), direct, winograd (dermis's) or onednn-winograd"),
         choice("nonfinite", "nonfinite", FIELD(nonfinite),
                "a NaN/Inf loss or gradient: stop (naming the step and tensor) or skip (drop the step; stops after 10 "
                "in a row)"),
