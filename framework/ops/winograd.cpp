@@ -60,22 +60,15 @@ Tensor taps(const Tensor& w, bool to_ck) {
   return w.plain().reshape({K, C, 9}).to_desc(dst);
 }
 
-// u (36, C, K) for w (K, C, 3, 3): the filter from input channel c to output channel k.
-Tensor forward_filters(const Kernels& ks, const Tensor& w) {
+// The transformed filters for forward (u (36, C, K): from input channel c to output channel k) or
+// for backward data (u (36, K, C): from dy's channel k to dx's channel c, w[k][c] rotated by 180
+// degrees).
+Tensor filters(const Kernels& ks, const Tensor& w, bool backward) {
   const int64_t K = w.dim(0), C = w.dim(1);
-  const Tensor wt = taps(w, true);
-  Tensor u = Tensor::empty({P, C, K});
-  ks.filters(fp(wt), fp(u), C, K, false);
-  return u;
-}
-
-// u (36, K, C) for backward data: the filter from dy's channel k to dx's channel c is w[k][c]
-// rotated by 180 degrees.
-Tensor backward_filters(const Kernels& ks, const Tensor& w) {
-  const int64_t K = w.dim(0), C = w.dim(1);
-  const Tensor wt = taps(w, false);
-  Tensor u = Tensor::empty({P, K, C});
-  ks.filters(fp(wt), fp(u), K, C, true);
+  const int64_t in = backward ? K : C, out = backward ? C : K;
+  const Tensor wt = taps(w, !backward);
+  Tensor u = Tensor::empty({P, in, out});
+  ks.filters(fp(wt), fp(u), in, out, backward);
   return u;
 }
 
@@ -134,18 +127,12 @@ bool supported(int64_t C, int64_t K, int64_t pad) {
   return l > 0 && C % l == 0 && K % l == 0 && pad >= 0 && pad <= 2;
 }
 
-Tensor transform_weights(const Tensor& w) { return forward_filters(need_kernels(), w); }
-
-Tensor forward_transformed(const Tensor& x, const Tensor& u, int64_t K, const Tensor& b, int64_t pad, bool relu) {
-  return run(x, u, K, b, pad, relu, "winograd forward");
-}
-
 Tensor forward(const Tensor& x, const Tensor& w, const Tensor& b, int64_t pad, bool relu) {
-  return run(x, forward_filters(need_kernels(), w), w.dim(0), b, pad, relu, "winograd forward");
+  return run(x, filters(need_kernels(), w, false), w.dim(0), b, pad, relu, "winograd forward");
 }
 
 Tensor backward_data(const Tensor& dy, const Tensor& w, int64_t pad, const Shape& x_shape) {
-  Tensor dx = run(dy, backward_filters(need_kernels(), w), w.dim(1), Tensor(), 2 - pad, false, "winograd backward data");
+  Tensor dx = run(dy, filters(need_kernels(), w, true), w.dim(1), Tensor(), 2 - pad, false, "winograd backward data");
   DERMIS_CHECK(dx.shape() == x_shape, "winograd backward data: got {} for input {}", to_string(dx.shape()),
                to_string(x_shape));
   return dx;

@@ -38,11 +38,6 @@ bool supported(int64_t C, int64_t K, int64_t pad);
 // b (K) or undefined. y comes back in the blocked layout nChw{lanes()}c.
 Tensor forward(const Tensor& x, const Tensor& w, const Tensor& b, int64_t pad, bool relu);
 
-// The filters of w transformed for forward(): a tensor to pass as `u` below. In evaluation the
-// weights do not change between calls, so callers can transform them once and keep the result.
-Tensor transform_weights(const Tensor& w);
-Tensor forward_transformed(const Tensor& x, const Tensor& u, int64_t K, const Tensor& b, int64_t pad, bool relu);
-
 // dx (N, C, H, W) for dy (N, K, Ho, Wo); blocked layout.
 Tensor backward_data(const Tensor& dy, const Tensor& w, int64_t pad, const Shape& x_shape);
 
