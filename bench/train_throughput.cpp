@@ -83,7 +83,7 @@ int run(int argc, char** argv) {
     for (long i = 0; i < steps; ++i) step();
     train = steps * batch / (now() - t);
   }
-  model->eval();
+  model->freeze();  // eval, as tools/evaluate runs it: BN folded and weights prepared once
   if (phase != "train") {
     NoGrad ng;
     AutocastBF16 ac(use_bf16);

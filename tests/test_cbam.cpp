@@ -2,6 +2,7 @@
 // (2) the same block composed from primitive ops, forward and every gradient, and (3) finite
 // differences for x and every parameter.
 #define BOOST_TEST_MODULE cbam
+#include <array>
 #include <cmath>
 #include <string>
 
@@ -201,4 +202,36 @@ BOOST_AUTO_TEST_CASE(bad_weights_are_reported) {
   } catch (const Error& e) {
     BOOST_TEST(std::string(e.what()).find("input has 6 channels") != std::string::npos, e.what());
   }
+}
+
+BOOST_AUTO_TEST_CASE(nhwc_inference_equals_plain) {
+  // Inference reads NHWC (oneDNN's acdb, what its bf16 convolutions output) in place and writes
+  // NHWC; the result must be the plain-layout one, in f32 and bf16, with and without the spatial gate.
+  for (const DType dt : {DType::f32, DType::bf16})
+    for (const bool channel_only : {false, true})
+      for (const auto [N, C, H, W] : {std::array<int64_t, 4>{2, 16, 5, 6}, {3, 24, 7, 7}, {1, 64, 4, 4}}) {
+        Generator g(300 + C);
+        Block blk = random_block(C, std::max<int64_t>(1, C / 8), 7, g);
+        blk.rm = Tensor::full({1}, 0.05f);
+        blk.rv = Tensor::full({1}, 0.8f);
+        // Values exact in bf16, so both layouts start from the same numbers.
+        const Tensor plain = Tensor::randn({N, C, H, W}, g).to_dtype(dt);
+        const dnnl::memory::dims d{N, C, H, W};
+        const Tensor nhwc = plain.to_desc(dnnl::memory::desc(d, plain.desc().data_type(),
+                                                             dnnl::memory::format_tag::acdb));
+        BOOST_TEST_REQUIRE(!nhwc.is_plain());
+        const CbamParams p{.channel_only = channel_only, .training = false};
+        NoGrad ng;
+        Tensor rm = blk.rm.clone(), rv = blk.rv.clone();
+        const Var a = cbam(Var(plain), blk.w, rm, rv, p);
+        const Var b = cbam(Var(nhwc), blk.w, rm, rv, p);
+        BOOST_TEST_CONTEXT("dtype " << (dt == DType::f32 ? "f32" : "bf16") << " channel_only=" << channel_only << " "
+                                    << N << "x" << C << "x" << H << "x" << W) {
+          BOOST_TEST((b.value().desc() == nhwc.desc()), "an NHWC input should give an NHWC output");
+          const double e = max_rel(b.value().to_dtype(DType::f32).plain().to_vector(),
+                                   a.value().to_dtype(DType::f32).plain().to_vector());
+          // f32: summation order only; bf16: the outputs are rounded to bf16 once each.
+          BOOST_TEST(e <= (dt == DType::f32 ? 1e-6 : 8e-3), "max-norm relative error " << e);
+        }
+      }
 }

@@ -201,6 +201,54 @@ BOOST_AUTO_TEST_CASE(eval_folds_batch_norm_into_convolutions) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(freeze_prepares_weights_once_and_ends_with_train_eval_or_load) {
+  // freeze(): eval with the BN folded and the weights prepared once. Its logits must equal the
+  // unfrozen eval's; a change to the weights is seen once the freeze ends (eval(), train() or
+  // load_state()) and the model is frozen again.
+  for (const std::string& name : models::model_names()) {
+    manual_seed(8);
+    auto m = models::create(name, 7);
+    Generator g(9);
+    Tensor x = Tensor::randn({2, 3, 64, 64}, g);
+    for (int i = 0; i < 2; ++i) m->forward(Var(x));  // running statistics off their init
+    NoGrad ng;
+    auto logits = [&] { return m->forward(Var(x)).value().to_vector(); };
+    m->eval();
+    const std::vector<float> ref = logits();
+    m->freeze();
+    BOOST_TEST(m->is_frozen());
+    BOOST_TEST(!m->is_training());
+    const std::vector<float> f1 = logits(), f2 = logits();
+    double scale = 0;
+    for (float v : ref) scale = std::max(scale, static_cast<double>(std::abs(v)));
+    auto max_diff = [](const std::vector<float>& a, const std::vector<float>& b) {
+      double d = 0;
+      for (size_t i = 0; i < a.size(); ++i) d = std::max(d, static_cast<double>(std::abs(a[i] - b[i])));
+      return d;
+    };
+    BOOST_TEST(max_diff(f1, ref) <= 1e-4 * scale,
+               name << ": frozen differs from eval by " << max_diff(f1, ref) << " at logit scale " << scale);
+    BOOST_TEST(f1 == f2, name << ": two frozen forwards differ");
+    // Scale the stem convolution's weight in place, then eval() + freeze() again.
+    std::vector<std::pair<std::string, Tensor>> saved;
+    for (auto& [n, t] : m->state()) saved.emplace_back(n, t.clone());
+    Tensor w = m->named_parameters().front().second.value();
+    for (int64_t i = 0; i < w.numel(); ++i) w.data()[i] *= (i % 2 ? 3.f : 0.2f);
+    m->eval();
+    const std::vector<float> changed = logits();
+    m->freeze();
+    const std::vector<float> f3 = logits();
+    BOOST_TEST(max_diff(changed, ref) > 1e-3 * scale, name << ": the weight change did not move the logits");
+    BOOST_TEST(max_diff(f3, changed) <= 1e-4 * scale, name << ": a new freeze did not see the changed weight");
+    // load_state ends the freeze: restoring the saved weights gives the first logits again.
+    m->load_state(saved);
+    BOOST_TEST(!m->is_frozen());
+    BOOST_TEST(max_diff(logits(), ref) <= 1e-4 * scale, name << ": after load_state the logits are not the saved model's");
+    m->train();
+    BOOST_TEST(!m->is_frozen());
+  }
+}
+
 BOOST_AUTO_TEST_CASE(mac_counts) {
   // torchvision's ResNet-18 costs 1.814 GMAC at 224x224 (1000 classes); with 7 classes the fc
   // layer is 0.5 MMAC smaller. Counting our resnet18 must agree.

@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "../ops/conv2d.h"
 #include "../random.h"
 
 namespace dermis::nn {
@@ -30,8 +31,10 @@ Conv2d::Conv2d(int64_t in, int64_t out, int64_t kernel, Conv2dOptions o) : optio
 
 Var Conv2d::forward(const Var& x) {
   return with_path([&] {
-    return conv2d(x, weight, bias,
-                  {.stride = options.stride, .pad = options.pad, .dilation = options.dilation, .groups = options.groups});
+    const Conv2dParams p{.stride = options.stride, .pad = options.pad, .dilation = options.dilation,
+                         .groups = options.groups};
+    if (is_frozen() && !autograd::needs_grad({&x, &weight, &bias})) return detail::conv2d_frozen(x, frozen(nullptr), p);
+    return conv2d(x, weight, bias, p);
   });
 }
 
@@ -91,8 +94,8 @@ void Sequential::push_back(std::shared_ptr<Module> m) {
 }
 
 namespace {
-// Eval: the batch norm folded into the convolution's weights and bias.
-Var folded_conv_bn(Conv2d& conv, BatchNorm2d& bn, const Var& x, bool relu) {
+// The batch norm folded into the convolution's weights and bias.
+std::pair<Tensor, Tensor> fold(const Conv2d& conv, const BatchNorm2d& bn) {
   const Tensor w = conv.weight.value().plain();
   const Tensor gamma = bn.weight.value().plain(), beta = bn.bias.value().plain();
   const Tensor mean = bn.running_mean.plain(), var = bn.running_var.plain();
@@ -110,11 +113,43 @@ Var folded_conv_bn(Conv2d& conv, BatchNorm2d& bn, const Var& x, bool relu) {
     for (int64_t i = 0; i < per; ++i) qw[o * per + i] = pw[o * per + i] * sc;
     qb[o] = pb[o] - pm[o] * sc + (cb.defined() ? cb.data()[o] * sc : 0.f);
   }
+  return {wf, bf};
+}
+
+Conv2dParams conv_params(const Conv2d& conv, bool relu) {
   const auto& co = conv.options;
-  return conv2d(x, Var(wf), Var(bf),
-                {.stride = co.stride, .pad = co.pad, .dilation = co.dilation, .groups = co.groups, .relu = relu});
+  return {.stride = co.stride, .pad = co.pad, .dilation = co.dilation, .groups = co.groups, .relu = relu};
+}
+
+// Eval: one convolution with the batch norm folded in (every call, or once while frozen).
+Var folded_conv_bn(Conv2d& conv, BatchNorm2d& bn, const Var& x, bool relu) {
+  if (conv.is_frozen() && bn.is_frozen()) return detail::conv2d_frozen(x, conv.frozen(&bn), conv_params(conv, relu));
+  auto [wf, bf] = fold(conv, bn);
+  return conv2d(x, Var(wf), Var(bf), conv_params(conv, relu));
 }
 }  // namespace
+
+detail::FrozenWeights& Conv2d::frozen(const BatchNorm2d* bn) {
+  DERMIS_CHECK(is_frozen(), "internal: Conv2d::frozen outside a freeze");
+  std::lock_guard lock(prepared_mu_);
+  if (!prepared_ || prepared_bn_ != bn) {
+    if (bn) {
+      auto [wf, bf] = fold(*this, *bn);
+      prepared_ = std::make_shared<detail::FrozenWeights>(wf, bf);
+    } else {
+      prepared_ = std::make_shared<detail::FrozenWeights>(weight.value().plain(),
+                                                       bias.defined() ? bias.value().plain() : Tensor());
+    }
+    prepared_bn_ = bn;
+  }
+  return *prepared_;
+}
+
+void Conv2d::unfreeze() {
+  std::lock_guard lock(prepared_mu_);
+  prepared_.reset();
+  prepared_bn_ = nullptr;
+}
 
 Var conv_bn(Conv2d& conv, BatchNorm2d& bn, const Var& x, bool relu) {
   if (bn.is_training() || autograd::needs_grad({&x, &conv.weight, &conv.bias, &bn.weight, &bn.bias})) {

@@ -6,11 +6,18 @@
 
 #include <initializer_list>
 #include <memory>
+#include <mutex>
 
 #include "../ops.h"
 #include "module.h"
 
+namespace dermis::detail {
+class FrozenWeights;
+}
+
 namespace dermis::nn {
+
+class BatchNorm2d;
 
 struct Conv2dOptions {
   int64_t stride = 1;
@@ -27,6 +34,18 @@ class Conv2d : public Module {
   std::string type_name() const override { return "Conv2d"; }
   Var weight, bias;  // (out, in/groups, k, k), (out) or undefined
   Conv2dOptions options;
+
+  // While frozen: the weights prepared for inference, alone or with `bn` folded in (made on first
+  // use, dropped when the freeze ends).
+  detail::FrozenWeights& frozen(const BatchNorm2d* bn);
+
+ protected:
+  void unfreeze() override;
+
+ private:
+  std::mutex prepared_mu_;
+  std::shared_ptr<detail::FrozenWeights> prepared_;
+  const BatchNorm2d* prepared_bn_ = nullptr;
 };
 
 struct BatchNormOptions {

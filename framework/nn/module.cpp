@@ -87,6 +87,10 @@ std::vector<std::pair<std::string, Tensor>> Module::state() {
 }
 
 void Module::load_state(const std::vector<std::pair<std::string, Tensor>>& state, bool strict) {
+  apply([](Module& m) {
+    m.frozen_ = false;
+    m.unfreeze();
+  });
   std::vector<std::pair<std::string, Tensor*>> targets;
   for (auto& [n, p] : named_parameters()) targets.emplace_back(n, &p.value());
   for (auto& [n, b] : named_buffers()) targets.emplace_back(n, b);
@@ -120,7 +124,14 @@ void Module::apply(const std::function<void(Module&)>& f) {
 
 void Module::train(bool on) {
   training_ = on;
+  frozen_ = false;
+  unfreeze();
   for (auto& [n, c] : children_) c->train(on);
+}
+
+void Module::freeze() {
+  train(false);
+  apply([](Module& m) { m.frozen_ = true; });
 }
 
 }  // namespace dermis::nn

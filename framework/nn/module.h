@@ -40,8 +40,16 @@ class Module {
   std::vector<std::pair<std::string, Tensor>> state();
   void load_state(const std::vector<std::pair<std::string, Tensor>>& state, bool strict = true);
 
+  // train() and eval() also end a freeze().
   void train(bool on = true);
   void eval() { train(false); }
+  // Inference with fixed parameters: eval(), and a promise that parameters and buffers stay as they
+  // are until the next train(), eval() or load_state() (which end the freeze). While frozen, layers
+  // prepare their weights for inference once (BN folded into convolutions, weights in the kernels'
+  // layouts) instead of on every forward. Changing a parameter's values in place while frozen
+  // leaves those prepared copies stale: end the freeze first.
+  void freeze();
+  bool is_frozen() const { return frozen_; }
   // Calls f on this module and then on every descendant, parents before children.
   void apply(const std::function<void(Module&)>& f);
   bool is_training() const { return training_; }
@@ -59,6 +67,8 @@ class Module {
   }
 
  protected:
+  // Drops what this module prepared for a freeze (called when one ends).
+  virtual void unfreeze() {}
   void register_parameter(const std::string& name, Var* p);
   void register_buffer(const std::string& name, Tensor* b);
   template <class M>
@@ -74,6 +84,7 @@ class Module {
                std::vector<std::pair<std::string, Tensor*>>* buffers);
 
   bool training_ = true;
+  bool frozen_ = false;
   const Module* parent_ = nullptr;  // the module this one is registered in (reset when it goes)
   std::string name_;                // this module's name in parent_
   std::vector<std::pair<std::string, Var*>> params_;

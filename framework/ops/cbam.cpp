@@ -48,6 +48,18 @@ int channel_block(const Tensor& t) {
   return 0;
 }
 
+bool is_nhwc(const Tensor& t) {
+  const memory::dims d(t.shape().begin(), t.shape().end());
+  return d.size() == 4 && t.desc() == memory::desc(d, to_dnnl(t.dtype()), memory::format_tag::acdb);
+}
+
+// Calls f(cbam_kernels::Nhwc<T>{}) for the activation type.
+template <class F>
+void with_nhwc(DType t, F&& f) {
+  if (t == DType::f32) f(cbam_kernels::Nhwc<float>{});
+  else f(cbam_kernels::Nhwc<bf16>{});
+}
+
 inline float sigm(float v) { return 1.f / (1.f + std::exp(-v)); }
 
 // Everything backward needs, computed by the forward.
@@ -99,7 +111,12 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
   auto S = std::make_shared<Saved>();
   Saved& s = *S;
   s.x = xv.value();
+  const bool grads = autograd::needs_grad({&xv, &w.fc1_w, &w.fc1_b, &w.fc2_w, &w.fc2_b, &w.conv_w, &w.bn_w, &w.bn_b});
   s.B = channel_block(s.x);
+  // Inference reads NHWC (the layout of oneDNN's bf16 convolutions) as it is; training reorders
+  // it to plain, for which the backward kernels exist.
+  const bool nhwc = !grads && s.B == 0 && is_nhwc(s.x);
+  if (nhwc) s.B = 1;  // geometry as plain: CB = C, Cp = C
   if (s.B == 0) {
     s.x = s.x.plain();
     s.B = 1;
@@ -116,17 +133,22 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
   // P1: average and max over H, W -> the MLP's input rows [avg; max] (2N, C).
   s.mlp_in = Tensor::zeros({2 * N, C});
   s.amax_hw.assign(N * C, 0);
-  with_kernels(s.B, dt, [&](auto k) {
-    using K = decltype(k);
-    K::pool_hw(geo, static_cast<const typename K::Elem*>(px), s.mlp_in.data(), s.mlp_in.data() + N * C,
-               s.amax_hw.data());
-  });
+  if (nhwc)
+    with_nhwc(dt, [&](auto k) {
+      using K = decltype(k);
+      K::pool_hw(geo, static_cast<const typename K::Elem*>(px), s.mlp_in.data(), s.mlp_in.data() + N * C);
+    });
+  else
+    with_kernels(s.B, dt, [&](auto k) {
+      using K = decltype(k);
+      K::pool_hw(geo, static_cast<const typename K::Elem*>(px), s.mlp_in.data(), s.mlp_in.data() + N * C,
+                 s.amax_hw.data());
+    });
 
   // Shared MLP on [avg; max] (2N rows; oneDNN inner products, which count their MACs), summed per
   // sample, sigmoid.
   s.fc1_w = w.fc1_w.value().plain();
   s.fc2_w = w.fc2_w.value().plain();
-  const bool grads = autograd::needs_grad({&xv, &w.fc1_w, &w.fc1_b, &w.fc2_w, &w.fc2_b, &w.conv_w, &w.bn_w, &w.bn_b});
   s.mlp_h = detail::linear_forward(s.mlp_in, s.fc1_w, w.fc1_b.value(), grads);
   for (float* h = s.mlp_h.data(), *e = h + 2 * N * Cr; h < e; ++h) *h = std::max(*h, 0.f);
   const Tensor o = detail::linear_forward(s.mlp_h, s.fc2_w, w.fc2_b.value(), grads);
@@ -139,10 +161,16 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
     // P2: max and mean over channels of x1 = x * att_c -> s (N, 2, H, W).
     s.s = Tensor::empty({N, 2, s.H, s.W});
     s.carg.assign(N * HW, 0);
-    with_kernels(s.B, dt, [&](auto k) {
-      using K = decltype(k);
-      K::pool_c(geo, static_cast<const typename K::Elem*>(px), s.att_c.data(), s.s.data(), s.carg.data());
-    });
+    if (nhwc)
+      with_nhwc(dt, [&](auto k) {
+        using K = decltype(k);
+        K::pool_c(geo, static_cast<const typename K::Elem*>(px), s.att_c.data(), s.s.data());
+      });
+    else
+      with_kernels(s.B, dt, [&](auto k) {
+        using K = decltype(k);
+        K::pool_c(geo, static_cast<const typename K::Elem*>(px), s.att_c.data(), s.s.data(), s.carg.data());
+      });
 
     // k x k conv (oneDNN), then batch norm over the single channel, then sigmoid.
     s.conv_w = w.conv_w.value().plain();
@@ -180,12 +208,14 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
   // P3: out = x * att_c (* att_s), in x's layout.
   Tensor out = Tensor::with_desc(s.x.shape(), s.x.desc());
   const bool spatial = !p.channel_only;
-  with_kernels(s.B, dt, [&](auto k) {
+  auto gate = [&](auto k) {
     using K = decltype(k);
     using E = typename K::Elem;
     K::gate(geo, static_cast<const E*>(px), s.att_c.data(), spatial ? s.att_s.data() : nullptr,
             static_cast<E*>(out.raw()));
-  });
+  };
+  if (nhwc) with_nhwc(dt, gate);
+  else with_kernels(s.B, dt, gate);
 
   std::vector<Var> inputs = {xv, w.fc1_w, w.fc1_b, w.fc2_w, w.fc2_b};
   if (spatial) inputs.insert(inputs.end(), {w.conv_w, w.bn_w, w.bn_b});

@@ -267,4 +267,64 @@ struct Kernels {
   }
 };
 
+// Forward passes (inference: no argmax records) over x in NHWC (oneDNN's acdb), the layout of
+// oneDNN's bf16 convolutions: element (n, c, hw) at (n * HW + hw) * C + c.
+template <class T>
+struct Nhwc {
+  using Elem = T;
+  // P1: avg/mx (N, C) over HW.
+  static void pool_hw(const Geo& g, const T* px, float* avg, float* mx) {
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < g.N; ++n) {
+      float* s = avg + n * g.C;
+      float* m = mx + n * g.C;
+      for (int64_t c = 0; c < g.C; ++c) s[c] = 0.f, m[c] = kNegInf;
+      for (int64_t hw = 0; hw < g.HW; ++hw) {
+        const T* row = px + (n * g.HW + hw) * g.C;
+#pragma omp simd
+        for (int64_t c = 0; c < g.C; ++c) {
+          const float v = ld(row[c]);
+          s[c] += v;
+          m[c] = std::max(m[c], v);
+        }
+      }
+      const float inv = 1.f / static_cast<float>(g.HW);
+      for (int64_t c = 0; c < g.C; ++c) s[c] *= inv;
+    }
+  }
+
+  // P2: max and mean over channels of x * att_c per (n, hw): s (N, 2, HW).
+  static void pool_c(const Geo& g, const T* px, const float* ac, float* ps) {
+    const float invC = 1.f / static_cast<float>(g.C);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t hw = 0; hw < g.HW; ++hw) {
+        const T* row = px + (n * g.HW + hw) * g.C;
+        const float* a = ac + n * g.Cp;
+        float m = kNegInf, sum = 0.f;
+#pragma omp simd reduction(+ : sum) reduction(max : m)
+        for (int64_t c = 0; c < g.C; ++c) {
+          const float v = ld(row[c]) * a[c];
+          sum += v;
+          m = std::max(m, v);
+        }
+        ps[n * 2 * g.HW + hw] = m;
+        ps[n * 2 * g.HW + g.HW + hw] = sum * invC;
+      }
+  }
+
+  // P3: y = x * att_c (* att_s when as != nullptr).
+  static void gate(const Geo& g, const T* px, const float* ac, const float* as, T* py) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < g.N; ++n)
+      for (int64_t hw = 0; hw < g.HW; ++hw) {
+        const int64_t base = (n * g.HW + hw) * g.C;
+        const float* a = ac + n * g.Cp;
+        const float sp = as ? as[n * g.HW + hw] : 1.f;
+#pragma omp simd
+        for (int64_t c = 0; c < g.C; ++c) st(py + base + c, ld(px[base + c]) * a[c] * sp);
+      }
+  }
+};
+
 }  // namespace dermis::cbam_kernels

@@ -131,6 +131,14 @@ Tensor forward(const Tensor& x, const Tensor& w, const Tensor& b, int64_t pad, b
   return run(x, filters(need_kernels(), w, false), w.dim(0), b, pad, relu, "winograd forward");
 }
 
+Tensor forward_filters(const Tensor& w) { return filters(need_kernels(), w, false); }
+
+Tensor forward_transformed(const Tensor& x, const Tensor& u, int64_t K, const Tensor& b, int64_t pad, bool relu) {
+  DERMIS_CHECK(u.shape() == Shape({P, x.dim(1), K}), "winograd forward: filters {} do not fit input {} and {} outputs",
+               to_string(u.shape()), to_string(x.shape()), K);
+  return run(x, u, K, b, pad, relu, "winograd forward");
+}
+
 Tensor backward_data(const Tensor& dy, const Tensor& w, int64_t pad, const Shape& x_shape) {
   Tensor dx = run(dy, filters(need_kernels(), w, true), w.dim(1), Tensor(), 2 - pad, false, "winograd backward data");
   DERMIS_CHECK(dx.shape() == x_shape, "winograd backward data: got {} for input {}", to_string(dx.shape()),

@@ -37,6 +37,10 @@ bool supported(int64_t C, int64_t K, int64_t pad);
 // y = conv3x3(x, w, pad) + b, ReLU'd if relu. x (N, C, H, W) any layout, w (K, C, 3, 3) plain,
 // b (K) or undefined. y comes back in the blocked layout nChw{lanes()}c.
 Tensor forward(const Tensor& x, const Tensor& w, const Tensor& b, int64_t pad, bool relu);
+// The forward's filter transform of w (K, C, 3, 3) alone, and the forward from such filters: for
+// weights that stay fixed (inference), transformed once.
+Tensor forward_filters(const Tensor& w);
+Tensor forward_transformed(const Tensor& x, const Tensor& u, int64_t K, const Tensor& b, int64_t pad, bool relu);
 
 // dx (N, C, H, W) for dy (N, K, Ho, Wo); blocked layout.
 Tensor backward_data(const Tensor& dy, const Tensor& w, int64_t pad, const Shape& x_shape);

@@ -40,7 +40,7 @@ std::vector<float> softmax_rows(const Tensor& logits) {
 
 Predictions predict(models::Classifier& model, data::Loader& loader, bool tta,
                     const std::function<void(int64_t, int64_t)>& progress) {
-  model.eval();
+  model.freeze();  // eval, with the weights prepared for inference once
   NoGrad ng;
   Predictions out;
   const int64_t K = model.num_classes(), total = loader.size();
