@@ -407,7 +407,7 @@ Tensor FrozenWeights::derived(const std::string& name, const std::function<Tenso
   return derived_.back().second;
 }
 
-Var conv2d_frozen(const Var& x, FrozenWeights& frozen, Conv2dParams p) {
+Var conv2d_frozen(const Var& x, FrozenWeights& frozen, const Conv2dParams& p) {
   DERMIS_CHECK(x.defined(), "conv2d: input must be defined");
   const Tensor& w = frozen.weight();
   const DType dt = autocast_bf16() ? DType::bf16 : x.value().dtype();

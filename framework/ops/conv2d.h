@@ -41,7 +41,7 @@ Tensor conv2d_forward_as(const Tensor& x, DType dt, const Tensor& w, const Tenso
                          bool training, FrozenWeights* frozen = nullptr);
 // Inference with frozen weights (no autograd): x in f32 or bf16; under AutocastBF16 an f32 x is
 // converted to bf16 on its way into the primitive's layout (one reorder).
-Var conv2d_frozen(const Var& x, FrozenWeights& frozen, Conv2dParams p);
+Var conv2d_frozen(const Var& x, FrozenWeights& frozen, const Conv2dParams& p);
 // Gradients for the requested outputs (nullptr: not needed). dw and db come back plain.
 void conv2d_backward(const Tensor& x, const Tensor& w, bool has_bias, const Tensor& dy, const Conv2dParams& p,
                      Tensor* dx, Tensor* dw, Tensor* db);
