@@ -25,8 +25,8 @@ BasicBlock::BasicBlock(int64_t in, int64_t out, int64_t stride, bool use_cbam, b
 Var BasicBlock::forward(const Var& x) {
   Var y = nn::conv_bn(*conv1, *bn1, x, true);
   y = nn::conv_bn(*conv2, *bn2, y, false);
-  if (cbam) y = cbam->forward(y);
-  return add_relu(y, downsample ? downsample->forward(x) : x);
+  const Var identity = downsample ? downsample->forward(x) : x;
+  return cbam ? cbam->forward_add_relu(y, identity) : add_relu(y, identity);
 }
 
 ResNet::ResNet(const std::vector<int>& blocks, int classes, bool use_cbam, bool fused_cbam) : classes_(classes) {

@@ -9,6 +9,7 @@
 #include "framework/io/json.h"
 #include "framework/io/safetensors.h"
 #include "gradcheck.h"
+#include "testing.h"
 
 using namespace dermis;
 
@@ -204,6 +205,29 @@ BOOST_AUTO_TEST_CASE(bad_weights_are_reported) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(fused_residual_blocked_and_refused_with_gradients) {
+  // relu(cbam(x) + r) in one pass for a blocked (nChw16c) input too; with gradients it is refused.
+  Generator g(41);
+  Block blk = random_block(32, 4, 7, g);
+  const Tensor x = Tensor::randn({2, 32, 6, 6}, g).to_desc(
+      dnnl::memory::desc({2, 32, 6, 6}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::nChw16c));
+  const Tensor r = Tensor::randn({2, 32, 6, 6}, g);
+  CbamParams p{.training = false};
+  Tensor rm = blk.rm.clone(), rv = blk.rv.clone();
+  std::vector<float> want, got;
+  {
+    NoGrad ng;
+    want = add_relu(cbam(Var(x), blk.w, rm, rv, p), Var(r)).value().plain().to_vector();
+    p.residual = r;
+    const Var y = cbam(Var(x), blk.w, rm, rv, p);
+    BOOST_TEST((y.value().desc() == x.desc()));
+    got = y.value().plain().to_vector();
+  }
+  BOOST_TEST(max_rel(got, want) <= 1e-6);
+  testing::expect_error([&] { cbam(Var::parameter(x), blk.w, rm, rv, p); }, "for inference only");
+  testing::expect_error([&] { cbam_composed(Var(x), blk.w, rm, rv, p); }, "no fused residual");
+}
+
 BOOST_AUTO_TEST_CASE(nhwc_inference_equals_plain) {
   // Inference reads NHWC (oneDNN's acdb, what its bf16 convolutions output) in place and writes
   // NHWC; the result must be the plain-layout one, in f32 and bf16, with and without the spatial gate.
@@ -225,6 +249,21 @@ BOOST_AUTO_TEST_CASE(nhwc_inference_equals_plain) {
         Tensor rm = blk.rm.clone(), rv = blk.rv.clone();
         const Var a = cbam(Var(plain), blk.w, rm, rv, p);
         const Var b = cbam(Var(nhwc), blk.w, rm, rv, p);
+        // The residual block's add and ReLU fused into the last pass: relu(cbam(x) + r), for a
+        // residual in the same layout and in another one.
+        const Tensor r = Tensor::randn({N, C, H, W}, g).to_dtype(dt);
+        const std::vector<float> want = add_relu(a, Var(r)).value().to_dtype(DType::f32).plain().to_vector();
+        for (const Tensor& x_in : {plain, nhwc})
+          for (const Tensor& r_in : {r, r.to_desc(nhwc.desc())}) {
+            CbamParams pr = p;
+            pr.residual = r_in;
+            const Var fused = cbam(Var(x_in), blk.w, rm, rv, pr);
+            BOOST_TEST((fused.value().desc() == x_in.desc()));
+            const double er = max_rel(fused.value().to_dtype(DType::f32).plain().to_vector(), want);
+            BOOST_TEST(er <= (dt == DType::f32 ? 1e-6 : 8e-3),
+                       "fused residual, input " << (x_in.is_plain() ? "plain" : "NHWC") << ", residual "
+                                                << (r_in.is_plain() ? "plain" : "NHWC") << ": error " << er);
+          }
         BOOST_TEST_CONTEXT("dtype " << (dt == DType::f32 ? "f32" : "bf16") << " channel_only=" << channel_only << " "
                                     << N << "x" << C << "x" << H << "x" << W) {
           BOOST_TEST((b.value().desc() == nhwc.desc()), "an NHWC input should give an NHWC output");

@@ -224,6 +224,19 @@ Var CBAM::forward(const Var& x) {
   });
 }
 
+Var CBAM::forward_add_relu(const Var& x, const Var& residual) {
+  if (!options.fused || autograd::needs_grad({&x, &residual, &w.fc1_w, &w.fc1_b, &w.fc2_w, &w.fc2_b, &w.conv_w,
+                                               &w.bn_w, &w.bn_b}))
+    return add_relu(forward(x), residual);
+  CbamParams p{.channel_only = options.channel_only,
+               .training = is_training(),
+               .bn_momentum = options.bn_momentum,
+               .attention_out = capture_attention && !options.channel_only ? &last_attention : nullptr,
+               .sync = sync};
+  p.residual = residual.value();
+  return with_path([&] { return cbam(x, w, bn_running_mean, bn_running_var, p); });
+}
+
 void set_sync_batch_norm(Module& m, const StatsReducer& reduce) {
   m.apply([&](Module& x) {
     if (auto* bn = dynamic_cast<BatchNorm2d*>(&x)) bn->sync = reduce;

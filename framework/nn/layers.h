@@ -151,6 +151,8 @@ class CBAM : public Module {
  public:
   explicit CBAM(int64_t channels, CBAMOptions o = {});
   Var forward(const Var& x) override;  // (N, C, H, W) -> same
+  // relu(forward(x) + residual), the end of a residual block; in inference, one pass.
+  Var forward_add_relu(const Var& x, const Var& residual);
   std::string type_name() const override { return "CBAM"; }
   CbamWeights w;
   Tensor bn_running_mean, bn_running_var;

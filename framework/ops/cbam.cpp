@@ -175,7 +175,7 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
     // k x k conv (oneDNN), then batch norm over the single channel, then sigmoid.
     s.conv_w = w.conv_w.value().plain();
     s.k = s.conv_w.dim(2);
-    Tensor z = detail::conv2d_forward(s.s, s.conv_w, Tensor(), {.pad = s.k / 2}, true).plain();
+    Tensor z = detail::conv2d_forward(s.s, s.conv_w, Tensor(), {.pad = s.k / 2}, grads).plain();
     const float* pz = z.data();
     const int64_t M = N * HW;
     double mean, var;
@@ -208,11 +208,18 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
   // P3: out = x * att_c (* att_s), in x's layout.
   Tensor out = Tensor::with_desc(s.x.shape(), s.x.desc());
   const bool spatial = !p.channel_only;
+  Tensor res;
+  if (p.residual.defined()) {
+    DERMIS_CHECK(!grads, "cbam: a fused residual is for inference only (no gradients)");
+    DERMIS_CHECK(p.residual.shape() == s.x.shape(), "cbam: residual {} does not match input {}",
+                 to_string(p.residual.shape()), to_string(s.x.shape()));
+    res = p.residual.to_dtype(dt).to_desc(s.x.desc());
+  }
   auto gate = [&](auto k) {
     using K = decltype(k);
     using E = typename K::Elem;
     K::gate(geo, static_cast<const E*>(px), s.att_c.data(), spatial ? s.att_s.data() : nullptr,
-            static_cast<E*>(out.raw()));
+            static_cast<E*>(out.raw()), res.defined() ? static_cast<const E*>(res.raw()) : nullptr);
   };
   if (nhwc) with_nhwc(dt, gate);
   else with_kernels(s.B, dt, gate);
@@ -329,6 +336,7 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
 Var cbam_composed(const Var& x, const CbamWeights& w, Tensor& bn_running_mean, Tensor& bn_running_var,
                   const CbamParams& p) {
   DERMIS_CHECK(x.defined(), "cbam_composed: input is undefined");
+  DERMIS_CHECK(!p.residual.defined(), "cbam_composed: no fused residual; use add_relu on its output");
   check_weights(x.value(), w, p, bn_running_mean, bn_running_var);
   auto mlp = [&](const Var& v) { return linear(relu(linear(v, w.fc1_w, w.fc1_b)), w.fc2_w, w.fc2_b); };
   const int64_t N = x.dim(0), C = x.dim(1);

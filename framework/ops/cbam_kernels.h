@@ -131,8 +131,13 @@ struct Kernels {
       }
   }
 
-  // P3: y = x * att_c (* att_s when as != nullptr).
-  static void gate(const Geo& g, const T* px, const float* ac, const float* as, T* py) {
+  // P3: y = x * att_c (* att_s when as != nullptr); with a residual r (inference), relu(y + r).
+  static void gate(const Geo& g, const T* px, const float* ac, const float* as, T* py, const T* res = nullptr) {
+    if (res) gate_as(g, px, ac, as, py, [res](int64_t i, float v) { return std::max(v + ld(res[i]), 0.f); });
+    else gate_as(g, px, ac, as, py, [](int64_t, float v) { return v; });
+  }
+  template <class Out>
+  static void gate_as(const Geo& g, const T* px, const float* ac, const float* as, T* py, Out out) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t n = 0; n < g.N; ++n)
       for (int64_t cb = 0; cb < g.CB; ++cb) {
@@ -143,16 +148,18 @@ struct Kernels {
           const float av = a[0];
           if (sp) {
 #pragma omp simd
-            for (int64_t hw = 0; hw < g.HW; ++hw) st(py + base + hw, ld(px[base + hw]) * av * sp[hw]);
+            for (int64_t hw = 0; hw < g.HW; ++hw)
+              st(py + base + hw, out(base + hw, ld(px[base + hw]) * av * sp[hw]));
           } else {
 #pragma omp simd
-            for (int64_t hw = 0; hw < g.HW; ++hw) st(py + base + hw, ld(px[base + hw]) * av);
+            for (int64_t hw = 0; hw < g.HW; ++hw) st(py + base + hw, out(base + hw, ld(px[base + hw]) * av));
           }
         } else {
           for (int64_t hw = 0; hw < g.HW; ++hw) {
             const float s = sp ? sp[hw] : 1.f;
+            const int64_t o = base + hw * B;
 #pragma omp simd
-            for (int i = 0; i < B; ++i) st(py + base + hw * B + i, ld(px[base + hw * B + i]) * a[i] * s);
+            for (int i = 0; i < B; ++i) st(py + o + i, out(o + i, ld(px[o + i]) * a[i] * s));
           }
         }
       }
@@ -276,20 +283,33 @@ struct Nhwc {
   static void pool_hw(const Geo& g, const T* px, float* avg, float* mx) {
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < g.N; ++n) {
-      float* s = avg + n * g.C;
-      float* m = mx + n * g.C;
-      for (int64_t c = 0; c < g.C; ++c) s[c] = 0.f, m[c] = kNegInf;
-      for (int64_t hw = 0; hw < g.HW; ++hw) {
-        const T* row = px + (n * g.HW + hw) * g.C;
-#pragma omp simd
-        for (int64_t c = 0; c < g.C; ++c) {
-          const float v = ld(row[c]);
-          s[c] += v;
-          m[c] = std::max(m[c], v);
-        }
-      }
       const float inv = 1.f / static_cast<float>(g.HW);
-      for (int64_t c = 0; c < g.C; ++c) s[c] *= inv;
+      // 64 channels at a time, their sums and maxima in registers across the pixels.
+      constexpr int64_t kc = 64;
+      for (int64_t c0 = 0; c0 < g.C; c0 += kc) {
+        const int64_t nc = std::min(kc, g.C - c0);
+        float s[kc], m[kc];
+        for (int64_t i = 0; i < kc; ++i) s[i] = 0.f, m[i] = kNegInf;
+        const T* col = px + n * g.HW * g.C + c0;
+        if (nc == kc) {
+          for (int64_t hw = 0; hw < g.HW; ++hw) {
+#pragma omp simd
+            for (int64_t i = 0; i < kc; ++i) {
+              const float v = ld(col[hw * g.C + i]);
+              s[i] += v;
+              m[i] = std::max(m[i], v);
+            }
+          }
+        } else {
+          for (int64_t hw = 0; hw < g.HW; ++hw)
+            for (int64_t i = 0; i < nc; ++i) {
+              const float v = ld(col[hw * g.C + i]);
+              s[i] += v;
+              m[i] = std::max(m[i], v);
+            }
+        }
+        for (int64_t i = 0; i < nc; ++i) avg[n * g.C + c0 + i] = s[i] * inv, mx[n * g.C + c0 + i] = m[i];
+      }
     }
   }
 
@@ -313,16 +333,22 @@ struct Nhwc {
       }
   }
 
-  // P3: y = x * att_c (* att_s when as != nullptr).
-  static void gate(const Geo& g, const T* px, const float* ac, const float* as, T* py) {
+  // P3: y = x * att_c (* att_s when as != nullptr); with a residual r, relu(y + r).
+  static void gate(const Geo& g, const T* px, const float* ac, const float* as, T* py, const T* res = nullptr) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t n = 0; n < g.N; ++n)
       for (int64_t hw = 0; hw < g.HW; ++hw) {
         const int64_t base = (n * g.HW + hw) * g.C;
         const float* a = ac + n * g.Cp;
         const float sp = as ? as[n * g.HW + hw] : 1.f;
+        if (res) {
 #pragma omp simd
-        for (int64_t c = 0; c < g.C; ++c) st(py + base + c, ld(px[base + c]) * a[c] * sp);
+          for (int64_t c = 0; c < g.C; ++c)
+            st(py + base + c, std::max(ld(px[base + c]) * a[c] * sp + ld(res[base + c]), 0.f));
+        } else {
+#pragma omp simd
+          for (int64_t c = 0; c < g.C; ++c) st(py + base + c, ld(px[base + c]) * a[c] * sp);
+        }
       }
   }
 };
