@@ -33,7 +33,7 @@ Var Conv2d::forward(const Var& x) {
   return with_path([&] {
     const Conv2dParams p{.stride = options.stride, .pad = options.pad, .dilation = options.dilation,
                          .groups = options.groups};
-    if (is_frozen() && !autograd::needs_grad({&x, &weight, &bias})) return detail::conv2d_frozen(x, frozen(nullptr), p);
+    if (is_frozen() && !autograd::needs_grad({&x, &weight, &bias})) return detail::conv2d_frozen(x, *frozen(nullptr), p);
     return conv2d(x, weight, bias, p);
   });
 }
@@ -123,13 +123,13 @@ Conv2dParams conv_params(const Conv2d& conv, bool relu) {
 
 // Eval: one convolution with the batch norm folded in (every call, or once while frozen).
 Var folded_conv_bn(Conv2d& conv, BatchNorm2d& bn, const Var& x, bool relu) {
-  if (conv.is_frozen() && bn.is_frozen()) return detail::conv2d_frozen(x, conv.frozen(&bn), conv_params(conv, relu));
+  if (conv.is_frozen() && bn.is_frozen()) return detail::conv2d_frozen(x, *conv.frozen(&bn), conv_params(conv, relu));
   auto [wf, bf] = fold(conv, bn);
   return conv2d(x, Var(wf), Var(bf), conv_params(conv, relu));
 }
 }  // namespace
 
-detail::FrozenWeights& Conv2d::frozen(const BatchNorm2d* bn) {
+std::shared_ptr<detail::FrozenWeights> Conv2d::frozen(const BatchNorm2d* bn) {
   DERMIS_CHECK(is_frozen(), "internal: Conv2d::frozen outside a freeze");
   std::lock_guard lock(prepared_mu_);
   if (!prepared_ || prepared_bn_ != bn) {
@@ -142,7 +142,7 @@ detail::FrozenWeights& Conv2d::frozen(const BatchNorm2d* bn) {
     }
     prepared_bn_ = bn;
   }
-  return *prepared_;
+  return prepared_;
 }
 
 void Conv2d::unfreeze() {

@@ -37,7 +37,7 @@ class Conv2d : public Module {
 
   // While frozen: the weights prepared for inference, alone or with `bn` folded in (made on first
   // use, dropped when the freeze ends).
-  detail::FrozenWeights& frozen(const BatchNorm2d* bn);
+  std::shared_ptr<detail::FrozenWeights> frozen(const BatchNorm2d* bn);
 
  protected:
   void unfreeze() override;
