@@ -154,7 +154,7 @@ struct CbamParams {
   StatsReducer sync = {};           // training: the spatial-gate BN statistics over every replica
   // Inference only (no gradients): out = relu(cbam(x) + residual), the residual block's add and
   // ReLU in CBAM's last pass. residual has x's shape (any layout and dtype; converted to x's).
-  Tensor residual;
+  Tensor residual = Tensor();
 };
 // Fused forward and hand-written backward: x (N, C, H, W) in plain or nChw8c/nChw16c layout ->
 // same shape and layout.
