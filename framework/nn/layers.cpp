@@ -212,12 +212,16 @@ CBAM::CBAM(int64_t channels, CBAMOptions o) : options(o) {
   }
 }
 
+CbamParams CBAM::params() {
+  return {.channel_only = options.channel_only,
+          .training = is_training(),
+          .bn_momentum = options.bn_momentum,
+          .attention_out = capture_attention && !options.channel_only ? &last_attention : nullptr,
+          .sync = sync};
+}
+
 Var CBAM::forward(const Var& x) {
-  const CbamParams p{.channel_only = options.channel_only,
-                     .training = is_training(),
-                     .bn_momentum = options.bn_momentum,
-                     .attention_out = capture_attention && !options.channel_only ? &last_attention : nullptr,
-                     .sync = sync};
+  const CbamParams p = params();
   return with_path([&] {
     return options.fused ? cbam(x, w, bn_running_mean, bn_running_var, p)
                          : cbam_composed(x, w, bn_running_mean, bn_running_var, p);
@@ -228,11 +232,7 @@ Var CBAM::forward_add_relu(const Var& x, const Var& residual) {
   if (!options.fused || autograd::needs_grad({&x, &residual, &w.fc1_w, &w.fc1_b, &w.fc2_w, &w.fc2_b, &w.conv_w,
                                                &w.bn_w, &w.bn_b}))
     return add_relu(forward(x), residual);
-  CbamParams p{.channel_only = options.channel_only,
-               .training = is_training(),
-               .bn_momentum = options.bn_momentum,
-               .attention_out = capture_attention && !options.channel_only ? &last_attention : nullptr,
-               .sync = sync};
+  CbamParams p = params();
   p.residual = residual.value();
   return with_path([&] { return cbam(x, w, bn_running_mean, bn_running_var, p); });
 }

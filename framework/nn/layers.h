@@ -160,6 +160,9 @@ class CBAM : public Module {
   bool capture_attention = false;  // keep the last forward's spatial attention map (heatmaps)
   Tensor last_attention;           // (N, 1, H, W) when captured
   StatsReducer sync;               // the spatial gate's synchronised batch norm (set_sync_batch_norm)
+
+ private:
+  CbamParams params();  // the op's parameters from the options and the module's state
 };
 
 // Synchronised batch norm for data-parallel training, as PyTorch's convert_sync_batchnorm: every
