@@ -13,35 +13,56 @@
 
 namespace dermis::datasets {
 
+namespace {
+// A dataset's lesions, in order of first appearance, each with its images; per class, its lesions
+// (a lesion belongs to the class of its first image) and its image count.
+struct Lesions {
+  std::vector<std::vector<size_t>> images;
+  std::array<std::vector<size_t>, kNumClasses> of_class;
+  std::array<int64_t, kNumClasses> class_images{};
+};
+
+// fn names the caller in the messages.
+Lesions group_lesions(const Dataset& d, const char* fn) {
+  DERMIS_CHECK(!d.samples.empty(), "{}: dataset '{}' has no images", fn, d.root);
+  Lesions r;
+  std::unordered_map<std::string, size_t> lesion_of;
+  for (size_t i = 0; i < d.samples.size(); ++i) {
+    const Sample& s = d.samples[i];
+    DERMIS_CHECK(s.label >= 0 && s.label < kNumClasses, "{}: image {} has label {}, outside [0, {})", fn, s.image_id,
+                 s.label, kNumClasses);
+    auto [it, fresh] = lesion_of.try_emplace(s.lesion_id, r.images.size());
+    if (fresh) {
+      r.images.emplace_back();
+      r.of_class[s.label].push_back(it->second);
+    }
+    r.images[it->second].push_back(i);
+  }
+  for (const auto& l : r.images) r.class_images[d.samples[l.front()].label] += static_cast<int64_t>(l.size());
+  return r;
+}
+
+// Fisher-Yates shuffle of a class's lesions with g.
+void shuffle_lesions(std::vector<size_t>& ls, Generator& g) {
+  for (size_t i = ls.size(); i > 1; --i)
+    std::swap(ls[i - 1], ls[static_cast<size_t>(g.randint(static_cast<int64_t>(i)))]);
+}
+}  // namespace
+
 Split grouped_split(const Dataset& d, double val_fraction, uint64_t seed) {
   DERMIS_CHECK(val_fraction > 0 && val_fraction < 1,
                "grouped_split: val_fraction {} is outside (0, 1); pass the share of images for validation, e.g. 0.2",
                val_fraction);
-  DERMIS_CHECK(!d.samples.empty(), "grouped_split: dataset '{}' has no images", d.root);
-  // Lesions in order of first appearance, each with its images; per class, its lesions.
-  std::unordered_map<std::string, size_t> lesion_of;
-  std::vector<std::vector<size_t>> lesion_images;
-  std::array<std::vector<size_t>, kNumClasses> class_lesions;
-  std::array<int64_t, kNumClasses> class_images{};
-  for (size_t i = 0; i < d.samples.size(); ++i) {
-    const Sample& s = d.samples[i];
-    DERMIS_CHECK(s.label >= 0 && s.label < kNumClasses, "grouped_split: image {} has label {}, outside [0, {})",
-                 s.image_id, s.label, kNumClasses);
-    auto [it, fresh] = lesion_of.try_emplace(s.lesion_id, lesion_images.size());
-    if (fresh) {
-      lesion_images.emplace_back();
-      class_lesions[s.label].push_back(it->second);
-    }
-    lesion_images[it->second].push_back(i);
-  }
-  for (size_t l = 0; l < lesion_images.size(); ++l)
-    class_images[d.samples[lesion_images[l].front()].label] += static_cast<int64_t>(lesion_images[l].size());
+  Lesions lesions = group_lesions(d, "grouped_split");
+  const auto& lesion_images = lesions.images;
+  auto& class_lesions = lesions.of_class;
+  const auto& class_images = lesions.class_images;
 
   Generator g(seed);
   std::vector<char> in_val(d.samples.size(), 0);
   for (int k = 0; k < kNumClasses; ++k) {
     std::vector<size_t>& ls = class_lesions[k];
-    for (size_t i = ls.size(); i > 1; --i) std::swap(ls[i - 1], ls[static_cast<size_t>(g.randint(static_cast<int64_t>(i)))]);
+    shuffle_lesions(ls, g);
     const double target = val_fraction * static_cast<double>(class_images[k]);
     int64_t taken = 0;
     for (size_t l : ls) {
@@ -58,6 +79,48 @@ Split grouped_split(const Dataset& d, double val_fraction, uint64_t seed) {
                "grouped_split: {} images of {} lesions with val_fraction {} leave the {} set empty; use more images "
                "or another val_fraction",
                d.samples.size(), lesion_images.size(), val_fraction, s.val.empty() ? "validation" : "training");
+  return s;
+}
+
+Split grouped_kfold(const Dataset& d, int folds, int fold, uint64_t seed) {
+  DERMIS_CHECK(folds >= 2 && folds <= 20,
+               "grouped_kfold: folds {} is outside [2, 20]; pass the number of cross-validation folds, e.g. 5", folds);
+  DERMIS_CHECK(fold >= 0 && fold < folds,
+               "grouped_kfold: fold {} is outside [0, {}); pass the index of the validation fold, 0 to folds - 1", fold,
+               folds);
+  Lesions lesions = group_lesions(d, "grouped_kfold");
+  // Greedy per class: each lesion, in shuffled order, to the fold with the fewest images of its
+  // class so far. That keeps a class's fold sizes within m (its largest lesion) of each other: if
+  // they are before, adding n <= m to the smallest keeps them so.
+  Generator g(seed);
+  std::vector<int64_t> fold_images(static_cast<size_t>(folds), 0);  // over all classes
+  std::vector<int> fold_of(lesions.images.size(), 0);
+  for (int k = 0; k < kNumClasses; ++k) {
+    std::vector<size_t>& ls = lesions.of_class[k];
+    shuffle_lesions(ls, g);
+    std::vector<int64_t> class_fold(static_cast<size_t>(folds), 0);
+    for (size_t l : ls) {
+      int best = 0;
+      for (int f = 1; f < folds; ++f)
+        if (class_fold[f] < class_fold[best] ||
+            (class_fold[f] == class_fold[best] && fold_images[f] < fold_images[best]))
+          best = f;
+      const int64_t n = static_cast<int64_t>(lesions.images[l].size());
+      fold_of[l] = best;
+      class_fold[best] += n;
+      fold_images[best] += n;
+    }
+  }
+  std::vector<char> in_val(d.samples.size(), 0);
+  for (size_t l = 0; l < lesions.images.size(); ++l)
+    if (fold_of[l] == fold)
+      for (size_t i : lesions.images[l]) in_val[i] = 1;
+  Split s;
+  for (size_t i = 0; i < d.samples.size(); ++i) (in_val[i] ? s.val : s.train).push_back(i);
+  DERMIS_CHECK(!s.val.empty() && !s.train.empty(),
+               "grouped_kfold: {} images of {} lesions in {} folds leave the {} set of fold {} empty; use fewer folds "
+               "or more images",
+               d.samples.size(), lesions.images.size(), folds, s.val.empty() ? "validation" : "training", fold);
   return s;
 }
 

@@ -3,7 +3,7 @@
 // HAM10000 has several images of many lesions (10015 images, 7470 lesions); an image-level split
 // would put near-duplicates of one lesion on both sides and inflate validation scores. So whole
 // lesions go to one side, chosen per class so that each class keeps about val_fraction of its
-// images in validation.
+// images in validation (or, for k-fold cross-validation, about 1 / folds of them in each fold).
 #pragma once
 
 #include <array>
@@ -26,6 +26,17 @@ struct Split {
 // image count closer to val_fraction * (its images). The same dataset and seed give the same split.
 // val_fraction must be in (0, 1); an empty side is an error (too few images).
 Split grouped_split(const Dataset& d, double val_fraction, uint64_t seed);
+
+// Fold `fold` of a lesion-grouped, class-stratified k-fold cross-validation: validation is that
+// fold, training the other folds - 1. Every lesion lands in exactly one fold (a lesion belongs to
+// the class of its first image), so over fold = 0 .. folds - 1 every image is in validation exactly
+// once and no lesion_id is ever on both sides. Per class, lesions are shuffled with
+// dermis::Generator(seed) and each goes to the fold holding the fewest images of its class so far
+// (ties: the fold with the fewest images overall, then the lowest index), so each fold gets about
+// n_k / folds images of class k and a class's fold sizes differ by at most its largest lesion's
+// image count. The assignment depends only on the dataset, folds and seed, not on `fold`.
+// folds must be in [2, 20] and fold in [0, folds); an empty side is an error (too few lesions).
+Split grouped_kfold(const Dataset& d, int folds, int fold, uint64_t seed);
 
 // The split as CSV text, one row per image in dataset order: "image_id,lesion_id,dx,split,path"
 // with split "train" or "val" (fields holding a comma or quote are quoted as RFC 4180). Runs write

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <queue>
+#include <tuple>
 
 #include "error.h"
 
@@ -41,6 +43,134 @@ double roc_auc(const std::vector<float>& scores, const std::vector<bool>& positi
   const int64_t N = static_cast<int64_t>(n) - P;
   if (P == 0 || N == 0) return kNaN;
   return (rank_sum - static_cast<double>(P) * (P + 1) / 2) / (static_cast<double>(P) * N);
+}
+
+namespace {
+// Cumulative counts at each distinct score, descending: decision "score >= threshold" gives tp
+// true and fp false positives. Starts with (+inf, 0, 0). NaN scores count as -inf.
+struct RocSteps {
+  std::vector<double> threshold;
+  std::vector<int64_t> tp, fp;
+  int64_t P = 0, N = 0;
+};
+
+RocSteps roc_steps(const std::vector<float>& scores, const std::vector<bool>& positive, const char* what) {
+  DERMIS_CHECK(scores.size() == positive.size(), "{}: {} scores for {} labels", what, scores.size(), positive.size());
+  const size_t n = scores.size();
+  auto key = [&](size_t i) {
+    const double s = scores[i];
+    return std::isnan(s) ? -std::numeric_limits<double>::infinity() : s;
+  };
+  std::vector<size_t> idx(n);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return key(a) > key(b); });
+  RocSteps r;
+  r.threshold.push_back(std::numeric_limits<double>::infinity());
+  r.tp.push_back(0), r.fp.push_back(0);
+  int64_t tp = 0, fp = 0;
+  for (size_t i = 0; i < n;) {
+    const double t = key(idx[i]);
+    for (; i < n && key(idx[i]) == t; ++i) (positive[idx[i]] ? tp : fp)++;
+    r.threshold.push_back(t);
+    r.tp.push_back(tp), r.fp.push_back(fp);
+  }
+  r.P = tp, r.N = fp;
+  return r;
+}
+}  // namespace
+
+RocCurve roc_curve(const std::vector<float>& scores, const std::vector<bool>& positive, int max_points) {
+  DERMIS_CHECK(max_points == 0 || max_points >= 2,
+               "roc_curve: max_points is {}; pass 0 for every point or at least 2 (the two end points)", max_points);
+  const RocSteps s = roc_steps(scores, positive, "roc_curve");
+  RocCurve c;
+  if (s.P == 0 || s.N == 0) return c;
+  const size_t m = s.threshold.size();
+  c.fpr.resize(m), c.tpr.resize(m), c.threshold = s.threshold;
+  for (size_t i = 0; i < m; ++i)
+    c.fpr[i] = static_cast<double>(s.fp[i]) / s.N, c.tpr[i] = static_cast<double>(s.tp[i]) / s.P;
+  return max_points > 0 ? thin_roc_curve(c, max_points) : c;
+}
+
+namespace {
+// Visvalingam-Whyatt: repeatedly drops the interior point whose triangle with its neighbours is
+// smallest, which is the point whose removal changes the curve's trapezoid area least, until m
+// points are left. pts are indices into c; the end points stay.
+std::vector<size_t> simplify(const RocCurve& c, const std::vector<size_t>& pts, size_t m) {
+  const size_t n = pts.size();
+  std::vector<size_t> prev(n), next(n);
+  std::vector<int> version(n, 0);
+  for (size_t i = 0; i < n; ++i) prev[i] = i ? i - 1 : 0, next[i] = i + 1;
+  auto area = [&](size_t i) {
+    const size_t a = pts[prev[i]], b = pts[i], d = pts[next[i]];
+    return std::abs((c.fpr[a] - c.fpr[b]) * (c.tpr[d] - c.tpr[b]) - (c.tpr[a] - c.tpr[b]) * (c.fpr[d] - c.fpr[b])) / 2;
+  };
+  using Entry = std::tuple<double, size_t, int>;  // (area, point, version)
+  std::priority_queue<Entry, std::vector<Entry>, std::greater<>> heap;
+  for (size_t i = 1; i + 1 < n; ++i) heap.emplace(area(i), i, 0);
+  std::vector<bool> gone(n, false);
+  for (size_t left = n; left > m && !heap.empty();) {
+    const Entry e = heap.top();
+    heap.pop();
+    const size_t i = std::get<1>(e);
+    if (gone[i] || std::get<2>(e) != version[i]) continue;
+    gone[i] = true, --left;
+    const size_t a = prev[i], b = next[i];
+    next[a] = b, prev[b] = a;
+    if (a > 0) heap.emplace(area(a), a, ++version[a]);
+    if (b + 1 < n) heap.emplace(area(b), b, ++version[b]);
+  }
+  std::vector<size_t> out;
+  for (size_t i = 0; i < n; ++i)
+    if (!gone[i]) out.push_back(pts[i]);
+  return out;
+}
+}  // namespace
+
+RocCurve thin_roc_curve(const RocCurve& c, int max_points) {
+  DERMIS_CHECK(max_points >= 2, "thin_roc_curve: max_points is {}; a curve keeps at least its two end points",
+               max_points);
+  DERMIS_CHECK(c.tpr.size() == c.fpr.size() && c.threshold.size() == c.fpr.size(),
+               "thin_roc_curve: {} fpr, {} tpr and {} thresholds", c.fpr.size(), c.tpr.size(), c.threshold.size());
+  const size_t n = c.size(), m = static_cast<size_t>(max_points);
+  if (n <= m) return c;
+  // Corners: the end points and every point where the direction changes (the sine of the turn
+  // above rounding noise; real turns between count-valued points are far larger).
+  std::vector<size_t> keep = {0};
+  for (size_t i = 1; i + 1 < n; ++i) {
+    const size_t a = keep.back();
+    const double ux = c.fpr[i] - c.fpr[a], uy = c.tpr[i] - c.tpr[a], vx = c.fpr[i + 1] - c.fpr[i],
+                 vy = c.tpr[i + 1] - c.tpr[i];
+    if (std::abs(ux * vy - uy * vx) > 1e-12 * std::hypot(ux, uy) * std::hypot(vx, vy)) keep.push_back(i);
+  }
+  keep.push_back(n - 1);
+  if (keep.size() > m) keep = simplify(c, keep, m);
+  RocCurve o;
+  for (size_t i : keep) o.fpr.push_back(c.fpr[i]), o.tpr.push_back(c.tpr[i]), o.threshold.push_back(c.threshold[i]);
+  return o;
+}
+
+double roc_curve_area(const RocCurve& c) {
+  if (c.empty()) return kNaN;
+  double a = 0;
+  for (size_t i = 1; i < c.size(); ++i) a += (c.fpr[i] - c.fpr[i - 1]) * (c.tpr[i] + c.tpr[i - 1]) / 2;
+  return a;
+}
+
+OperatingPoint sensitivity_at_specificity(const std::vector<float>& scores, const std::vector<bool>& positive,
+                                          double min_specificity) {
+  DERMIS_CHECK(min_specificity >= 0 && min_specificity <= 1,
+               "sensitivity_at_specificity: min_specificity is {}; it must be in [0, 1]", min_specificity);
+  const RocSteps s = roc_steps(scores, positive, "sensitivity_at_specificity");
+  OperatingPoint best;
+  if (s.P == 0 || s.N == 0) return best;
+  for (size_t i = 0; i < s.threshold.size(); ++i) {
+    const double spec = static_cast<double>(s.N - s.fp[i]) / s.N, sens = static_cast<double>(s.tp[i]) / s.P;
+    if (spec < min_specificity) continue;
+    if (std::isnan(best.sensitivity) || sens > best.sensitivity || (sens == best.sensitivity && spec > best.specificity))
+      best = {s.threshold[i], sens, spec};
+  }
+  return best;
 }
 
 Report evaluate(const std::vector<int>& labels, const std::vector<float>& probs, int K) {

@@ -1,8 +1,10 @@
 // Classification metrics for imbalanced data: confusion matrix, accuracy, balanced accuracy (mean
-// per-class recall, the ISIC 2018 Task 3 metric), per-class recall and precision, macro F1 and
-// one-vs-rest ROC AUC per class.
+// per-class recall, the ISIC 2018 Task 3 metric), per-class recall and precision, macro F1,
+// one-vs-rest ROC AUC per class, exact ROC curves and clinical operating points (sensitivity at a
+// required specificity).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -27,5 +29,42 @@ Report evaluate(const std::vector<int>& labels, const std::vector<float>& probs,
 // ROC AUC of scores for the positive class (Mann-Whitney U, ties counted as half); NaN without
 // both positives and negatives.
 double roc_auc(const std::vector<float>& scores, const std::vector<bool>& positive);
+
+// A ROC curve: point i is (fpr[i], tpr[i]) for the decision "score >= threshold[i]" is positive.
+struct RocCurve {
+  std::vector<double> fpr, tpr, threshold;
+  bool empty() const { return fpr.empty(); }
+  size_t size() const { return fpr.size(); }
+};
+
+// The exact ROC curve: one point per distinct score (tied scores form one step, a diagonal
+// segment), thresholds descending from +inf at (0,0) to the lowest score at (1,1). NaN scores rank
+// below every other score. Its trapezoid area equals roc_auc. max_points > 0 thins the curve to at
+// most that many points (see thin_roc_curve); 0 keeps every point. Empty without both positives and
+// negatives.
+RocCurve roc_curve(const std::vector<float>& scores, const std::vector<bool>& positive, int max_points = 0);
+
+// At most max_points (>= 2) points of the curve, a subset of its points keeping both end points:
+// first the points that lie on a straight segment between their neighbours are dropped (the shape
+// is unchanged), then, while still too many, the point whose triangle with its neighbours is
+// smallest (Visvalingam-Whyatt; the point whose removal changes the area under the curve least).
+// A curve already short enough is returned as it is.
+RocCurve thin_roc_curve(const RocCurve& curve, int max_points);
+
+// Trapezoid area under a ROC curve; NaN for an empty curve.
+double roc_curve_area(const RocCurve& curve);
+
+// A decision threshold (score >= threshold is positive) with the sensitivity and specificity it
+// achieves; NaN where undefined.
+struct OperatingPoint {
+  double threshold = NAN, sensitivity = NAN, specificity = NAN;
+};
+
+// Among the thresholds whose specificity is >= min_specificity, the one with the highest
+// sensitivity (of those, the highest specificity). The threshold is a score value, or +inf for
+// "nothing positive" when no score threshold meets the specificity. NaN fields without both
+// positives and negatives.
+OperatingPoint sensitivity_at_specificity(const std::vector<float>& scores, const std::vector<bool>& positive,
+                                          double min_specificity);
 
 }  // namespace dermis::metrics

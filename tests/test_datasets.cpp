@@ -1,6 +1,6 @@
 // Datasets: the HAM10000 / ISIC readers (against the real metadata when it is present beside the
 // checkout, and against every kind of bad input crafted in a temporary folder), the lesion-grouped
-// stratified split, class weights, and the synthetic HAM10000 generator.
+// stratified split and k-fold cross-validation, class weights, and the synthetic HAM10000 generator.
 #define BOOST_TEST_MODULE datasets
 #include <boost/test/unit_test.hpp>
 
@@ -9,11 +9,13 @@
 #include <turbojpeg.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
@@ -328,6 +330,99 @@ BOOST_AUTO_TEST_CASE(grouped_split_small) {
   tiny.samples.push_back({"a", "a", "", 0});
   tiny.samples.push_back({"b", "b", "", 1});
   expect_error([&] { grouped_split(tiny, 0.2, 0); }, {"validation", "empty"});
+}
+
+namespace {
+// 150 lesions of 1 to 4 images over 4 classes of different sizes.
+Dataset kfold_dataset() {
+  Dataset d;
+  for (int l = 0; l < 150; ++l) {
+    const int label = l % 5 == 0 ? 0 : l % 3 == 0 ? 2 : l % 11 == 0 ? 6 : 5;
+    for (int i = 0; i <= (l * 7) % 4; ++i)
+      d.samples.push_back({fmt::format("I{}_{}", l, i), fmt::format("L{}", l), "", label});
+  }
+  return d;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(grouped_kfold_partitions_lesions_and_balances_classes) {
+  const Dataset d = kfold_dataset();
+  const size_t n = d.samples.size();
+  // The largest lesion (in images) of each class: the bound on its per-fold imbalance.
+  std::map<std::string, int64_t> lesion_size;
+  for (const Sample& s : d.samples) lesion_size[s.lesion_id]++;
+  std::array<int64_t, kNumClasses> largest{};
+  for (const Sample& s : d.samples) largest[s.label] = std::max(largest[s.label], lesion_size[s.lesion_id]);
+  for (int folds : {2, 5, 7}) {
+    std::vector<int> val_count(n, 0);
+    std::vector<std::array<int64_t, kNumClasses>> per_fold;
+    for (int f = 0; f < folds; ++f) {
+      const Split s = grouped_kfold(d, folds, f, 3);
+      check_split(d, s, 1.0 / folds, 1.0);  // partition and lesion grouping; balance checked below
+      BOOST_TEST(std::is_sorted(s.train.begin(), s.train.end()));
+      BOOST_TEST(std::is_sorted(s.val.begin(), s.val.end()));
+      for (size_t i : s.val) ++val_count[i];
+      per_fold.push_back(subset(d, s.val).class_counts());
+    }
+    int wrong = 0;
+    for (int c : val_count) wrong += c != 1;
+    BOOST_TEST(wrong == 0, folds << " folds: " << wrong << " images not in validation exactly once");
+    const auto all = d.class_counts();
+    for (int k = 0; k < kNumClasses; ++k) {
+      int64_t lo = all[k], hi = 0;
+      for (const auto& c : per_fold) lo = std::min(lo, c[k]), hi = std::max(hi, c[k]);
+      BOOST_TEST(hi - lo <= largest[k], folds << " folds, " << class_names()[k] << ": fold sizes " << lo << " to " << hi
+                                              << ", largest lesion " << largest[k]);
+    }
+  }
+  // Deterministic, and the seed matters.
+  for (int f = 0; f < 5; ++f) {
+    const Split a = grouped_kfold(d, 5, f, 11), b = grouped_kfold(d, 5, f, 11);
+    BOOST_TEST((a.train == b.train && a.val == b.val), "fold " << f << " differs between two calls");
+  }
+  BOOST_TEST((grouped_kfold(d, 5, 0, 11).val != grouped_kfold(d, 5, 0, 12).val));
+  // A synthetic HAM10000-like set (seven classes, some of a few images): the folds are about
+  // equally large overall too, and the large classes close to a fifth each.
+  TempDir t;
+  write_synthetic_ham10000(t.str(), {.count = 240, .width = 32, .height = 32, .seed = 5});
+  const Dataset syn = read_ham10000(t.str());
+  for (int f = 0; f < 5; ++f) {
+    const Split s = grouped_kfold(syn, 5, f, 1);
+    check_split(syn, s, 0.2, 1.0);
+    BOOST_TEST(std::abs(static_cast<double>(s.val.size()) - 48) <= 6,
+               "fold " << f << ": " << s.val.size() << " images");
+    const auto all = syn.class_counts(), val = subset(syn, s.val).class_counts();
+    for (int k = 0; k < kNumClasses; ++k)
+      if (all[k] >= 40) BOOST_TEST(std::abs(static_cast<double>(val[k]) / all[k] - 0.2) <= 0.05, class_names()[k]);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(grouped_kfold_errors_name_the_parameter) {
+  const Dataset d = kfold_dataset();
+  expect_error([&] { grouped_kfold(d, 1, 0, 0); }, {"grouped_kfold", "folds 1", "[2, 20]"});
+  expect_error([&] { grouped_kfold(d, 21, 0, 0); }, {"folds 21", "[2, 20]"});
+  expect_error([&] { grouped_kfold(d, 5, 5, 0); }, {"fold 5", "[0, 5)"});
+  expect_error([&] { grouped_kfold(d, 5, -1, 0); }, {"fold -1", "[0, 5)"});
+  expect_error([&] { grouped_kfold(Dataset{}, 5, 0, 0); }, {"grouped_kfold", "no images"});
+  // Two lesions in three folds: one fold has no validation images.
+  Dataset two;
+  two.samples = {{"a", "A", "", 0}, {"b", "B", "", 0}};
+  int empty = 0;
+  for (int f = 0; f < 3; ++f) {
+    try {
+      grouped_kfold(two, 3, f, 0);
+    } catch (const Error& e) {
+      ++empty;
+      BOOST_TEST(std::string(e.what()).find("validation set of fold") != std::string::npos, e.what());
+      BOOST_TEST(std::string(e.what()).find("fewer folds") != std::string::npos, e.what());
+    }
+  }
+  BOOST_TEST(empty == 1);
+  // One lesion: the fold holding it leaves no training images.
+  Dataset one;
+  one.samples = {{"a", "A", "", 0}, {"b", "A", "", 0}};
+  expect_error([&] { grouped_kfold(one, 2, 0, 0); }, {"training set of fold 0", "empty"});
+  expect_error([&] { grouped_kfold(one, 2, 1, 0); }, {"validation set of fold 1", "empty"});
 }
 
 BOOST_AUTO_TEST_CASE(class_weights_values) {

@@ -19,6 +19,7 @@
 #include "models/registry.h"
 #include "tools/experiment/checkpoint.h"
 #include "tools/experiment/trainer.h"
+#include "run_fixtures.h"
 #include "testing.h"
 
 using namespace dermis;
@@ -34,27 +35,9 @@ optim::ScheduleOptions sched(const std::string& kind) {
   return o;
 }
 
-// A small synthetic HAM10000-layout dataset shared by the training tests.
-const std::string& dataset() {
-  static TempDir d;
-  static std::string root = [] {
-    datasets::SyntheticOptions o;
-    o.count = 160, o.width = 96, o.height = 72, o.seed = 3;
-    const std::string r = d / "ham";
-    datasets::write_synthetic_ham10000(r, o);
-    return r;
-  }();
-  return root;
-}
+const std::string& dataset() { return testing::synthetic_ham(3); }
 
-experiment::TrainConfig small_run(const std::string& out) {
-  experiment::TrainConfig c;
-  c.data = dataset();
-  c.model = "cbam_small";
-  c.height = 48, c.width = 64, c.batch = 16, c.epochs = 3, c.lr = 0.05;
-  c.out = out, c.report_images = 4, c.threads = 2, c.loader_threads = 2;
-  return c;
-}
+experiment::TrainConfig small_run(const std::string& out) { return testing::small_run(dataset(), out, 3); }
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(step_multistep_cosine_sequences) {

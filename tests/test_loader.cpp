@@ -1,15 +1,20 @@
 // The JPEG decoder, the augmentations and the threaded loader: decoding and DCT scaling, gray and
 // CMYK conversion, every kind of bad file, augmentation geometry, determinism across thread
-// counts, error propagation from workers, skipping, caching, balanced sampling.
+// counts, error propagation from workers, skipping, caching, balanced sampling, shades-of-grey
+// colour constancy.
 #define BOOST_TEST_MODULE loader
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <numeric>
 #include <string>
+#include <thread>
 
 #include "framework/data/loader.h"
 #include "framework/error.h"
@@ -125,6 +130,14 @@ BOOST_AUTO_TEST_CASE(bad_files_get_clear_errors) {
   expect_error([&] { decode("truncated.jpg"); }, {"truncated.jpg", "truncated"});
   expect_error([&] { decode("corrupt.jpg"); }, {"corrupt.jpg", "corrupt"});
   expect_error([&] { read_file(d.file("missing.jpg")); }, {"missing.jpg", "cannot open"});
+  // A failure leaves the thread able to decode the next good file (with skip_bad_images, a bad
+  // image must not take the next one on its worker with it).
+  for (const char* bad : {"truncated.jpg", "corrupt.jpg"}) {
+    expect_error([&] { decode(bad); }, {bad});
+    const Image ok = decode_jpeg(good, "good.jpg");
+    BOOST_TEST(ok.width == 64, "after " << bad);
+    BOOST_TEST(ok.height == 48, "after " << bad);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(flip_and_rot90_geometry_is_exact) {
@@ -384,4 +397,204 @@ BOOST_AUTO_TEST_CASE(bad_options_are_rejected) {
   { Loader L(items, o); }
   items[0].label = -1;
   expect_error([&] { Loader L(items, o); }, {"label -1"});
+}
+
+namespace {
+// The image as a 3 x h x w float image in [0, 255].
+std::vector<float> planar(const Image& im) {
+  const size_t hw = static_cast<size_t>(im.width) * im.height;
+  std::vector<float> out(3 * hw);
+  for (size_t i = 0; i < hw; ++i)
+    for (int c = 0; c < 3; ++c) out[c * hw + i] = im.rgb[3 * i + c];
+  return out;
+}
+
+// A gray image (a smooth pattern in [40, 180]) with each channel scaled by cast[c].
+Image cast_image(int w, int h, const std::array<double, 3>& cast) {
+  Image im;
+  im.width = w, im.height = h;
+  im.rgb.resize(static_cast<size_t>(w) * h * 3);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      const double g = 40 + 140.0 * ((x * 3 + y * 5) % 47) / 46;
+      for (int c = 0; c < 3; ++c)
+        im.rgb[(static_cast<size_t>(y) * w + x) * 3 + c] = static_cast<uint8_t>(std::lround(g * cast[c]));
+    }
+  return im;
+}
+
+std::array<double, 3> channel_means(const float* chw, int64_t hw) {
+  std::array<double, 3> m{};
+  for (int c = 0; c < 3; ++c) m[c] = std::accumulate(chw + c * hw, chw + (c + 1) * hw, 0.0) / static_cast<double>(hw);
+  return m;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(shades_of_grey_matches_a_naive_reference) {
+  Generator rng(21);
+  Image im;
+  im.width = 37, im.height = 23;
+  im.rgb.resize(37 * 23 * 3);
+  for (size_t i = 0; i < im.rgb.size(); ++i)  // channels of different brightness, so gains differ
+    im.rgb[i] = static_cast<uint8_t>(std::min<int64_t>(255, rng.randint(160) + 40 * static_cast<int64_t>(i % 3)));
+  const int64_t hw = 37 * 23;
+  for (float p : {1.f, 6.f, 13.5f, 64.f}) {
+    double e[3] = {0, 0, 0}, norm = 0;
+    for (int c = 0; c < 3; ++c) {
+      for (int64_t i = 0; i < hw; ++i) e[c] += std::pow(static_cast<double>(im.rgb[3 * i + c]), p);
+      e[c] = std::pow(e[c] / hw, 1.0 / p);
+      norm += e[c] * e[c];
+    }
+    const auto gains = shades_of_grey_gains(im, p);
+    std::vector<float> out = planar(im);
+    apply_gains(out.data(), hw, gains);
+    for (int c = 0; c < 3; ++c) {
+      const double want = 1 / (std::sqrt(3.0) * e[c] / std::sqrt(norm));
+      BOOST_TEST(std::abs(gains[c] / want - 1) < 1e-6,
+                 "p " << p << " channel " << c << ": " << gains[c] << " vs " << want);
+      for (int64_t i = 0; i < hw; ++i) {
+        const double x = std::clamp(im.rgb[3 * i + c] * want, 0.0, 255.0);
+        BOOST_TEST(std::abs(out[c * hw + i] - x) < 1e-3, "p " << p << " channel " << c << " pixel " << i);
+      }
+    }
+  }
+  expect_error([&] { shades_of_grey_gains(im, 0.5f); }, {"power 0.5", "[1, 64]"});
+  expect_error([&] { shades_of_grey_gains(Image{}, 6.f); }, {"empty"});
+}
+
+BOOST_AUTO_TEST_CASE(shades_of_grey_neutralises_a_cast_and_keeps_grey) {
+  const int W = 48, H = 40;
+  const int64_t hw = W * H;
+  for (float p : {1.f, 6.f}) {
+    const Image cast = cast_image(W, H, {1.2, 1.0, 0.8});
+    std::vector<float> out = planar(cast);
+    apply_gains(out.data(), hw, shades_of_grey_gains(cast, p));
+    const auto m = channel_means(out.data(), hw);
+    for (int c = 1; c < 3; ++c)
+      BOOST_TEST(std::abs(m[c] / m[0] - 1) < 0.01,
+                 "p " << p << ": channel means " << m[0] << " " << m[1] << " " << m[2]);
+    const Image grey = cast_image(W, H, {1, 1, 1});
+    const auto g = shades_of_grey_gains(grey, p);
+    for (int c = 0; c < 3; ++c) BOOST_TEST(g[c] == 1.f, boost::test_tools::tolerance(1e-6f));
+    std::vector<float> same = planar(grey);
+    apply_gains(same.data(), hw, g);
+    const std::vector<float> before = planar(grey);
+    for (int64_t i = 0; i < 3 * hw; ++i) BOOST_TEST(std::abs(same[i] - before[i]) < 1e-3);
+  }
+  // A black channel (nothing to scale) and a black image keep gain 1; nothing becomes NaN.
+  Image black = cast_image(8, 8, {1, 0, 1});
+  auto g = shades_of_grey_gains(black, 6.f);
+  BOOST_TEST(g[1] == 1.f);
+  BOOST_TEST(g[0] == g[2]);
+  BOOST_TEST(std::isfinite(g[0]));
+  black = cast_image(8, 8, {0, 0, 0});
+  g = shades_of_grey_gains(black, 6.f);
+  for (float x : g) BOOST_TEST(x == 1.f);
+}
+
+BOOST_AUTO_TEST_CASE(color_constancy_off_leaves_the_loader_unchanged) {
+  TempDir d;
+  auto items = make_items(d, 7, 80, 60);
+  LoaderOptions base;
+  base.batch = 3, base.height = 24, base.width = 32, base.seed = 5, base.threads = 2;
+  LoaderOptions off = base;
+  off.color_constancy = 0;
+  for (bool train : {true, false}) {
+    base.train = off.train = train;
+    Loader A(items, base), B(items, off);
+    const auto a = run_epoch(A, 0);
+    BOOST_TEST((a == run_epoch(B, 0)), (train ? "train" : "eval"));
+    LoaderOptions on = off;
+    on.color_constancy = 6;
+    Loader C(items, on);
+    BOOST_TEST((a != run_epoch(C, 0)), (train ? "train" : "eval") << ": colour constancy has no effect");
+  }
+  // Evaluation output is the plain pipeline: decode, resize, normalise.
+  base.train = false;
+  Loader E(items, base);
+  auto b = E.epoch(0).next();
+  BOOST_REQUIRE(b.has_value());
+  const Image img = decode_jpeg(read_file(items[0].path), items[0].path, 32, 24, base.decode);
+  std::vector<float> want(3 * 24 * 32);
+  render_eval(img, base.eval_mode, 32, 24, want.data());
+  normalize(want.data(), 24 * 32, base.norm);
+  const std::vector<float> got = b->images.to_vector();
+  BOOST_TEST((std::vector<float>(got.begin(), got.begin() + 3 * 24 * 32) == want));
+}
+
+BOOST_AUTO_TEST_CASE(color_constancy_in_the_loader) {
+  TempDir d;
+  std::vector<Item> items;
+  for (int i = 0; i < 6; ++i) {
+    const double k = 0.1 * i;
+    const Image im = cast_image(80, 60, {1.1 + k / 2, 1.0, 0.9 - k});
+    items.push_back({write_jpeg(d, "cast" + std::to_string(i) + ".jpg", im, 98), i % 2});
+  }
+  for (auto& it : make_items(d, 5, 64, 48)) items.push_back(it);
+  LoaderOptions o;
+  o.batch = 4, o.height = 24, o.width = 32, o.seed = 9, o.color_constancy = 6;
+  o.augment.hue = 0.05f;
+  // Identical for any number of threads, in training and evaluation, with and without cache.
+  for (bool train : {true, false})
+    for (bool cache : {false, true}) {
+      o.train = train, o.cache = cache;
+      std::vector<std::vector<std::vector<float>>> runs;
+      for (int t : {1, 3}) {
+        o.threads = t;
+        Loader L(items, o);
+        runs.push_back(run_epoch(L, 0));
+        runs.push_back(run_epoch(L, 1));
+      }
+      BOOST_TEST((runs[0] == runs[2] && runs[1] == runs[3]),
+                 (train ? "train" : "eval") << (cache ? " with cache" : "") << ": 1 and 3 threads differ");
+    }
+  // Evaluation of the cast images (no normalisation): equal channel means.
+  o.train = false, o.cache = false, o.threads = 2;
+  o.norm = {{0.f, 0.f, 0.f}, {1.f, 1.f, 1.f}};
+  Loader E(items, o);
+  auto ep = E.epoch(0);
+  const auto b = ep.next();
+  BOOST_REQUIRE(b.has_value());
+  const int64_t hw = 24 * 32;
+  for (int64_t i = 0; i < b->images.dim(0); ++i) {
+    const auto m = channel_means(b->images.data() + i * 3 * hw, hw);
+    for (int c = 1; c < 3; ++c)
+      BOOST_TEST(std::abs(m[c] / m[0] - 1) < 0.02,
+                 "image " << i << ": channel means " << m[0] << " " << m[1] << " " << m[2]);
+  }
+  // The cache still serves later epochs from memory, with the same corrected images.
+  o.cache = true;
+  Loader C(items, o);
+  const auto first = run_epoch(C, 0);
+  for (auto& it : items) fs::remove(it.path);
+  BOOST_TEST((run_epoch(C, 1) == first));
+  BOOST_TEST(C.bad_images() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(color_constancy_power_is_validated) {
+  TempDir d;
+  const auto items = labelled_items(d, {2, 2});
+  for (float p : {-1.f, 0.5f, 64.5f, std::nanf("")}) {
+    LoaderOptions o;
+    o.color_constancy = p;
+    expect_error([&] { Loader L(items, o); }, {"color_constancy", "0 (off) or in [1, 64]"});
+  }
+  for (float p : {1.f, 6.f, 64.f}) {
+    LoaderOptions o;
+    o.color_constancy = p;
+    Loader L(items, o);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(normalisation_statistics_of_corrected_images) {
+  // A flat (200, 100, 50) image becomes flat grey |x| / sqrt(3) = 132.3 in every channel.
+  TempDir d;
+  Image flat;
+  flat.width = 32, flat.height = 32;
+  flat.rgb.assign(32 * 32 * 3, 0);
+  for (size_t i = 0; i < flat.rgb.size(); i += 3) flat.rgb[i] = 200, flat.rgb[i + 1] = 100, flat.rgb[i + 2] = 50;
+  std::vector<Item> items = {{write_jpeg(d, "flat.jpg", flat, 100), 0}};
+  const Normalization n = compute_normalization(items, 16, 16, 10, 1, 6.f);
+  const double want = std::sqrt(200.0 * 200 + 100 * 100 + 50 * 50) / std::sqrt(3.0) / 255;
+  for (int c = 0; c < 3; ++c) BOOST_TEST(std::abs(n.mean[c] - want) < 0.01, "channel " << c << ": " << n.mean[c]);
 }

@@ -340,6 +340,43 @@ void color_jitter(float* chw, int64_t hw, const AugmentOptions& o, Generator& rn
   }
 }
 
+std::array<float, 3> shades_of_grey_gains(const Image& img, float power) {
+  DERMIS_CHECK(power >= 1 && power <= 64, "shades_of_grey_gains: power {} must be in [1, 64] (6 is typical)", power);
+  const size_t n = static_cast<size_t>(img.width) * static_cast<size_t>(img.height);
+  DERMIS_CHECK(n > 0 && img.rgb.size() == 3 * n,
+               "shades_of_grey_gains: the image ({}x{}, {} bytes) is empty or not RGB", img.width, img.height,
+               img.rgb.size());
+  // x^p through a histogram of the 8-bit values: cheap, and a fixed summation order. Values
+  // are taken as x / 255 so that x^p stays far from overflow; the scale cancels in the normalisation.
+  std::array<std::array<int64_t, 256>, 3> hist{};
+  const uint8_t* p = img.rgb.data();
+  for (size_t i = 0; i < n; ++i, p += 3) ++hist[0][p[0]], ++hist[1][p[1]], ++hist[2][p[2]];
+  std::array<double, 256> pw;
+  for (int v = 0; v < 256; ++v) pw[v] = std::pow(v / 255.0, static_cast<double>(power));
+  std::array<double, 3> e{};
+  double norm2 = 0;
+  for (int c = 0; c < 3; ++c) {
+    double sum = 0;
+    for (int v = 1; v < 256; ++v) sum += static_cast<double>(hist[c][v]) * pw[v];
+    e[c] = std::pow(sum / static_cast<double>(n), 1.0 / power);
+    norm2 += e[c] * e[c];
+  }
+  std::array<float, 3> gains = {1.f, 1.f, 1.f};
+  if (norm2 <= 0) return gains;
+  const double norm = std::sqrt(norm2);
+  for (int c = 0; c < 3; ++c)
+    if (e[c] > 0) gains[c] = static_cast<float>(norm / (std::sqrt(3.0) * e[c]));
+  return gains;
+}
+
+void apply_gains(float* chw, int64_t hw, const std::array<float, 3>& gains) {
+  for (int c = 0; c < 3; ++c) {
+    const float g = gains[c];
+    float* p = chw + c * hw;
+    for (int64_t i = 0; i < hw; ++i) p[i] = clamp255(p[i] * g);
+  }
+}
+
 void normalize(float* chw, int64_t hw, const Normalization& n) {
   for (int c = 0; c < 3; ++c) {
     const float a = 1.f / (255.f * n.std[c]), b = -n.mean[c] / n.std[c];

@@ -1,6 +1,6 @@
 // Image augmentation and preparation for dermatoscopy: random resized crop, flips, 90-degree and
-// free rotations (all folded into ONE affine resampling pass), colour jitter, normalisation; and the
-// deterministic evaluation transforms (resize, or center crop).
+// free rotations (all folded into ONE affine resampling pass), colour jitter, shades-of-grey colour
+// constancy, normalisation; and the deterministic evaluation transforms (resize, or center crop).
 //
 // Coordinates are continuous: pixel i covers [i, i + 1). A Warp maps an output pixel centre
 // (u + 0.5, v + 0.5) to a point in the ORIGINAL image (before any DCT scaling), so the same warp
@@ -68,6 +68,18 @@ void render_eval(const Image& src, EvalMode mode, int out_w, int out_h, float* c
 // Colour jitter on a 3 x hw image in [0, 255] (brightness, contrast, saturation, hue, in that order;
 // result clamped to [0, 255]).
 void color_jitter(float* chw, int64_t hw, const AugmentOptions& o, Generator& rng);
+
+// Shades-of-grey colour constancy (Finlayson & Trezzi 2004): the illuminant estimate of channel c
+// is the Minkowski p-mean e_c = (mean over pixels of x_c^p)^(1/p) of the image's values in
+// [0, 255] (p = 1: grey world; p -> infinity: max-RGB; 6 is typical for dermatoscopy). With e
+// scaled to unit L2 norm, gain_c = 1 / (sqrt(3) * e_c): a neutral grey image gets gains 1, and an
+// image with a colour cast comes out with equal channel p-means. Computed in double. A channel that
+// is 0 everywhere keeps gain 1 (there is nothing to scale); so does every channel of a black image.
+// power must be in [1, 64]; the image must not be empty.
+std::array<float, 3> shades_of_grey_gains(const Image& img, float power);
+
+// x_c * gain_c per channel of a 3 x hw image in [0, 255], clamped to [0, 255].
+void apply_gains(float* chw, int64_t hw, const std::array<float, 3>& gains);
 
 // x / 255, then (x - mean) / std per channel.
 void normalize(float* chw, int64_t hw, const Normalization& n);

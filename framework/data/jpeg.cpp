@@ -31,6 +31,13 @@ tjhandle decompressor() {
   return t_handles.dec;
 }
 
+// After a failed call a TurboJPEG handle can keep state that makes it misread the next image (a
+// good JPEG then reports 0x0 pixels); the thread's next call gets a fresh handle instead.
+void reset_decompressor() {
+  if (t_handles.dec) tjDestroy(t_handles.dec);
+  t_handles.dec = nullptr;
+}
+
 tjhandle compressor() {
   if (!t_handles.enc) t_handles.enc = tjInitCompress();
   DERMIS_CHECK(t_handles.enc != nullptr, "could not initialise libjpeg-turbo: {}", tjGetErrorStr2(nullptr));
@@ -61,9 +68,11 @@ std::vector<uint8_t> read_file(const std::string& path) {
 JpegInfo jpeg_info(const std::vector<uint8_t>& d, const std::string& name) {
   check_signature(d, name);
   int w = 0, h = 0, sub = 0, cs = 0;
-  if (tjDecompressHeader3(decompressor(), d.data(), static_cast<unsigned long>(d.size()), &w, &h, &sub, &cs) != 0)
-    DERMIS_FAIL("{}: corrupt JPEG header ({}); replace it or remove it from the dataset", name,
-                tjGetErrorStr2(decompressor()));
+  if (tjDecompressHeader3(decompressor(), d.data(), static_cast<unsigned long>(d.size()), &w, &h, &sub, &cs) != 0) {
+    const std::string why = tjGetErrorStr2(decompressor());
+    reset_decompressor();
+    DERMIS_FAIL("{}: corrupt JPEG header ({}); replace it or remove it from the dataset", name, why);
+  }
   DERMIS_CHECK(w > 0 && h > 0, "{}: JPEG reports an empty image ({}x{})", name, w, h);
   // A header can claim up to 65535x65535; decoding that would need gigabytes.
   DERMIS_CHECK(static_cast<int64_t>(w) * h <= kMaxJpegPixels,
@@ -116,8 +125,10 @@ Image decode_jpeg(const std::vector<uint8_t>& d, const JpegInfo& info, const std
   if (tjDecompress2(decompressor(), d.data(), static_cast<unsigned long>(d.size()), out, img.width, 0, img.height,
                     pf, flags) != 0) {
     const bool warning = tjGetErrorCode(decompressor()) == TJERR_WARNING;
+    const std::string why = tjGetErrorStr2(decompressor());
+    reset_decompressor();
     DERMIS_FAIL("{}: {} JPEG data ({}); replace the file or remove it from the dataset", name,
-                warning ? "truncated or damaged" : "corrupt", tjGetErrorStr2(decompressor()));
+                warning ? "truncated or damaged" : "corrupt", why);
   }
   if (info.cmyk) {  // Adobe-style (inverted) CMYK, as written by Photoshop and libjpeg: R = C * K / 255
     img.rgb.resize(static_cast<size_t>(img.width) * img.height * 3);

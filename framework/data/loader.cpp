@@ -26,6 +26,10 @@ void LoaderOptions::validate() const {
   DERMIS_CHECK(shard_count >= 1 && shard_rank >= 0 && shard_rank < shard_count,
                "loader: shard {} of {} does not exist", shard_rank, shard_count);
   DERMIS_CHECK(shard_count == 1 || drop_last, "loader: sharding needs drop_last (every shard takes the same steps)");
+  DERMIS_CHECK(color_constancy == 0 || (color_constancy >= 1 && color_constancy <= 64),
+               "loader: color_constancy (the shades-of-grey power p) must be 0 (off) or in [1, 64], got {}; 6 is "
+               "typical",
+               color_constancy);
   for (int c = 0; c < 3; ++c)
     DERMIS_CHECK(std::isfinite(norm.mean[c]) && std::isfinite(norm.std[c]) && norm.std[c] > 0,
                  "loader: normalisation std must be positive and finite");
@@ -163,6 +167,7 @@ void Loader::load_sample(int64_t item, int64_t e, int64_t position, float* chw) 
                                                 static_cast<int>(std::ceil(oh * f)), opt_.decode));
     }
     render_warp(*img, ow, oh, w, W, H, chw);
+    if (opt_.color_constancy > 0) apply_gains(chw, hw, shades_of_grey_gains(*img, opt_.color_constancy));
     color_jitter(chw, hw, opt_.augment, rng);
   } else {
     if (!img) {
@@ -174,6 +179,7 @@ void Loader::load_sample(int64_t item, int64_t e, int64_t position, float* chw) 
       img = std::make_shared<Image>(decode_jpeg(bytes, info, it.path, mw, mh, opt_.decode));
     }
     render_eval(*img, opt_.eval_mode, W, H, chw);
+    if (opt_.color_constancy > 0) apply_gains(chw, hw, shades_of_grey_gains(*img, opt_.color_constancy));
   }
   normalize(chw, hw, opt_.norm);
 }
@@ -306,7 +312,7 @@ Loader::Epoch Loader::epoch(int64_t e, int64_t first_sample) {
 }
 
 Normalization compute_normalization(const std::vector<Item>& items, int64_t height, int64_t width, int64_t max_images,
-                                    int threads) {
+                                    int threads, float color_constancy) {
   DERMIS_CHECK(!items.empty() && max_images >= 1, "compute_normalization: no images");
   std::vector<Item> subset = items;
   Generator g(12345);
@@ -316,6 +322,7 @@ Normalization compute_normalization(const std::vector<Item>& items, int64_t heig
   LoaderOptions o;
   o.batch = 64, o.height = height, o.width = width, o.threads = threads, o.train = false, o.num_classes = 1;
   o.norm = {{0.f, 0.f, 0.f}, {1.f, 1.f, 1.f}};
+  o.color_constancy = color_constancy;
   Loader L(subset, o);
   double sum[3] = {0, 0, 0}, sq[3] = {0, 0, 0};
   int64_t count = 0;

@@ -47,6 +47,14 @@ struct LoaderOptions {
   bool skip_bad_images = false;
   AugmentOptions augment{};
   Normalization norm{};
+  // Shades-of-grey colour constancy (shades_of_grey_gains in augment.h): the Minkowski power p,
+  // 0 = off, else in [1, 64] (6 is typical). The gains come from the whole decoded image (before
+  // crop and warp) and scale the rendered sample before colour jitter (train) or normalisation.
+  // Without cache the image is decoded at each sample's own DCT scale, with cache once at the
+  // scale the smallest crop (or the eval output) needs; DCT downscaling averages pixels, which
+  // lowers the p-mean of high-contrast images a little, so the gains with cache differ slightly
+  // from those without.
+  float color_constancy = 0;
   EvalMode eval_mode = EvalMode::resize;
   DecodeOptions decode{};
   uint64_t seed = 0;
@@ -125,8 +133,9 @@ class Loader {
 };
 
 // Per-channel mean and std of [0, 1] RGB over up to max_images items (eval transform at the
-// loader's output size), for LoaderOptions::norm.
+// loader's output size), for LoaderOptions::norm. color_constancy is LoaderOptions::color_constancy
+// of the loaders that will use the statistics (0: off), so that they describe the corrected images.
 Normalization compute_normalization(const std::vector<Item>& items, int64_t height, int64_t width,
-                                    int64_t max_images, int threads);
+                                    int64_t max_images, int threads, float color_constancy = 0);
 
 }  // namespace dermis::data

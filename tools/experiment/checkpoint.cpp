@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <string_view>
 
 #include "models/registry.h"
@@ -12,7 +13,7 @@ namespace dermis::experiment {
 namespace {
 constexpr const char* kFormat = "dermis-checkpoint/1";
 // Tensor-name prefixes of the optimizer state and of the weight average (see checkpoint.h).
-constexpr std::string_view kOptimizerPrefix = "optimizer.", kAveragePrefix = "ema.";
+constexpr std::string_view kOptimizerPrefix = "optimizer.", kAveragePrefix = "ema.", kSwaPrefix = "swa.";
 
 bool has_prefix(const std::string& name, std::string_view prefix) { return name.starts_with(prefix); }
 
@@ -23,10 +24,12 @@ json::Value norm_json(const data::Normalization& n) {
 }  // namespace
 
 void save_checkpoint(const std::string& path, models::Classifier& model, const CheckpointInfo& info, optim::SGD* opt,
-                     models::Classifier* average) {
+                     models::Classifier* average, models::Classifier* swa) {
   auto tensors = model.state();
   if (average)
     for (auto& [n, t] : average->state()) tensors.emplace_back(std::string(kAveragePrefix) + n, t);
+  if (swa)
+    for (auto& [n, t] : swa->state()) tensors.emplace_back(std::string(kSwaPrefix) + n, t);
   if (opt) {
     const auto named = model.named_parameters();
     auto& bufs = opt->momentum_buffers();
@@ -59,7 +62,14 @@ void save_checkpoint(const std::string& path, models::Classifier& model, const C
                    info.epoch_batches, info.epoch_images, json::dump(info.epoch_loss_sum), info.epoch_position,
                    info.epoch_early)},
       {"rng", fmt::format("{{\"seed\":\"{}\",\"counter\":\"{}\"}}", info.rng_seed, info.rng_counter)},
+      {"swa_count", std::to_string(info.swa_count)},
   };
+  if (!info.train_prior.empty()) {
+    json::Array tp, mp;
+    for (double v : info.train_prior) tp.push_back(v);
+    for (double v : info.trained_prior) mp.push_back(v);
+    meta["priors"] = json::dump(json::Object{{"train", tp}, {"trained", mp}});
+  }
   io::save_safetensors(path, tensors, meta);
 }
 
@@ -109,6 +119,12 @@ Checkpoint load_checkpoint(const std::string& path) {
       if (auto* e = p.find("early")) in.epoch_early = e->boolean("early");  // absent before --early-size
       DERMIS_CHECK(in.epoch_batches >= 0 && in.epoch_images >= 0 && in.epoch_position >= 0, "bad epoch_progress");
     }
+    if (m.count("swa_count")) in.swa_count = std::stoll(m.at("swa_count"));  // absent before --swa-start
+    if (m.count("priors")) {  // absent in older checkpoints
+      const json::Value p = json::parse(m.at("priors"), "priors");
+      for (auto& v : p.at("train").array("train")) in.train_prior.push_back(v.number("train prior"));
+      for (auto& v : p.at("trained").array("trained")) in.trained_prior.push_back(v.number("trained prior"));
+    }
     const json::Value r = json::parse(get("rng"), "rng");
     in.rng_seed = std::stoull(r.at("seed").string());
     in.rng_counter = std::stoull(r.at("counter").string());
@@ -118,10 +134,17 @@ Checkpoint load_checkpoint(const std::string& path) {
     DERMIS_FAIL("{}: damaged checkpoint metadata ({})", path, e.what());
   }
   DERMIS_CHECK(in.classes.size() >= 2, "{}: the checkpoint lists {} classes", path, in.classes.size());
+  for (const auto* prior : {&in.train_prior, &in.trained_prior}) {
+    bool ok = prior->empty() || prior->size() == in.classes.size();
+    for (double v : *prior) ok = ok && std::isfinite(v) && v > 0 && v <= 1;
+    DERMIS_CHECK(ok, "{}: damaged checkpoint metadata: the class priors are not {} probabilities", path,
+                 in.classes.size());
+  }
   ck.model = models::create(in.model, static_cast<int>(in.classes.size()));
   std::vector<std::pair<std::string, Tensor>> weights;
   for (auto& [n, t] : ck.file.tensors)
-    if (!has_prefix(n, kOptimizerPrefix) && !has_prefix(n, kAveragePrefix)) weights.emplace_back(n, t);
+    if (!has_prefix(n, kOptimizerPrefix) && !has_prefix(n, kAveragePrefix) && !has_prefix(n, kSwaPrefix))
+      weights.emplace_back(n, t);
   try {
     ck.model->load_state(weights);
   } catch (const Error& e) {
@@ -130,17 +153,28 @@ Checkpoint load_checkpoint(const std::string& path) {
   return ck;
 }
 
-bool load_weight_average(const Checkpoint& ck, models::Classifier& average) {
+namespace {
+// The tensors under `prefix` loaded into `m`; false if there are none. `what` names them in errors.
+bool load_prefixed(const Checkpoint& ck, std::string_view prefix, models::Classifier& m, const char* what) {
   std::vector<std::pair<std::string, Tensor>> w;
   for (auto& [n, t] : ck.file.tensors)
-    if (has_prefix(n, kAveragePrefix)) w.emplace_back(n.substr(kAveragePrefix.size()), t);
+    if (has_prefix(n, prefix)) w.emplace_back(n.substr(prefix.size()), t);
   if (w.empty()) return false;
   try {
-    average.load_state(w);
+    m.load_state(w);
   } catch (const Error& e) {
-    DERMIS_FAIL("{}: the weight average does not fit a {}: {}", ck.file.path, ck.info.model, e.what());
+    DERMIS_FAIL("{}: the {} does not fit a {}: {}", ck.file.path, what, ck.info.model, e.what());
   }
   return true;
+}
+}  // namespace
+
+bool load_weight_average(const Checkpoint& ck, models::Classifier& average) {
+  return load_prefixed(ck, kAveragePrefix, average, "weight average");
+}
+
+bool load_swa_average(const Checkpoint& ck, models::Classifier& swa) {
+  return load_prefixed(ck, kSwaPrefix, swa, "stochastic weight average");
 }
 
 std::string select_weights(Checkpoint& ck, const std::string& which) {

@@ -37,12 +37,20 @@ struct CheckpointInfo {
   int64_t best_epoch = -1;
   optim::Schedule::State schedule;
   uint64_t rng_seed = 0, rng_counter = 0;  // the default generator (dropout)
+  // Class priors for the decision rule (empty in checkpoints of older versions): the training set's
+  // class frequencies, and the prior the model's probabilities were trained towards (the sampled
+  // class mix, weighted by the loss's class weights, with the logit adjustment's share taken out:
+  // uniform for class-balanced training).
+  std::vector<double> train_prior, trained_prior;
+  int64_t swa_count = 0;  // epochs averaged into the stochastic weight average so far
 };
 
 // Writes atomically. With `opt`, the momentum buffers are included (for --resume); with `average`,
-// the weight average's parameters and buffers under "ema.<name>".
+// the weight average's parameters and buffers under "ema.<name>"; with `swa`, the stochastic weight
+// average's under "swa.<name>".
 void save_checkpoint(const std::string& path, models::Classifier& model, const CheckpointInfo& info,
-                     optim::SGD* opt = nullptr, models::Classifier* average = nullptr);
+                     optim::SGD* opt = nullptr, models::Classifier* average = nullptr,
+                     models::Classifier* swa = nullptr);
 
 struct Checkpoint {
   CheckpointInfo info;
@@ -68,6 +76,10 @@ std::string select_weights(Checkpoint& ck, const std::string& which);
 inline constexpr const char* kWeightsFlagHelp =
     "auto | model | ema: the checkpoint's main weights, or the weight average of a train --ema run (auto: the "
     "average when the checkpoint has one)";
+
+// Restores the stochastic weight average saved by save_checkpoint(..., swa) into `swa`; false if
+// the checkpoint has none.
+bool load_swa_average(const Checkpoint& ck, models::Classifier& swa);
 
 // Restores the momentum buffers saved by save_checkpoint(..., opt) into `opt` (same model).
 void load_optimizer_state(const Checkpoint& ck, models::Classifier& model, optim::SGD& opt);

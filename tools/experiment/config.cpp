@@ -302,8 +302,41 @@ const std::vector<Option>& options() {
         number("ema", "ema", FIELD(ema), 0, 0.999999,
                "validate and keep as best an exponential moving average of the weights with this per-step decay "
                "(e.g. 0.999; 0: off)"),
-        number("val-fraction", "val_fraction", FIELD(val_fraction), 0.01, 0.9,
-               "share of lesions held out for validation (grouped by lesion_id)"),
+        when(number("val-fraction", "val_fraction", FIELD(val_fraction), 0.01, 0.9,
+                    "share of lesions held out for validation (grouped by lesion_id)"),
+             [](const TrainConfig& c) { return c.folds == 0; }, "a train/validation split (not with --folds)"),
+        number("folds", "folds", FIELD(folds), 0, 20,
+               "lesion-grouped, class-stratified k-fold cross-validation: split the lesions into this many folds and "
+               "validate on fold --fold (0: off, a --val-fraction split instead; 2 to 20)"),
+        when(number("fold", "fold", FIELD(fold), 0, 19, "with --folds K: the validation fold, 0 to K-1"),
+             [](const TrainConfig& c) { return c.folds > 0; }, "--folds"),
+        number("swa-start", "swa_start", FIELD(swa_start), 0, 0.99,
+               "stochastic weight averaging: average the weights at the end of every epoch that ends after this share "
+               "of the run (of --minutes if given, else of --epochs), recompute the average's BatchNorm statistics on "
+               "training batches, validate it each epoch and save it as swa.safetensors (e.g. 0.75; 0: off)"),
+        choice("select", "select", FIELD(select),
+               "the checkpoint the run hands out (the \"checkpoint:\" line, copied to model.safetensors, scored in "
+               "result.json and report.html): swa, last (the final weights) or best (the best validation epoch: an "
+               "optimistic pick among noisy scores); auto: swa with --swa-start, else last"),
+        choice("mix", "mix", FIELD(mix),
+               "batch mixing: mixup (blend two images and their labels), cutmix (paste a box of one image into "
+               "another, labels by area) or both (half the mixed batches each)"),
+        when(number("mixup-alpha", "mixup_alpha", FIELD(mixup_alpha), 0.01, 10, "mixup: Beta(a, a) of the blend weight"),
+             [](const TrainConfig& c) { return c.mix == Mixing::mixup || c.mix == Mixing::both; },
+             "--mix mixup or both"),
+        when(number("cutmix-alpha", "cutmix_alpha", FIELD(cutmix_alpha), 0.01, 10,
+                    "cutmix: Beta(a, a) of the kept area"),
+             [](const TrainConfig& c) { return c.mix == Mixing::cutmix || c.mix == Mixing::both; },
+             "--mix cutmix or both"),
+        when(number("mix-prob", "mix_prob", FIELD(mix_prob), 0, 1, "share of batches that are mixed"),
+             [](const TrainConfig& c) { return c.mix != Mixing::none; }, "--mix"),
+        number("color-constancy", "color_constancy", FIELD(color_constancy), 0, 64,
+               "shades-of-grey colour constancy with this Minkowski power (6 is usual; 0: off), on every training "
+               "image and, recorded in the checkpoint, in evaluate and predict"),
+        choice("decision-prior", "decision_prior", FIELD(decision_prior),
+               "the class prior evaluate and predict apply to this model's probabilities by default (their --prior): "
+               "none (as trained), train (shifted to the training set's class frequencies: with class-balanced "
+               "training, the deployment prior of HAM10000-like data) or uniform"),
         number("crop-scale", "crop_scale_min", FIELD(crop_scale_min), 0.05, 1, "random resized crop: smallest area fraction"),
         number("rotate", "rotate_degrees", FIELD(rotate_degrees), 0, 180,
                "random rotation range in degrees (plus flips and 90-degree turns)"),
@@ -364,6 +397,11 @@ void check(const TrainConfig& c, bool stored) {
                     c.early_height * c.early_width < c.height * c.width),
                "{}: {}x{} is not smaller than the input size {}x{} (--size); the early size is the smaller one",
                name("early-size"), c.early_height, c.early_width, c.height, c.width);
+  DERMIS_CHECK(c.folds == 0 || (c.folds >= 2 && c.fold < c.folds),
+               "{} {} with {} {}: give --folds 2 to 20 and --fold 0 to K-1", name("folds"), c.folds, name("fold"),
+               c.fold);
+  DERMIS_CHECK(!(c.select == Select::swa && c.swa_start <= 0),
+               "{}: swa needs --swa-start (e.g. 0.75), which makes the weight average", name("select"));
   optim::ScheduleOptions s = c.schedule;
   s.base_lr = c.lr;
   try {

@@ -17,6 +17,16 @@ enum class ClassSampling { natural, sqrt, balanced };       // class mix of a tr
 enum class PlateauMetric { balanced_accuracy, loss };       // what the plateau schedule watches
 enum class NonfinitePolicy { stop, skip };                  // a NaN/Inf loss or gradient
 enum class Precision { f32, bf16 };
+// Batch mixing: none, mixup (Zhang et al. 2018), CutMix (Yun et al. 2019) or either, half the batches each.
+enum class Mixing { none, mixup, cutmix, both };
+// The checkpoint a run hands out (train's "checkpoint:" line and RUN/model.safetensors): the
+// stochastic weight average (--swa-start), the last epoch's weights, or the best validation epoch's.
+// auto: swa when --swa-start is given, else last.
+enum class Select { automatic, swa, last, best };
+// The class prior the tools apply to a checkpoint's probabilities by default (evaluate and predict
+// --prior): none (the probabilities as trained, e.g. class-balanced), train (shifted to the
+// training set's class frequencies: the deployment prior of HAM10000-like data) or uniform.
+enum class DecisionPrior { none, train, uniform };
 
 // The run's settings. Every member is one entry of the option table in config.cpp, which makes
 // its flag (name, default, range, --help text), its JSON key in checkpoints and its range check.
@@ -26,6 +36,9 @@ struct TrainConfig {
   std::string images{};  // image subfolder ("" = HAM10000_images_part_1/2)
   bool skip_bad_images = false;
   double val_fraction = 0.2;
+  // Lesion-grouped k-fold cross-validation: with folds >= 2, fold `fold` (0-based) is the
+  // validation side instead of a val_fraction split (datasets::grouped_kfold).
+  int64_t folds = 0, fold = 0;
   int64_t synthetic_count = 1500;  // built-in dataset
   // model and input
   std::string model = "cbam_small";  // a name of models::model_names()
@@ -55,6 +68,17 @@ struct TrainConfig {
   ClassSampling class_sampling = ClassSampling::natural;  // see class_power()
   double logit_adjust = 0;  // tau of the logit-adjusted loss (0: off)
   bool sync_bn = false;  // data-parallel: BatchNorm statistics over all ranks' batches
+  // Stochastic weight averaging (Izmailov et al. 2018): the weights at the end of every epoch that
+  // ends after this share of the run (epochs or --minutes, as early_fraction) are averaged, the
+  // average's BatchNorm statistics recomputed on training batches, validated and saved as
+  // swa.safetensors (0: off).
+  double swa_start = 0;
+  Select select = Select::automatic;
+  Mixing mix = Mixing::none;
+  double mixup_alpha = 0.2, cutmix_alpha = 1.0, mix_prob = 1.0;
+  // Shades-of-grey colour constancy (Minkowski power p; 0: off), in training and at test time.
+  double color_constancy = 0;
+  DecisionPrior decision_prior = DecisionPrior::none;
   double ema = 0;  // per-step decay of the weight average that is validated and saved as best (0: off)
   NonfinitePolicy nonfinite = NonfinitePolicy::stop;
   ConvAlgorithm conv = ConvAlgorithm::automatic;
@@ -80,6 +104,10 @@ struct TrainConfig {
   double class_power() const;
   // Whether a training epoch that starts at `progress` (0..1 of the run) uses the early size.
   bool early_epoch(double progress) const { return early_height > 0 && progress < early_fraction; }
+  // Whether the weights at the end of an epoch that ends at `progress` join the SWA average.
+  bool swa_epoch(double progress) const { return swa_start > 0 && progress > swa_start; }
+  // The checkpoint handed out (Select::automatic resolved).
+  Select selected() const { return select != Select::automatic ? select : swa_start > 0 ? Select::swa : Select::last; }
 };
 
 // Registers the flags of tools/train (with --help texts and defaults), from the option table.
@@ -114,6 +142,23 @@ template <>
 struct dermis::Choices<dermis::experiment::NonfinitePolicy> {
   using E = experiment::NonfinitePolicy;
   static constexpr std::array<Choice<E>, 2> list{{{E::stop, "stop"}, {E::skip, "skip"}}};
+};
+template <>
+struct dermis::Choices<dermis::experiment::Mixing> {
+  using E = experiment::Mixing;
+  static constexpr std::array<Choice<E>, 4> list{
+      {{E::none, "none"}, {E::mixup, "mixup"}, {E::cutmix, "cutmix"}, {E::both, "both"}}};
+};
+template <>
+struct dermis::Choices<dermis::experiment::Select> {
+  using E = experiment::Select;
+  static constexpr std::array<Choice<E>, 4> list{
+      {{E::automatic, "auto"}, {E::swa, "swa"}, {E::last, "last"}, {E::best, "best"}}};
+};
+template <>
+struct dermis::Choices<dermis::experiment::DecisionPrior> {
+  using E = experiment::DecisionPrior;
+  static constexpr std::array<Choice<E>, 3> list{{{E::none, "none"}, {E::train, "train"}, {E::uniform, "uniform"}}};
 };
 template <>
 struct dermis::Choices<dermis::experiment::Precision> {

@@ -4,8 +4,45 @@
 #include <cmath>
 
 #include "framework/ops.h"
+#include "models/classifier.h"
 
 namespace dermis::experiment {
+
+data::LoaderOptions Member::eval_options() const {
+  data::LoaderOptions o;
+  o.train = false, o.shuffle = false, o.batch = 64, o.threads = 1, o.height = ck.info.height, o.width = ck.info.width;
+  o.norm = ck.info.norm, o.num_classes = static_cast<int>(ck.info.classes.size());
+  o.color_constancy = static_cast<float>(cfg.color_constancy);
+  return o;
+}
+
+std::vector<Member> load_members(const std::string& list, const std::string& weights) {
+  std::vector<Member> out;
+  size_t start = 0;
+  while (start <= list.size()) {
+    const size_t comma = list.find(',', start);
+    const std::string path = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    DERMIS_CHECK(!path.empty(), "flag --checkpoint: empty path in '{}' (give FILE or FILE1,FILE2,...)", list);
+    Member m;
+    m.path = path;
+    m.ck = load_checkpoint(path);
+    m.weights = select_weights(m.ck, weights);
+    m.cfg = TrainConfig::from_json(m.ck.info.config, path);
+    if (!out.empty())
+      DERMIS_CHECK(m.ck.info.classes == out.front().ck.info.classes,
+                   "flag --checkpoint: {} and {} classify different class lists; an ensemble needs the same classes",
+                   out.front().path, path);
+    out.push_back(std::move(m));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+DecisionPrior resolve_prior(const std::string& flag, const Member& first) {
+  if (flag == "auto") return first.cfg.decision_prior;
+  return parse_choice<DecisionPrior>(flag, "flag --prior");
+}
 
 Tensor flip_images(const Tensor& xin, bool h, bool v) {
   Tensor x = xin.plain();

@@ -5,6 +5,8 @@
 #include <functional>
 #include <vector>
 
+#include "checkpoint.h"
+#include "config.h"
 #include "framework/data/loader.h"
 #include "models/classifier.h"
 
@@ -21,6 +23,29 @@ struct Predictions {
 // vertical and both flips. progress(done, total) is called after each batch.
 Predictions predict(models::Classifier& model, data::Loader& loader, bool tta,
                     const std::function<void(int64_t, int64_t)>& progress = {});
+
+// One model of an evaluation: its checkpoint, the settings it was trained with, and the loader
+// options that give it the pixels it was trained on (input size, normalisation, colour constancy).
+struct Member {
+  std::string path;
+  std::string weights;  // which weights select_weights took: "model" or "ema"
+  Checkpoint ck;
+  TrainConfig cfg;
+  data::LoaderOptions eval_options() const;  // deterministic eval transform, batch 64, one thread
+};
+
+// The checkpoints of `list` (comma-separated paths: one, or several for a snapshot ensemble whose
+// probabilities are averaged), each with --weights `weights`. The members must share the class list.
+std::vector<Member> load_members(const std::string& list, const std::string& weights);
+
+// The --prior of evaluate and predict: auto (the first checkpoint's recorded decision prior), none,
+// train or uniform.
+DecisionPrior resolve_prior(const std::string& flag, const Member& first);
+inline constexpr const char* kPriorFlagHelp =
+    "auto | none | train | uniform: the class prior of the decision (Bayes' rule moves the probabilities from the "
+    "prior the model was trained towards to this one): none leaves them as trained (class-balanced training: a "
+    "balanced prior), train uses the training set's class frequencies, uniform equal classes; auto: the "
+    "checkpoint's train --decision-prior";
 
 // (N, 3, H, W) plain tensor flipped horizontally and/or vertically.
 Tensor flip_images(const Tensor& x, bool horizontal, bool vertical);

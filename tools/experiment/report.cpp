@@ -52,10 +52,21 @@ std::string fmt_num(double v) {
   return fmt::format("{:.3g}", v);
 }
 
+// Axis ranges (NaN: from the data, widened to include a finite hint), labels and legend layout.
+struct ChartStyle {
+  double xmin = NAN, xmax = NAN, ymin = NAN, ymax = NAN;
+  std::string ylabel{};
+  bool legend_column = false;  // legend as a column right of the plot instead of a row above it
+  bool diagonal = false;       // a dashed y = x reference line
+  bool markers = true;         // dots on series of up to 60 points
+  double width = 460, height = 260;
+};
+
 // A line chart with axes, ticks and a legend.
 std::string line_chart(const std::string& title, const std::vector<Series>& series, const std::string& xlabel,
-                       double ymin_hint = NAN, double ymax_hint = NAN) {
-  const double W = 460, H = 260, L = 56, R = 14, T = 30, B = 40;
+                       const ChartStyle& st = {}) {
+  const double W = st.width, H = st.height, L = st.ylabel.empty() ? 56 : 62, R = st.legend_column ? 230 : 14, T = 30,
+               B = 40;
   double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
   for (auto& s : series)
     for (auto [x, y] : s.pts)
@@ -63,8 +74,10 @@ std::string line_chart(const std::string& title, const std::vector<Series>& seri
   std::string o = fmt::format("<svg xmlns='http://www.w3.org/2000/svg' width='{}' height='{}' class='chart'>", W, H);
   o += fmt::format("<text x='{}' y='18' class='ct'>{}</text>", W / 2, html_escape(title));
   if (x0 > x1) return o + "<text x='40' y='120'>no data yet</text></svg>";
-  if (std::isfinite(ymin_hint)) y0 = std::min(y0, ymin_hint);
-  if (std::isfinite(ymax_hint)) y1 = std::max(y1, ymax_hint);
+  if (std::isfinite(st.xmin)) x0 = std::min(x0, st.xmin);
+  if (std::isfinite(st.xmax)) x1 = std::max(x1, st.xmax);
+  if (std::isfinite(st.ymin)) y0 = std::min(y0, st.ymin);
+  if (std::isfinite(st.ymax)) y1 = std::max(y1, st.ymax);
   if (y1 - y0 < 1e-12) y1 = y0 + 1;
   if (x1 - x0 < 1e-12) x1 = x0 + 1;
   auto X = [&](double x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
@@ -79,18 +92,29 @@ std::string line_chart(const std::string& title, const std::vector<Series>& seri
   }
   o += fmt::format("<text x='{}' y='{}' class='tl' text-anchor='middle'>{}</text>", (L + W - R) / 2, H - 6,
                    html_escape(xlabel));
-  double lx = L + 8;
+  if (!st.ylabel.empty())
+    o += fmt::format("<text x='12' y='{:.1f}' class='tl' text-anchor='middle' transform='rotate(-90 12 {:.1f})'>{}</text>",
+                     (T + H - B) / 2, (T + H - B) / 2, html_escape(st.ylabel));
+  if (st.diagonal) {
+    const double lo = std::max(x0, y0), hi = std::min(x1, y1);
+    if (lo < hi)
+      o += fmt::format("<line x1='{:.1f}' y1='{:.1f}' x2='{:.1f}' y2='{:.1f}' stroke='#aaa' stroke-dasharray='4 4'/>",
+                       X(lo), Y(lo), X(hi), Y(hi));
+  }
+  double lx = L + 8, ly = T + 2;
   for (auto& s : series) {
     std::string d;
     for (auto [x, y] : s.pts)
       if (std::isfinite(y)) d += fmt::format("{}{:.1f},{:.1f}", d.empty() ? "M" : " L", X(x), Y(y));
-    o += fmt::format("<path d='{}' fill='none' stroke='{}' stroke-width='2'/>", d, s.colour);
-    if (s.pts.size() <= 60)
+    if (!d.empty()) o += fmt::format("<path d='{}' fill='none' stroke='{}' stroke-width='2'/>", d, s.colour);
+    if (st.markers && s.pts.size() <= 60)
       for (auto [x, y] : s.pts)
         if (std::isfinite(y)) o += fmt::format("<circle cx='{:.1f}' cy='{:.1f}' r='2.5' fill='{}'/>", X(x), Y(y), s.colour);
-    o += fmt::format("<rect x='{:.0f}' y='{}' width='10' height='10' fill='{}'/><text x='{:.0f}' y='{}' class='tl'>{}</text>",
-                     lx, T + 2, s.colour, lx + 14, T + 11, html_escape(s.name));
-    lx += 20 + 7.0 * s.name.size();
+    if (st.legend_column) lx = W - R + 12;
+    o += fmt::format("<rect x='{:.0f}' y='{:.0f}' width='10' height='10' fill='{}'/><text x='{:.0f}' y='{:.0f}' class='tl'>{}</text>",
+                     lx, ly, s.colour, lx + 14, ly + 9, html_escape(s.name));
+    if (st.legend_column) ly += 18;
+    else lx += 20 + 7.0 * s.name.size();
   }
   return o + "</svg>";
 }
@@ -145,6 +169,52 @@ std::string confusion_table(const metrics::Report& r, const std::vector<std::str
   }
   return o + "</table>";
 }
+
+std::string fmt_metric(double v) { return std::isnan(v) ? "-" : fmt::format("{:.3f}", v); }
+
+// The clinical table and the one-vs-rest ROC chart.
+std::string clinical_section(const ClinicalReport& c, const std::vector<std::string>& names) {
+  static const char* colours[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                                  "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+  std::string o = "<h2>Clinical operating points</h2>";
+  auto name = [&](size_t k) { return html_escape(k < names.size() ? names[k] : std::to_string(k)); };
+  if (c.has_malignant || c.has_melanoma) {
+    o += "<table class='kv'><tr><th>decision</th><th>sensitivity</th><th>specificity</th><th>AUC</th></tr>";
+    if (c.has_malignant) {
+      std::string mal;
+      for (int k : c.malignant_classes) mal += (mal.empty() ? "" : ", ") + name(k);
+      o += fmt::format("<tr><td>malignant ({}) vs benign, predicted (argmax) class</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                       mal, fmt_metric(c.malignant_sensitivity), fmt_metric(c.malignant_specificity),
+                       fmt_metric(c.malignant_auc));
+    }
+    if (c.has_melanoma) {
+      const auto row = [&](const char* what, const metrics::OperatingPoint& p, double auc) {
+        return fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", what, fmt_metric(p.sensitivity),
+                           fmt_metric(p.specificity), fmt_metric(auc));
+      };
+      o += row("melanoma, p(mel) at &ge; 80% specificity", c.melanoma_at_spec80, c.melanoma_auc);
+      o += row("melanoma, p(mel) at &ge; 90% specificity", c.melanoma_at_spec90, c.melanoma_auc);
+    }
+    o += "</table><p>Malignant AUC scores the summed probability of the malignant classes; melanoma rows report "
+         "the highest sensitivity whose specificity reaches the target, and the specificity achieved there.</p>";
+  } else {
+    o += "<p>The class list names no malignant (mel, bcc, akiec) and benign classes to compare.</p>";
+  }
+  std::vector<Series> curves;
+  auto add = [&](const std::string& label, const std::string& colour, const metrics::RocCurve& r, double auc) {
+    Series s{fmt::format("{} (AUC {})", label, fmt_metric(auc)), colour, {}};
+    for (size_t i = 0; i < r.size(); ++i) s.pts.emplace_back(r.fpr[i], r.tpr[i]);
+    curves.push_back(std::move(s));
+  };
+  for (size_t k = 0; k < c.roc.size(); ++k)
+    add(k < names.size() ? names[k] : std::to_string(k), colours[k % 10], c.roc[k], k < c.auc.size() ? c.auc[k] : NAN);
+  if (c.has_malignant) add("malignant vs benign", "#000", c.malignant_roc, c.malignant_auc);
+  o += "<div class='grid2'>";
+  o += line_chart("ROC curves (one vs rest)", curves, "false positive rate (1 - specificity)",
+                  {.xmin = 0, .xmax = 1, .ymin = 0, .ymax = 1, .ylabel = "true positive rate (sensitivity)",
+                   .legend_column = true, .diagonal = true, .markers = false, .width = 680, .height = 460});
+  return o + "</div>";
+}
 }  // namespace
 
 void write_report(const std::string& path, const ReportInput& in) {
@@ -170,20 +240,25 @@ void write_report(const std::string& path, const ReportInput& in) {
   h += "</style></head><body>";
   h += "<h1>" + html_escape(in.title) + "</h1>";
   h += fmt::format(
-      "<table class='kv'><tr><td>best epoch</td><td>{}</td></tr><tr><td>validation images</td><td>{}</td></tr>"
+      "<table class='kv'><tr><td>handed-out checkpoint</td><td>{}</td></tr><tr><td>best epoch</td><td>{}</td></tr>"
+      "<tr><td>validation images</td><td>{}</td></tr>"
       "<tr><td>balanced accuracy</td><td>{:.4f}</td></tr><tr><td>accuracy</td><td>{:.4f}</td></tr>"
-      "<tr><td>macro F1</td><td>{:.4f}</td></tr><tr><td>mean one-vs-rest AUC</td><td>{:.4f}</td></tr></table>",
-      in.best_epoch, f.images, f.balanced_accuracy, f.accuracy, f.macro_f1, f.mean_auc);
+      "<tr><td>macro F1</td><td>{:.4f}</td></tr><tr><td>mean one-vs-rest AUC</td><td>{:.4f}</td></tr>"
+      "<tr><td>with the training set's class prior: balanced accuracy / accuracy</td><td>{:.4f} / {:.4f}</td></tr>"
+      "</table>",
+      html_escape(in.selected), in.best_epoch, f.images, f.balanced_accuracy, f.accuracy, f.macro_f1, f.mean_auc,
+      in.final_val_train_prior.balanced_accuracy, in.final_val_train_prior.accuracy);
   h += "<p>Checkpoint: <code>" + html_escape(in.checkpoint) + "</code></p>";
   if (!in.command.empty()) h += "<p>Command: <code>" + html_escape(in.command) + "</code></p>";
   h += "<h2>Training curves</h2><div class='grid2'>";
   h += line_chart("Loss", loss, "epoch");
-  h += line_chart("Validation accuracy", acc, "epoch", 0.0, 1.0);
-  h += line_chart("Learning rate", lr, "epoch", 0.0);
-  h += "</div><h2>Validation results of the best checkpoint</h2>";
+  h += line_chart("Validation accuracy", acc, "epoch", {.ymin = 0.0, .ymax = 1.0});
+  h += line_chart("Learning rate", lr, "epoch", {.ymin = 0.0});
+  h += "</div><h2>Validation results of the handed-out checkpoint</h2>";
   h += confusion_table(f, in.classes);
   h += "<div class='grid2'>" + bar_chart("Per-class recall and precision", in.classes,
                                          {{"recall", f.recall}, {"precision", f.precision}}) + "</div>";
+  if (in.clinical) h += clinical_section(*in.clinical, in.classes);
   if (!in.images.empty()) {
     h += "<h2>Validation images: attention heatmaps and predictions</h2><p>Red marks where the model's last "
          "attention map is highest.</p><div class='grid2'>";

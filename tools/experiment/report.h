@@ -1,11 +1,14 @@
 // report.html: a self-contained page (inline SVG and base64 images, no scripts, no network) with
 // the loss and accuracy curves, the learning rate over time, the confusion matrix, per-class recall
-// and precision, and a grid of validation images with their attention heatmaps and predictions.
+// and precision, the clinical operating points with one-vs-rest ROC curves (when given), and a
+// grid of validation images with their attention heatmaps and predictions.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "clinical.h"
 #include "framework/metrics.h"
 
 namespace dermis::experiment {
@@ -29,9 +32,13 @@ struct ReportInput {
   std::vector<std::string> classes;
   std::vector<EpochRecord> epochs;
   std::vector<std::pair<double, double>> lr_trace;  // (fractional epoch, lr)
-  metrics::Report final_val;                        // of the best checkpoint
+  // The handed-out checkpoint (`checkpoint`, train --select `selected`) on the validation set, with
+  // its probabilities as trained and moved to the training set's class prior.
+  metrics::Report final_val, final_val_train_prior;
+  std::string selected = "best";
   int64_t best_epoch = 0;
   std::vector<ReportImage> images;
+  std::optional<ClinicalReport> clinical;  // of the handed-out checkpoint on the validation set
 };
 
 void write_report(const std::string& path, const ReportInput& in);

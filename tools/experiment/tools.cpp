@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <numeric>
@@ -20,9 +21,12 @@
 #include "framework/metrics.h"
 #include "framework/ops.h"
 #include "checkpoint.h"
+#include "clinical.h"
+#include "decision.h"
 #include "config.h"
 #include "evaluation.h"
 #include "heatmap.h"
+#include "train_support.h"
 #include "trainer.h"
 
 namespace dermis::experiment {
@@ -47,31 +51,79 @@ int train_main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
     const auto r = train(cfg, command);
     if (r.interrupted_by) return 128 + r.interrupted_by;  // the shell's convention for "ended by signal N"
-    fmt::print("\nbest epoch {}: validation balanced accuracy {:.4f}, accuracy {:.4f}, macro F1 {:.4f} ({} images)\n",
-               r.best_epoch, r.best_val.balanced_accuracy, r.best_val.accuracy, r.best_val.macro_f1, r.best_val.images);
-    fmt::print("checkpoint: {}\nlast:       {}\nreport:     {}\nmetrics:    {}/metrics.jsonl\n", r.best_checkpoint,
-               r.last_checkpoint, r.report, r.out_dir);
+    const auto& v = r.selected_val;
+    const auto& vp = r.selected_val_train_prior;
+    fmt::print("\nhanded out: {} ({}): validation balanced accuracy {:.4f}, accuracy {:.4f}, macro F1 {:.4f} ({} images); "
+               "with the training set's class prior: balanced accuracy {:.4f}, accuracy {:.4f}\n",
+               r.selected, r.selected_checkpoint, v.balanced_accuracy, v.accuracy, v.macro_f1, v.images,
+               vp.balanced_accuracy, vp.accuracy);
+    fmt::print("best epoch {}: validation balanced accuracy {:.4f} (picked on the same images: optimistic)\n",
+               r.best_epoch, r.best_val.balanced_accuracy);
+    fmt::print("checkpoint: {}\nlast:       {}\nbest:       {}\nreport:     {}\nresult:     {}\nmetrics:    {}/metrics.jsonl\n",
+               r.model_checkpoint, r.last_checkpoint, r.best_checkpoint, r.report, r.result_json, r.out_dir);
     return 0;
   });
 }
 
+namespace {
+
+// The class priors train records, for a checkpoint of an older version: from the training side of
+// its split of `ds` (the dataset it was trained on) and its stored settings.
+void fill_priors(Member& m, const datasets::Dataset& ds) {
+  if (m.ck.info.classes != class_list()) return;
+  const auto sp = run_split(ds, m.cfg);
+  std::vector<int64_t> counts(m.ck.info.classes.size(), 0);
+  for (size_t i : sp.train) counts[static_cast<size_t>(ds.samples[i].label)]++;
+  std::array<int64_t, datasets::kNumClasses> ca{};
+  std::copy(counts.begin(), counts.end(), ca.begin());
+  std::vector<float> w;
+  if (m.cfg.class_weights != ClassWeights::none)
+    w = datasets::class_weights(ca, m.cfg.class_weights == ClassWeights::inverse ? 1.0 : 0.5);
+  m.ck.info.train_prior = frequency_prior(counts);
+  m.ck.info.trained_prior = trained_class_prior(counts, m.cfg.class_power(), w, m.cfg.logit_adjust);
+}
+
+// The members' probabilities for rule `prior` (each moved from its own trained prior), averaged.
+std::vector<float> combine(const std::vector<Member>& members, const std::vector<Predictions>& preds, DecisionPrior prior) {
+  std::vector<float> sum(preds.front().probs.size(), 0.f);
+  for (size_t m = 0; m < members.size(); ++m) {
+    std::vector<float> p = preds[m].probs;
+    shift_prior(p, members[m].ck.info.trained_prior, target_prior(members[m].ck.info, prior, members[m].path));
+    for (size_t i = 0; i < p.size(); ++i) sum[i] += p[i] / static_cast<float>(members.size());
+  }
+  return sum;
+}
+
+double mean_log_loss(const std::vector<int>& labels, const std::vector<float>& probs, size_t K) {
+  double s = 0;
+  for (size_t i = 0; i < labels.size(); ++i) s -= std::log(std::max(probs[i * K + labels[i]], 1e-12f));
+  return labels.empty() ? 0 : s / static_cast<double>(labels.size());
+}
+
+}  // namespace
+
 int evaluate_main(int argc, char** argv) {
   return cli::run_main("evaluate", [&]() -> int {
     cli::Args args(
-        "usage: evaluate --checkpoint FILE --data DIR [--images SUBDIR | --ground-truth CSV] [flags]\n"
-        "Prints accuracy, balanced accuracy, per-class recall/precision, macro F1, AUC and the confusion\n"
-        "matrix as one JSON object. --split val scores only the checkpoint's own validation split.");
-    args.add("checkpoint", "", "a checkpoint written by train (best.safetensors or last.safetensors)");
+        "usage: evaluate --checkpoint FILE[,FILE...] --data DIR [--images SUBDIR | --ground-truth CSV] [flags]\n"
+        "Prints accuracy, balanced accuracy, per-class recall/precision, macro F1, AUC, the confusion matrix\n"
+        "and the clinical operating points (malignant vs benign sensitivity and specificity, melanoma\n"
+        "sensitivity at 80% and 90% specificity, ROC curves per class) as one JSON object. Several\n"
+        "checkpoints (comma-separated) are a snapshot ensemble: their probabilities are averaged.\n"
+        "--split val scores only the (first) checkpoint's own validation split.");
+    args.add("checkpoint", "", "a checkpoint written by train (model.safetensors, swa/best/last.safetensors), or several "
+             "comma-separated (an ensemble)");
     args.add("data", "", "HAM10000 folder, or the image folder when --ground-truth is given");
     args.add("images", "", "image subfolder of --data (HAM10000 layout; default: the checkpoint's training folder "
              "when --data has it, else HAM10000_images_part_1/2)");
     args.add("ground-truth", "", "ISIC 2018 Task 3 ground-truth CSV (images in --data)");
-    args.add("split", "all", "all | val | train (val/train: the checkpoint's lesion-grouped split)");
+    args.add("split", "all", "all | val | train (val/train: the checkpoint's lesion-grouped split or fold)");
     args.add("size", "", "input HxW (default: the checkpoint's training size; a larger one counters the zoom of "
              "training's random crops, as FixRes)");
     args.add_bool("tta", "average the predictions over horizontal and vertical flips");
     args.add_bool("skip-bad-images", "warn about and skip unreadable images");
     args.add("weights", "auto", kWeightsFlagHelp);
+    args.add("prior", "auto", kPriorFlagHelp);
     args.add("out", "", "also write the JSON to this file");
     args.add("threads", "0", "OpenMP threads (0: all cores)");
     args.add("batch", "64", "batch size");
@@ -85,10 +137,11 @@ int evaluate_main(int argc, char** argv) {
                        "does not apply with --ground-truth (the checkpoint's lesion-grouped split is of its HAM10000 "
                        "training set)");
     if (const long t = args.integer("threads", 0, 1024); t > 0) set_num_threads(static_cast<int>(t));
-    auto ck = load_checkpoint(args.str("checkpoint"));
-    const std::string weights = select_weights(ck, args.str("weights"));
+    std::vector<Member> members = load_members(args.str("checkpoint"), args.str("weights"));
+    const Member& first = members.front();
+    const DecisionPrior prior = resolve_prior(args.str("prior"), first);
     const bool skip = args.flag("skip-bad-images");
-    const auto cfg = TrainConfig::from_json(ck.info.config, args.str("checkpoint"));  // how the model was trained
+    const TrainConfig& cfg = first.cfg;  // how the (first) model was trained
     // Without --images, the folder the model was trained on, where --data has one of that name.
     std::string images = args.str("images");
     if (images.empty() && !ground_truth && !cfg.images.empty() &&
@@ -100,31 +153,63 @@ int evaluate_main(int argc, char** argv) {
     const std::string split = args.str("split");
     DERMIS_CHECK(split == "all" || split == "val" || split == "train", "flag --split: expected all, val or train, got '{}'",
                  split);
+    // Checkpoints of older versions record no class priors; on their own HAM10000 folder they follow
+    // from the stored settings and split, as train computes them.
+    for (auto& m : members)
+      if (m.ck.info.train_prior.empty() && !ground_truth && ds.samples.size() > 0) fill_priors(m, ds);
+    for (auto& m : members) target_prior(m.ck.info, prior, m.path);  // still none: stop before the work
     if (split != "all") {
-      const auto sp = datasets::grouped_split(ds, cfg.val_fraction, cfg.seed);
+      const auto sp = run_split(ds, cfg);
       ds = datasets::subset(ds, split == "val" ? sp.val : sp.train);
     }
     const std::vector<data::Item> items = ds.items();
-    data::LoaderOptions o;
-    o.train = false, o.shuffle = false, o.batch = args.integer("batch", 1, 4096), o.height = ck.info.height;
-    o.width = ck.info.width;
-    if (!args.str("size").empty()) parse_size(args.str("size"), "size", o.height, o.width);
-    o.norm = ck.info.norm, o.skip_bad_images = skip,
-    o.num_classes = static_cast<int>(ck.info.classes.size());
-    data::Loader loader(items, o);
-    auto p = predict(*ck.model, loader, args.flag("tta"), [&](int64_t done, int64_t total) {
-      std::fprintf(stderr, "\revaluating %ld/%ld images", static_cast<long>(done), static_cast<long>(total));
-    });
+    const size_t K = first.ck.info.classes.size();
+    std::vector<Predictions> preds;
+    int64_t bad = 0;
+    std::string input_size;
+    for (size_t m = 0; m < members.size(); ++m) {
+      data::LoaderOptions o = members[m].eval_options();
+      o.batch = args.integer("batch", 1, 4096), o.skip_bad_images = skip;
+      if (!args.str("size").empty()) parse_size(args.str("size"), "size", o.height, o.width);
+      input_size += fmt::format("{}{}x{}", m ? "," : "", o.height, o.width);
+      data::Loader loader(items, o);
+      preds.push_back(predict(*members[m].ck.model, loader, args.flag("tta"), [&](int64_t done, int64_t total) {
+        std::fprintf(stderr, "\revaluating %s%ld/%ld images",
+                     members.size() > 1 ? fmt::format("model {}/{}: ", m + 1, members.size()).c_str() : "",
+                     static_cast<long>(done), static_cast<long>(total));
+      }));
+      DERMIS_CHECK(preds.back().items == preds.front().items, "the ensemble's members read different images");
+      bad = std::max(bad, loader.bad_images());
+    }
     std::fprintf(stderr, "\n");
-    auto r = metrics::evaluate(p.labels, p.probs, static_cast<int>(ck.info.classes.size()));
-    r.loss = p.loss;
-    json::Object o2 = r.to_json(ck.info.classes);
-    o2["checkpoint"] = args.str("checkpoint");
+    const std::vector<int>& labels = preds.front().labels;
+    const std::vector<float> probs = combine(members, preds, prior);
+    auto r = metrics::evaluate(labels, probs, static_cast<int>(K));
+    r.loss = mean_log_loss(labels, probs, K);
+    json::Object o2 = r.to_json(first.ck.info.classes);
+    json::Array paths;
+    for (auto& m : members) paths.push_back(m.path);
+    o2["checkpoint"] = members.size() == 1 ? json::Value(first.path) : json::Value(paths);
     o2["split"] = split;
-    o2["weights"] = weights;
-    o2["input_size"] = fmt::format("{}x{}", o.height, o.width);
+    json::Array weights;
+    for (auto& m : members) weights.push_back(m.weights);
+    o2["weights"] = members.size() == 1 ? json::Value(first.weights) : json::Value(weights);
+    o2["prior"] = std::string(name_of(prior));
+    o2["input_size"] = input_size;
     o2["tta"] = args.flag("tta");
-    o2["skipped_images"] = loader.bad_images();
+    o2["skipped_images"] = bad;
+    o2["clinical"] = clinical_report(labels, probs, first.ck.info.classes).to_json(first.ck.info.classes);
+    bool have_priors = true;
+    for (auto& m : members) have_priors = have_priors && !m.ck.info.train_prior.empty();
+    if (have_priors) {  // every decision prior, for comparison
+      json::Object by;
+      for (DecisionPrior q : {DecisionPrior::none, DecisionPrior::train, DecisionPrior::uniform}) {
+        const auto rq = metrics::evaluate(labels, combine(members, preds, q), static_cast<int>(K));
+        by[std::string(name_of(q))] =
+            json::Object{{"accuracy", rq.accuracy}, {"balanced_accuracy", rq.balanced_accuracy}, {"macro_f1", rq.macro_f1}};
+      }
+      o2["by_prior"] = by;
+    }
     const std::string text = json::dump(o2);
     std::printf("%s\n", text.c_str());
     if (!args.str("out").empty())
@@ -140,12 +225,14 @@ int predict_main(int argc, char** argv) {
         "usage: predict --checkpoint FILE [flags] IMAGE.jpg...\n"
         "Prints the most likely classes per image (JSON with --json); --heatmap DIR writes\n"
         "DIR/<image>_heatmap.jpg showing where the model looked.");
-    args.add("checkpoint", "", "a checkpoint written by train");
+    args.add("checkpoint", "", "a checkpoint written by train (model.safetensors), or several comma-separated (a "
+             "snapshot ensemble: probabilities averaged; the heatmap is the first model's)");
     args.add("top", "3", "classes to print per image");
     args.add_bool("json", "print one JSON object per image");
     args.add("heatmap", "", "folder for heatmap overlays");
     args.add("heatmap-method", "grad_cam", "grad_cam (top class, last feature map) or attention (last CBAM spatial gate)");
     args.add("weights", "auto", kWeightsFlagHelp);
+    args.add("prior", "auto", kPriorFlagHelp);
     args.add("threads", "0", "OpenMP threads (0: all cores)");
     std::vector<std::string> images;
     std::vector<char*> flags = {argv[0]};
@@ -167,39 +254,61 @@ int predict_main(int argc, char** argv) {
     if (const long t = args.integer("threads", 0, 1024); t > 0) set_num_threads(static_cast<int>(t));
     const long top = args.integer("top", 1, 1000);
     const HeatmapMethod method = parse_heatmap_method(args.str("heatmap-method"));
-    auto ck = load_checkpoint(args.str("checkpoint"));
-    select_weights(ck, args.str("weights"));
+    std::vector<Member> members = load_members(args.str("checkpoint"), args.str("weights"));
+    const DecisionPrior prior = resolve_prior(args.str("prior"), members.front());
+    std::vector<std::vector<double>> targets;
+    for (auto& m : members) targets.push_back(target_prior(m.ck.info, prior, m.path));
+    const auto& classes = members.front().ck.info.classes;
     const std::string hdir = args.str("heatmap");
     if (!hdir.empty()) fs::create_directories(hdir);
     std::vector<data::Item> items;
     for (auto& p : images) items.push_back({p, 0});
-    data::LoaderOptions o;
-    o.train = false, o.shuffle = false, o.batch = 1, o.threads = 1, o.height = ck.info.height, o.width = ck.info.width;
-    o.norm = ck.info.norm, o.num_classes = static_cast<int>(ck.info.classes.size());
-    data::Loader loader(items, o);
-    auto ep = loader.epoch(0);
-    size_t k = 0;
-    while (auto b = ep.next()) {
-      const std::string& path = images[k++];
-      Heatmap h = attention_heatmap(*ck.model, b->images, ck.info.norm, 2, method);
-      std::vector<int> order(h.probs.size());
+    std::vector<std::unique_ptr<data::Loader>> loaders;
+    std::vector<data::Loader::Epoch> epochs;
+    for (auto& m : members) {
+      data::LoaderOptions o = m.eval_options();
+      o.batch = 1;
+      loaders.push_back(std::make_unique<data::Loader>(items, o));
+      epochs.push_back(loaders.back()->epoch(0));
+    }
+    for (size_t k = 0; k < images.size(); ++k) {
+      const std::string& path = images[k];
+      Heatmap h;
+      std::vector<float> probs(classes.size(), 0.f);
+      for (size_t m = 0; m < members.size(); ++m) {
+        auto b = epochs[m].next();
+        DERMIS_CHECK(b.has_value(), "internal: the loader of model {} ended early", m + 1);
+        std::vector<float> p;
+        if (m == 0) {  // the first model draws the heatmap
+          h = attention_heatmap(*members[m].ck.model, b->images, members[m].ck.info.norm, 2, method);
+          p = h.probs;
+        } else {
+          members[m].ck.model->freeze();
+          NoGrad ng;
+          p = softmax_rows(members[m].ck.model->forward(Var(b->images)).value());
+        }
+        shift_prior(p, members[m].ck.info.trained_prior, targets[m]);
+        for (size_t c = 0; c < p.size(); ++c) probs[c] += p[c] / static_cast<float>(members.size());
+      }
+      std::vector<int> order(probs.size());
       std::iota(order.begin(), order.end(), 0);
-      std::sort(order.begin(), order.end(), [&](int a, int c) { return h.probs[a] > h.probs[c]; });
+      std::sort(order.begin(), order.end(), [&](int a, int c) { return probs[a] > probs[c]; });
       std::string heat_path;
       if (!hdir.empty()) {
         heat_path = (fs::path(hdir) / (fs::path(path).stem().string() + "_heatmap.jpg")).string();
         io::write_file_atomic(heat_path, data::encode_jpeg(h.overlay, 90));
       }
       if (args.flag("json")) {
-        json::Object probs;
-        for (size_t c = 0; c < h.probs.size(); ++c) probs[ck.info.classes[c]] = static_cast<double>(h.probs[c]);
-        json::Object line{{"image", path}, {"prediction", ck.info.classes[order[0]]}, {"probabilities", probs}};
+        json::Object pj;
+        for (size_t c = 0; c < probs.size(); ++c) pj[classes[c]] = static_cast<double>(probs[c]);
+        json::Object line{{"image", path}, {"prediction", classes[order[0]]}, {"probabilities", pj},
+                          {"prior", std::string(name_of(prior))}};
         if (!heat_path.empty()) line["heatmap"] = heat_path, line["heatmap_method"] = h.method;
         std::printf("%s\n", json::dump(line).c_str());
       } else {
         std::printf("%s:", path.c_str());
         for (long t = 0; t < std::min<long>(top, static_cast<long>(order.size())); ++t)
-          std::printf("  %s %.1f%%", ck.info.classes[order[t]].c_str(), 100.0 * h.probs[order[t]]);
+          std::printf("  %s %.1f%%", classes[order[t]].c_str(), 100.0 * probs[order[t]]);
         if (!heat_path.empty()) std::printf("  (heatmap: %s)", heat_path.c_str());
         std::printf("\n");
       }

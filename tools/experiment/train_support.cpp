@@ -124,4 +124,9 @@ void reverse_batch(data::Batch& b) {
   std::reverse(b.items.begin(), b.items.end());
 }
 
+datasets::Split run_split(const datasets::Dataset& ds, const TrainConfig& cfg) {
+  return cfg.folds > 0 ? datasets::grouped_kfold(ds, static_cast<int>(cfg.folds), static_cast<int>(cfg.fold), cfg.seed)
+                       : datasets::grouped_split(ds, cfg.val_fraction, cfg.seed);
+}
+
 }  // namespace dermis::experiment

@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "config.h"
 #include "datasets/ham10000.h"
+#include "datasets/split.h"
 #include "framework/autograd.h"
 #include "framework/data/loader.h"
 #include "models/classifier.h"
@@ -20,6 +22,10 @@ double now();                 // seconds, monotonic
 std::string hms(double s);    // "1h02m", "3m07s"
 
 std::vector<std::string> class_list();  // HAM10000's classes in label order
+
+// The run's train/validation split of `ds`: fold cfg.fold of a lesion-grouped k-fold split with
+// --folds, else the lesion-grouped val_fraction split; seeded by cfg.seed.
+datasets::Split run_split(const datasets::Dataset& ds, const TrainConfig& cfg);
 
 // While one lives, SIGINT/SIGTERM ask the training loop to stop after its step (received() turns
 // non-zero); a second signal takes the default action (the process ends; checkpoints are never

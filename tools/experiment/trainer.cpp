@@ -19,6 +19,9 @@
 #include <thread>
 
 #include "checkpoint.h"
+#include "clinical.h"
+#include "decision.h"
+#include "mixing.h"
 #include "datasets/ham10000.h"
 #include "datasets/split.h"
 #include "datasets/synthetic_ham.h"
@@ -28,6 +31,7 @@
 #include "framework/data/loader.h"
 #include "framework/distributed.h"
 #include "framework/fault.h"
+#include "framework/io/atomic_file.h"
 #include "framework/nn/layers.h"
 #include "framework/ops.h"
 #include "framework/optim/ema.h"
@@ -187,11 +191,27 @@ float Trainer::forward_backward(data::Batch& batch, Var* logits, EpochState& es)
   Var loss;
   {
     AutocastBF16 ac(bf16_);
+    const CrossEntropyParams cp{.class_weights = class_weights_,
+                                .label_smoothing = static_cast<float>(c_.label_smoothing),
+                                .logit_offsets = logit_offsets_};
+    // --mix: a generator of its own per optimiser step, so a resumed run mixes as an uninterrupted one.
+    Generator g(Generator::bits(c_.seed ^ 0x6d69786d69780000ull, static_cast<uint64_t>(state_.step)));
+    std::optional<MixedBatch> mixed;
+    if (c_.mix != Mixing::none && batch.images.dim(0) > 1 && g.uniform() < c_.mix_prob) {
+      const bool cut = c_.mix == Mixing::cutmix || (c_.mix == Mixing::both && g.uniform() < 0.5f);
+      mixed = mix_batch(batch.images, cut ? MixKind::cutmix : MixKind::mixup, cut ? c_.cutmix_alpha : c_.mixup_alpha, g);
+    }
     *logits = model_->forward(Var(batch.images));
-    loss = softmax_cross_entropy(*logits, batch.labels,
-                                 {.class_weights = class_weights_,
-                                  .label_smoothing = static_cast<float>(c_.label_smoothing),
-                                  .logit_offsets = logit_offsets_});
+    loss = softmax_cross_entropy(*logits, batch.labels, cp);
+    if (mixed) {  // lam * CE(own labels) + (1 - lam) * CE(partners' labels)
+      std::vector<int> other(batch.labels.size());
+      for (size_t i = 0; i < other.size(); ++i) other[i] = batch.labels[mixed->partner[i]];
+      const Shape sh = loss.value().shape();  // a scalar; elementwise ops take rank 1 to 4
+      const Var own = reshape(loss, {1}), theirs = reshape(softmax_cross_entropy(*logits, other, cp), {1});
+      loss = reshape(own * Var(Tensor::full({1}, static_cast<float>(mixed->lam))) +
+                         theirs * Var(Tensor::full({1}, static_cast<float>(1 - mixed->lam))),
+                     sh);
+    }
   }
   opt_->zero_grad();
   loss.backward();
@@ -268,14 +288,22 @@ std::pair<double, int64_t> Trainer::epoch_loss(const EpochState& es) const {
 bool Trainer::end_epoch(const EpochState& es, double loss_sum, int64_t seen) {
   const double tv = now();
   const metrics::Report r = validate(evaluated());
+  last_report_ = r;
+  std::optional<metrics::Report> swa_r;
+  if (swa_ && c_.swa_epoch(progress_at_epoch_end(es.epoch))) {
+    update_swa();
+    swa_r = validate(*swa_);
+    swa_report_ = swa_r;
+  }
   val_seconds_ = now() - tv;
   sched_->epoch_end(c_.plateau_metric == PlateauMetric::loss ? r.loss : r.balanced_accuracy);
   const EpochRecord rec{es.epoch + 1, loss_sum / static_cast<double>(seen), es.lr, train_img_s_, now() - run_t0_, r};
   history_.push_back(rec);
-  log_epoch(es, rec);
+  log_epoch(es, rec, swa_r ? &*swa_r : nullptr);
   set_progress(nullptr);
   state_.epoch = es.epoch + 1;
   stamp();
+  if (swa_r && writer_) save_checkpoint(swa_path_, *swa_, state_);
   if (r.balanced_accuracy > state_.best_metric) {
     state_.best_metric = r.balanced_accuracy, state_.best_epoch = es.epoch + 1;
     if (writer_) save_checkpoint(best_path_, evaluated(), state_);
@@ -302,17 +330,20 @@ metrics::Report Trainer::validate(models::Classifier& m) {
   return r;
 }
 
-void Trainer::log_epoch(const EpochState& es, const EpochRecord& rec) {
+void Trainer::log_epoch(const EpochState& es, const EpochRecord& rec, const metrics::Report* swa) {
   const metrics::Report& r = rec.val;
   fmt::print("epoch {}: train loss {:.4f} | val loss {:.4f}  accuracy {:.4f}  balanced accuracy {:.4f}  macro F1 {:.4f}"
-             "  ({:.1f} img/s, {} elapsed)\n",
-             es.epoch + 1, rec.train_loss, r.loss, r.accuracy, r.balanced_accuracy, r.macro_f1, train_img_s_,
-             hms(now() - run_t0_));
+             "{}  ({:.1f} img/s, {} elapsed)\n",
+             es.epoch + 1, rec.train_loss, r.loss, r.accuracy, r.balanced_accuracy, r.macro_f1,
+             swa ? fmt::format(" | SWA of {} epochs: balanced accuracy {:.4f}", state_.swa_count, swa->balanced_accuracy)
+                 : std::string(),
+             train_img_s_, hms(now() - run_t0_));
   std::fflush(stdout);
   json::Object line{{"epoch", es.epoch + 1},      {"train_loss", rec.train_loss}, {"lr", es.lr},
                     {"train_img_s", train_img_s_}, {"elapsed_s", rec.elapsed_s},   {"steps", es.steps},
                     {"partial_epoch", es.steps < batches_}, {"val", r.to_json(class_list())}};
   if (c_.early_height > 0) line["train_size"] = train_size(es.early);
+  if (swa) line["swa_val"] = swa->to_json(class_list()), line["swa_epochs"] = state_.swa_count;
   if (reducer_) {
     const double here = static_cast<double>(std::max<int64_t>(1, es.steps - es.first_batch));
     line["ranks"] = ranks_;
@@ -347,7 +378,69 @@ void Trainer::stamp() {
 
 // last.safetensors, with the optimiser state (and the weight average) for --resume.
 void Trainer::write_last() {
-  if (writer_) save_checkpoint(last_path_, *model_, state_, opt_.get(), average_.get());
+  if (writer_) save_checkpoint(last_path_, *model_, state_, opt_.get(), average_.get(), swa_.get());
+}
+
+// The run's progress (0..1) when epoch `epoch` (0-based) ends: the larger of its share of the
+// epochs and of the time budget (as for --early-size).
+double Trainer::progress_at_epoch_end(int64_t epoch) const {
+  return std::max(budget_ > 0 ? (now() - run_t0_) / budget_ : 0.0,
+                  static_cast<double>(epoch + 1) / static_cast<double>(c_.epochs));
+}
+
+// The running mean of the epoch-end weights, then the average's BatchNorm statistics recomputed as
+// cumulative means over kSwaBnBatches augmented training batches (momentum 1/i at the i-th batch,
+// as torch.optim.swa_utils.update_bn), since the averaged weights' activations have statistics of
+// their own. Every rank computes the same average (identical weights and batches).
+void Trainer::update_swa() {
+  constexpr int64_t kSwaBnBatches = 64;
+  const int64_t n = ++state_.swa_count;
+  const auto src = model_->named_parameters();
+  const auto dst = swa_->named_parameters();
+  for (size_t i = 0; i < src.size(); ++i) {
+    const Tensor w = src[i].second.value().plain();
+    Tensor a = dst[i].second.value();
+    DERMIS_CHECK(a.numel() == w.numel() && a.is_plain(), "internal: SWA parameter {} does not match", src[i].first);
+    const float* pw = w.data();
+    float* pa = a.data();
+    const float f = 1.0f / static_cast<float>(n);
+    for (int64_t k = 0; k < w.numel(); ++k) pa[k] = n == 1 ? pw[k] : pa[k] + (pw[k] - pa[k]) * f;
+  }
+  std::vector<nn::BatchNorm2d*> bns;
+  std::vector<nn::CBAM*> cbams;
+  swa_->apply([&](nn::Module& m) {
+    if (auto* b = dynamic_cast<nn::BatchNorm2d*>(&m)) bns.push_back(b);
+    if (auto* c = dynamic_cast<nn::CBAM*>(&m)) cbams.push_back(c);
+  });
+  std::vector<float> saved;
+  for (auto* b : bns) saved.push_back(b->options.momentum);
+  for (auto* c : cbams) saved.push_back(c->options.bn_momentum);
+  swa_->train();
+  {
+    NoGrad ng;
+    AutocastBF16 ac(bf16_);
+    auto ep = bn_loader_->epoch(state_.swa_count);
+    for (int64_t i = 1; i <= kSwaBnBatches; ++i) {
+      auto b = ep.next();
+      if (!b) break;
+      const float m = 1.0f / static_cast<float>(i);
+      for (auto* x : bns) x->options.momentum = m;
+      for (auto* x : cbams) x->options.bn_momentum = m;
+      swa_->forward(Var(b->images));
+    }
+  }
+  size_t k = 0;
+  for (auto* b : bns) b->options.momentum = saved[k++];
+  for (auto* c : cbams) c->options.bn_momentum = saved[k++];
+  swa_->eval();
+}
+
+std::string Trainer::selected_path() const {
+  switch (c_.selected()) {
+    case Select::swa: return swa_path_;
+    case Select::best: return best_path_;
+    default: return last_path_;
+  }
 }
 
 TrainResult Trainer::result() const {
@@ -362,31 +455,69 @@ TrainResult Trainer::result() const {
   return res;
 }
 
-// Final evaluation of the best checkpoint and the report: rank 0 alone (the other ranks may be on
-// hosts without its files).
+// Final evaluation of the handed-out checkpoint (--select), its copy as model.safetensors,
+// result.json and the report: rank 0 alone (the other ranks may be on hosts without its files).
 TrainResult Trainer::finish() {
   TrainResult res = result();
   DERMIS_CHECK(fs::exists(best_path_), "no epoch finished within the budget; give --minutes more time");
-  Checkpoint best = load_checkpoint(best_path_);
+  data::Loader full(val_items_, val_options_);
   if (!best_report_) {  // the best epoch predates a --resume: validate it again, over the whole validation set
-    data::Loader full(val_items_, val_options_);
+    Checkpoint best = load_checkpoint(best_path_);
     Predictions p = predict(*best.model, full, false);
     res.best_val = metrics::evaluate(p.labels, p.probs, datasets::kNumClasses);
     res.best_val.loss = p.loss;
+    res.best_epoch = best.info.best_epoch;
   }
-  res.best_epoch = best.info.best_epoch;
-  write_run_report(best, res);
+  Select sel = c_.selected();
+  if (sel == Select::swa && !fs::exists(swa_path_)) {
+    fmt::print("warning: no epoch ended after --swa-start {} of the run, so there is no weight average; the last "
+               "epoch's weights are handed out instead\n",
+               c_.swa_start);
+    sel = Select::last;
+  }
+  res.selected = std::string(name_of(sel));
+  res.selected_checkpoint = sel == Select::swa ? swa_path_ : sel == Select::best ? best_path_ : last_path_;
+  Checkpoint handed = load_checkpoint(res.selected_checkpoint);
+  if (sel == Select::last) select_weights(handed, "auto");  // an --ema run's average, as validated
+  Predictions p = predict(*handed.model, full, false);
+  res.selected_val = metrics::evaluate(p.labels, p.probs, datasets::kNumClasses);
+  res.selected_val.loss = p.loss;
+  std::vector<float> shifted = p.probs;
+  shift_prior(shifted, state_.trained_prior, state_.train_prior);
+  res.selected_val_train_prior = metrics::evaluate(p.labels, shifted, datasets::kNumClasses);
+  // model.safetensors: the handed-out weights alone (no optimiser state), what users take.
+  res.model_checkpoint = model_path_;
+  save_checkpoint(model_path_, *handed.model, handed.info);
+  res.result_json = (fs::path(c_.out) / "result.json").string();
+  json::Object out{{"selected", res.selected},
+                   {"checkpoint", res.selected_checkpoint},
+                   {"model_checkpoint", res.model_checkpoint},
+                   {"val", res.selected_val.to_json(class_list())},
+                   {"val_train_prior", res.selected_val_train_prior.to_json(class_list())},
+                   {"best_epoch", res.best_epoch},
+                   {"best_val_balanced_accuracy", res.best_val.balanced_accuracy},
+                   {"epochs", epochs_done_},
+                   {"train_img_s", train_img_s_},
+                   {"elapsed_s", now() - run_t0_},
+                   {"config", c_.to_json()}};
+  if (last_report_) out["last_val_balanced_accuracy"] = last_report_->balanced_accuracy;
+  if (swa_report_) out["swa_val_balanced_accuracy"] = swa_report_->balanced_accuracy, out["swa_epochs"] = state_.swa_count;
+  const std::string text = json::dump(out);
+  io::write_file_atomic(res.result_json, std::vector<uint8_t>(text.begin(), text.end()));
+  write_run_report(handed, res, p);
   res.elapsed_s = now() - t_start_;
   return res;
 }
 
 // report.html: the curves, the best checkpoint's validation, and a spread of validation images
 // (round-robin over the classes, in validation order) with attention heatmaps.
-void Trainer::write_run_report(Checkpoint& best, TrainResult& res) {
+void Trainer::write_run_report(Checkpoint& best, TrainResult& res, const Predictions& handed) {
   ReportInput ri;
   ri.title = fmt::format("dermis: {} on {}", c_.model, synthetic_ ? "the synthetic dataset" : root_);
-  ri.command = command_, ri.checkpoint = best_path_, ri.classes = class_list(), ri.epochs = history_;
-  ri.lr_trace = lr_trace_, ri.final_val = res.best_val, ri.best_epoch = res.best_epoch;
+  ri.command = command_, ri.checkpoint = res.selected_checkpoint, ri.classes = class_list(), ri.epochs = history_;
+  ri.lr_trace = lr_trace_, ri.final_val = res.selected_val, ri.best_epoch = res.best_epoch;
+  ri.selected = res.selected, ri.final_val_train_prior = res.selected_val_train_prior;
+  ri.clinical = clinical_report(handed.labels, handed.probs, class_list());
   ri.config_json = json::dump(c_.to_json());
   std::vector<std::vector<size_t>> by_class(datasets::kNumClasses);
   for (size_t i = 0; i < val_items_.size(); ++i) by_class[val_items_[i].label].push_back(i);

@@ -13,6 +13,10 @@ namespace dermis::experiment {
 struct TrainResult {
   std::string out_dir, best_checkpoint, last_checkpoint, report;
   metrics::Report best_val;
+  // The handed-out checkpoint (--select): which, its file (copied to model_checkpoint), and its
+  // validation with the probabilities as trained and shifted to the training set's class prior.
+  std::string selected, selected_checkpoint, model_checkpoint, result_json;
+  metrics::Report selected_val, selected_val_train_prior;
   int64_t best_epoch = 0, epochs_done = 0;
   double train_img_s = 0, elapsed_s = 0;
   int interrupted_by = 0;  // SIGINT/SIGTERM: the signal; last_checkpoint holds the run mid-epoch

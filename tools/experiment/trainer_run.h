@@ -13,6 +13,7 @@
 
 #include "checkpoint.h"
 #include "config.h"
+#include "evaluation.h"
 #include "framework/data/loader.h"
 #include "framework/distributed.h"
 #include "framework/fault.h"
@@ -71,14 +72,17 @@ class Trainer {
   std::pair<double, int64_t> epoch_loss(const EpochState& es) const;
   bool end_epoch(const EpochState& es, double loss_sum, int64_t seen);  // false: stop now
   metrics::Report validate(models::Classifier& m);
-  void log_epoch(const EpochState& es, const EpochRecord& rec);
+  double progress_at_epoch_end(int64_t epoch) const;
+  void update_swa();               // adds the weights to the SWA average and recomputes its BatchNorm statistics
+  std::string selected_path() const;
+  void log_epoch(const EpochState& es, const EpochRecord& rec, const metrics::Report* swa = nullptr);
   void set_progress(const EpochState* mid);
   void stamp();
   void write_last();
   // The end.
   TrainResult result() const;
   TrainResult finish();
-  void write_run_report(Checkpoint& best, TrainResult& res);
+  void write_run_report(Checkpoint& handed_out, TrainResult& res, const Predictions& handed);
 
   int64_t agree(int64_t v) const { return ranks_ > 1 ? dist::allreduce_max(v) : v; }  // the same on every rank
   models::Classifier& evaluated() { return average_ ? *average_ : *model_; }
@@ -92,7 +96,7 @@ class Trainer {
   std::unique_ptr<Checkpoint> ck_;  // --resume
   bool synthetic_ = false, writer_ = true, bf16_ = false, tty_ = false;
   int ranks_ = 1, loader_threads_ = 1;
-  std::string root_, metrics_path_, best_path_, last_path_;
+  std::string root_, metrics_path_, best_path_, last_path_, swa_path_, model_path_;
   double budget_ = 0;  // seconds (--minutes)
   // Data.
   std::vector<data::Item> train_items_, val_items_;
@@ -107,6 +111,10 @@ class Trainer {
   std::unique_ptr<optim::Schedule> sched_;
   std::unique_ptr<dist::GradientReducer> reducer_;
   std::unique_ptr<optim::WeightAverage> averager_;
+  std::shared_ptr<models::Classifier> swa_;  // --swa-start: the stochastic weight average
+  std::unique_ptr<data::Loader> bn_loader_;  // training batches for its BatchNorm statistics
+  std::optional<metrics::Report> swa_report_, last_report_;
+  std::vector<int64_t> class_counts_;
   // Run state: the checkpoint's (steps, best epoch, schedule, generator, elapsed time, progress).
   CheckpointInfo state_;
   int64_t start_epoch_ = 0, epochs_done_ = 0;

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "checkpoint.h"
+#include "decision.h"
 #include "datasets/ham10000.h"
 #include "datasets/split.h"
 #include "datasets/synthetic_ham.h"
@@ -91,6 +92,8 @@ void Trainer::prepare_run_folder() {
   metrics_path_ = (fs::path(c_.out) / "metrics.jsonl").string();
   best_path_ = (fs::path(c_.out) / "best.safetensors").string();
   last_path_ = (fs::path(c_.out) / "last.safetensors").string();
+  swa_path_ = (fs::path(c_.out) / "swa.safetensors").string();
+  model_path_ = (fs::path(c_.out) / "model.safetensors").string();
   if (!ck_ && writer_) std::remove(metrics_path_.c_str());
   // Threads: oneDNN's OpenMP threads on every core; the loader's workers mostly sleep (bounded
   // prefetch), so one per two cores keeps the model fed (bench/pipeline).
@@ -111,7 +114,7 @@ void Trainer::setup_data() {
   if (synthetic_ && writer_) ensure_synthetic_dataset(root_, c_.synthetic_count);
   dist::barrier();
   const datasets::Dataset ds = datasets::read_ham10000(root_, {c_.images, c_.skip_bad_images});
-  const datasets::Split split = datasets::grouped_split(ds, c_.val_fraction, c_.seed);
+  const datasets::Split split = run_split(ds, c_);
   train_items_ = ds.items(split.train), val_items_ = ds.items(split.val);
   if (writer_) {  // the exact images of each side, for other programs (e.g. a PyTorch reference run)
     const std::string text = datasets::split_csv(ds, split);
@@ -122,9 +125,13 @@ void Trainer::setup_data() {
   if (c_.class_weights != ClassWeights::none)
     class_weights_ = datasets::class_weights(counts, c_.class_weights == ClassWeights::inverse ? 1.0 : 0.5);
   if (c_.logit_adjust > 0) logit_offsets_ = datasets::logit_offsets(counts, c_.logit_adjust, c_.class_power());
-  norm_ = ck_ ? ck_->info.norm : data::compute_normalization(train_items_, c_.height, c_.width, 500, loader_threads_);
-  fmt::print("data: {} ({} images, {} lesions): {} train / {} validation images, lesion-grouped\n", root_,
-             ds.samples.size(), ds.num_lesions(), train_items_.size(), val_items_.size());
+  class_counts_.assign(counts.begin(), counts.end());
+  norm_ = ck_ ? ck_->info.norm
+              : data::compute_normalization(train_items_, c_.height, c_.width, 500, loader_threads_,
+                                            static_cast<float>(c_.color_constancy));
+  fmt::print("data: {} ({} images, {} lesions): {} train / {} validation images, lesion-grouped{}\n", root_,
+             ds.samples.size(), ds.num_lesions(), train_items_.size(), val_items_.size(),
+             c_.folds > 0 ? fmt::format(" (validation: fold {} of {})", c_.fold, c_.folds) : std::string());
   // What each class gets of an epoch under --class-sampling.
   const std::vector<double> share = datasets::sampled_class_prior(counts, c_.class_power());
   std::string mix;
@@ -148,7 +155,13 @@ void Trainer::setup_loaders() {
   lo.augment.rotate_degrees = static_cast<float>(c_.rotate_degrees);
   lo.augment.brightness = lo.augment.contrast = lo.augment.saturation = static_cast<float>(c_.jitter);
   lo.augment.hue = static_cast<float>(c_.hue);
+  lo.color_constancy = static_cast<float>(c_.color_constancy);
   train_loader_ = std::make_unique<data::Loader>(train_items_, lo);
+  if (c_.swa_start > 0) {  // the SWA average's BatchNorm statistics: augmented training batches, another order
+    data::LoaderOptions bo = lo;
+    bo.seed = lo.seed ^ 0x5357413142ull, bo.shard_rank = 0, bo.shard_count = 1;
+    bn_loader_ = std::make_unique<data::Loader>(train_items_, bo);
+  }
   batches_ = train_loader_->batches_per_epoch();
   if (c_.early_height > 0) {  // --early-size: the same epochs at the smaller size
     data::LoaderOptions eo = lo;
@@ -177,7 +190,7 @@ void Trainer::setup_model() {
   if (writer_) {
     uint64_t bytes = 0;
     for (auto& [n, t] : model_->state()) bytes += static_cast<uint64_t>(t.numel()) * 4;
-    check_output_folder(c_.out, bytes * (c_.ema > 0 ? 3 : 2));  // weights, momentum, weight average
+    check_output_folder(c_.out, bytes * (2 + (c_.ema > 0) + (c_.swa_start > 0)));  // weights, momentum, averages
   }
   // Data-parallel: identical starting weights (the seed makes them so; the broadcast makes sure),
   // and gradients averaged across ranks in buckets while backward runs.
@@ -193,13 +206,23 @@ void Trainer::setup_model() {
       averager_->set_updates(ck_->info.step);
     }
   }
+  if (c_.swa_start > 0) {
+    swa_ = models::create(c_.model, datasets::kNumClasses);
+    swa_->eval();
+    if (ck_ && ck_->info.swa_count > 0)
+      DERMIS_CHECK(load_swa_average(*ck_, *swa_), "{}: the checkpoint counts {} SWA epochs but holds no average",
+                   c_.resume, ck_->info.swa_count);
+  }
   optim::ScheduleOptions so = c_.schedule;
   so.base_lr = c_.lr;
   so.plateau_maximize = c_.plateau_metric == PlateauMetric::balanced_accuracy;
   sched_ = std::make_unique<optim::Schedule>(so);
   state_.model = c_.model, state_.classes = class_list(), state_.height = c_.height, state_.width = c_.width;
   state_.norm = norm_, state_.config = c_.to_json();
+  state_.train_prior = frequency_prior(class_counts_);
+  state_.trained_prior = trained_class_prior(class_counts_, c_.class_power(), class_weights_, c_.logit_adjust);
   if (!ck_) return;
+  state_.swa_count = ck_->info.swa_count;
   load_optimizer_state(*ck_, *model_, *opt_);
   sched_->set_state(ck_->info.schedule);
   default_generator().set_state(ck_->info.rng_seed, ck_->info.rng_counter);
@@ -240,6 +263,12 @@ void Trainer::print_summary() const {
              c_.model, model_->num_parameters() / 1e6, c_.height, c_.width, c_.batch,
              bf16_ ? "bf16 mixed precision" : "f32", num_threads(), loader_threads_, loader_threads_ > 1 ? "s" : "",
              c_.ema > 0 ? fmt::format(", weight average (decay {})", c_.ema) : "");
+  if (swa_)
+    fmt::print("stochastic weight averaging: epochs ending after {:.0f}% of the {}; hands out {}\n", 100 * c_.swa_start,
+               c_.minutes > 0 ? fmt::format("{:g}-minute budget", c_.minutes) : fmt::format("{} epochs", c_.epochs),
+               name_of(c_.selected()));
+  if (c_.mix != Mixing::none)
+    fmt::print("batch mixing: {} ({:.0f}% of batches)\n", name_of(c_.mix), 100 * c_.mix_prob);
   if (ranks_ > 1)
     fmt::print("data-parallel: {} ranks x batch {} (global batch {}), {} gradient buckets, {} BatchNorm\n", ranks_,
                c_.batch, ranks_ * c_.batch, reducer_->buckets(), c_.sync_bn ? "synchronised" : "per-rank");

@@ -1,0 +1,221 @@
+// tools/repeat: one training recipe over several seeds or lesion-grouped folds, and the mean and
+// standard deviation of what the runs hand out. Every recipe decision in docs/results.md rests on
+// such a table. Each run is tools/train (beside this binary) in a folder of its own under --out;
+// a run that finished (result.json) is not repeated, and one that was interrupted continues from
+// its last.safetensors, so the same command picks up where it stopped.
+//
+//   repeat --seeds 0,1,2 --out runs/recipe -- --data DIR --images images_200x150 --epochs 12 ...
+//   repeat --folds 5 --out runs/cv -- --data DIR ...       # folds 0..4, seed 0
+//   repeat --summarize runs/a/seed-0 runs/a/seed-1 ...     # the table of finished runs
+#include <fmt/format.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "framework/cli.h"
+#include "framework/io/atomic_file.h"
+#include "framework/io/json.h"
+
+extern char** environ;
+
+namespace fs = std::filesystem;
+using namespace dermis;
+
+namespace {
+
+struct RunResult {
+  std::string dir, selected;
+  double bal = NAN, acc = NAN, bal_prior = NAN, acc_prior = NAN, best = NAN, auc = NAN;
+  int64_t epochs = 0;
+};
+
+RunResult read_result(const std::string& dir) {
+  const std::string path = (fs::path(dir) / "result.json").string();
+  std::ifstream f(path);
+  DERMIS_CHECK(f.good(), "{}: no result.json (the run has not finished; run it to the end first)", dir);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const json::Value v = json::parse(ss.str(), path);
+  RunResult r;
+  try {
+    r.dir = dir, r.selected = v.at("selected").string();
+    r.bal = v.at("val").at("balanced_accuracy").number(), r.acc = v.at("val").at("accuracy").number();
+    r.auc = v.at("val").at("mean_auc").number();
+    r.bal_prior = v.at("val_train_prior").at("balanced_accuracy").number();
+    r.acc_prior = v.at("val_train_prior").at("accuracy").number();
+    r.best = v.at("best_val_balanced_accuracy").number(), r.epochs = v.at("epochs").integer();
+  } catch (const Error& e) {
+    DERMIS_FAIL("{}: not a result.json of train ({})", path, e.what());
+  }
+  return r;
+}
+
+std::pair<double, double> mean_sd(const std::vector<double>& x) {
+  double m = 0, s = 0;
+  for (double v : x) m += v;
+  m /= static_cast<double>(x.size());
+  for (double v : x) s += (v - m) * (v - m);
+  return {m, x.size() > 1 ? std::sqrt(s / static_cast<double>(x.size() - 1)) : NAN};
+}
+
+// The table: one row per run, then mean +- sd (sample standard deviation) per column.
+json::Object summarize(const std::vector<RunResult>& rs) {
+  fmt::print("\n{:<40} {:>8} {:>7} {:>9} {:>9} {:>10} {:>10} {:>7}\n", "run", "handed", "epochs", "bal.acc", "accuracy",
+             "bal.acc*", "accuracy*", "best");
+  std::vector<double> cols[6];
+  for (auto& r : rs) {
+    fmt::print("{:<40} {:>8} {:>7} {:>9.4f} {:>9.4f} {:>10.4f} {:>10.4f} {:>7.4f}\n", r.dir, r.selected, r.epochs, r.bal,
+               r.acc, r.bal_prior, r.acc_prior, r.best);
+    const double v[6] = {r.bal, r.acc, r.bal_prior, r.acc_prior, r.best, r.auc};
+    for (int c = 0; c < 6; ++c) cols[c].push_back(v[c]);
+  }
+  const char* names[6] = {"balanced_accuracy", "accuracy", "balanced_accuracy_train_prior", "accuracy_train_prior",
+                          "best_epoch_balanced_accuracy", "mean_auc"};
+  json::Object out;
+  std::string line = fmt::format("{:<40} {:>8} {:>7}", fmt::format("mean +- sd over {} runs", rs.size()), "", "");
+  for (int c = 0; c < 6; ++c) {
+    const auto [m, s] = mean_sd(cols[c]);
+    out[names[c]] = json::Object{{"mean", m}, {"sd", std::isfinite(s) ? json::Value(s) : json::Value()}};
+    if (c < 5) line += fmt::format(" {:>{}}", fmt::format("{:.3f}+-{:.3f}", m, s), c < 2 ? 9 : c < 4 ? 10 : 7);
+  }
+  fmt::print("{}\n(*: probabilities moved to the training set's class prior; best: the best epoch's own score, picked "
+             "on the same images)\n",
+             line);
+  json::Array runs;
+  for (auto& r : rs) runs.push_back(r.dir);
+  out["runs"] = runs;
+  out["count"] = static_cast<int64_t>(rs.size());
+  return out;
+}
+
+int run_train(const std::string& train_bin, const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>(train_bin.c_str()));
+  for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, train_bin.c_str(), nullptr, nullptr, argv.data(), environ);
+  DERMIS_CHECK(rc == 0, "cannot start {}: {}", train_bin, std::strerror(rc));
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR) DERMIS_FAIL("waiting for {}: {}", train_bin, std::strerror(errno));
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+std::vector<long> parse_list(const std::string& s, const char* flag) {
+  std::vector<long> out;
+  std::stringstream ss(s);
+  for (std::string t; std::getline(ss, t, ',');) {
+    char* end = nullptr;
+    const long v = std::strtol(t.c_str(), &end, 10);
+    DERMIS_CHECK(!t.empty() && *end == '\0' && v >= 0, "flag --{}: '{}' is not a non-negative integer", flag, t);
+    out.push_back(v);
+  }
+  DERMIS_CHECK(!out.empty(), "flag --{}: give a comma-separated list, e.g. 0,1,2", flag);
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return cli::run_main("repeat", [&]() -> int {
+    cli::Args args(
+        "usage: repeat (--seeds LIST | --folds K) --out DIR -- TRAIN FLAGS...\n"
+        "       repeat --summarize RUN_DIR...\n"
+        "Runs one train recipe once per seed (--seed S, folder DIR/seed-S) or per lesion-grouped fold\n"
+        "(--folds K --fold k, folder DIR/fold-k), then prints the validation balanced accuracy and\n"
+        "accuracy of each run's handed-out checkpoint (and with the training set's class prior), with\n"
+        "mean +- sd, and writes DIR/summary.json. Finished runs are kept; interrupted ones resume.");
+    args.add("seeds", "", "comma-separated seeds (each changes the split, initialisation and order)");
+    args.add("folds", "0", "lesion-grouped k-fold cross-validation: one run per fold (2 to 20)");
+    args.add("seed", "0", "with --folds: the seed of the fold assignment and the runs");
+    args.add("out", "", "folder of the runs");
+    args.add_bool("summarize", "only print the table of the finished run folders given as arguments");
+    std::vector<std::string> train_args, positional;
+    std::vector<char*> own = {argv[0]};
+    bool after_dashes = false;
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (after_dashes) train_args.push_back(a);
+      else if (a == "--") after_dashes = true;
+      else if (a.rfind("--", 0) == 0 || a == "-h") {
+        own.push_back(argv[i]);
+        if (a != "--summarize" && a != "--help" && a != "-h" && a.find('=') == std::string::npos && i + 1 < argc)
+          own.push_back(argv[++i]);
+      } else positional.push_back(a);
+    }
+    if (!args.parse(static_cast<int>(own.size()), own.data())) return 0;
+    if (args.flag("summarize")) {
+      DERMIS_CHECK(!positional.empty(), "--summarize needs run folders (each with result.json)");
+      std::vector<RunResult> rs;
+      for (auto& d : positional) rs.push_back(read_result(d));
+      summarize(rs);
+      return 0;
+    }
+    DERMIS_CHECK(positional.empty(), "unexpected argument '{}'; train's flags go after --", positional.front());
+    DERMIS_CHECK(!args.str("out").empty(), "flag --out is required (the folder of the runs)");
+    const long folds = args.integer("folds", 0, 20);
+    DERMIS_CHECK((folds >= 2) != !args.str("seeds").empty(), "give either --seeds LIST or --folds K (2 to 20)");
+    args.reject_unless("seed", folds >= 2, "applies only with --folds (use --seeds for several seeds)");
+    for (auto& a : train_args)
+      for (const char* f : {"--seed", "--fold", "--folds", "--out", "--resume"})
+        DERMIS_CHECK(a != f && a.rfind(std::string(f) + "=", 0) != 0,
+                     "train flag {} is set by repeat itself for each run; leave it out", f);
+    std::error_code ec;
+    const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+    const std::string train_bin = (ec ? fs::path("train") : self.parent_path() / "train").string();
+    DERMIS_CHECK(fs::exists(train_bin), "{} not found (repeat runs the train binary beside it)", train_bin);
+    std::vector<std::pair<std::string, std::vector<std::string>>> runs;
+    if (folds >= 2) {
+      for (long k = 0; k < folds; ++k)
+        runs.push_back({fmt::format("fold-{}", k), {"--folds", std::to_string(folds), "--fold", std::to_string(k),
+                                                    "--seed", args.str("seed")}});
+    } else {
+      for (long s : parse_list(args.str("seeds"), "seeds")) runs.push_back({fmt::format("seed-{}", s), {"--seed", std::to_string(s)}});
+    }
+    fs::create_directories(args.str("out"));
+    std::vector<RunResult> rs;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      const std::string dir = (fs::path(args.str("out")) / runs[i].first).string();
+      const std::string last = (fs::path(dir) / "last.safetensors").string();
+      if (fs::exists(fs::path(dir) / "result.json")) {
+        fmt::print("repeat: run {}/{} ({}) finished before; kept\n", i + 1, runs.size(), dir);
+      } else {
+        std::vector<std::string> a;
+        if (fs::exists(last)) {
+          a = {"--resume", last};
+          fmt::print("repeat: run {}/{}: continuing {}\n", i + 1, runs.size(), last);
+        } else {
+          a = train_args;
+          a.insert(a.end(), runs[i].second.begin(), runs[i].second.end());
+          a.insert(a.end(), {"--out", dir});
+          std::string cmd = "train";
+          for (auto& x : a) cmd += " " + x;
+          fmt::print("repeat: run {}/{}: {}\n", i + 1, runs.size(), cmd);
+        }
+        std::fflush(stdout);
+        const int rc = run_train(train_bin, a);
+        if (rc != 0)
+          DERMIS_FAIL("run {} stopped (train exit code {}); the same repeat command continues it", dir, rc);
+      }
+      rs.push_back(read_result(dir));
+    }
+    json::Object out = summarize(rs);
+    std::string cmd = "repeat";
+    for (int i = 1; i < argc; ++i) cmd += std::string(" ") + argv[i];
+    out["command"] = cmd;
+    const std::string text = json::dump(out);
+    const std::string path = (fs::path(args.str("out")) / "summary.json").string();
+    io::write_file_atomic(path, std::vector<uint8_t>(text.begin(), text.end()));
+    fmt::print("summary: {}\n", path);
+    return 0;
+  });
+}
