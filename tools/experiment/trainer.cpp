@@ -290,7 +290,7 @@ bool Trainer::end_epoch(const EpochState& es, double loss_sum, int64_t seen) {
   const metrics::Report r = validate(evaluated());
   last_report_ = r;
   std::optional<metrics::Report> swa_r;
-  if (swa_ && c_.swa_epoch(progress_at_epoch_end(es.epoch))) {
+  if (swa_ && agree(c_.swa_epoch(progress_at_epoch_end(es.epoch)) ? 1 : 0) != 0) {  // the same on every rank
     update_swa();
     swa_r = validate(*swa_);
     swa_report_ = swa_r;
