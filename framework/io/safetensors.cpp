@@ -1,4 +1,4 @@
-// safetensors reader and atomic writer (F32).
+// safetensors reader (F32, and other dtypes converted to f32) and atomic writer (F32).
 #include "safetensors.h"
 
 #include <fcntl.h>
@@ -16,8 +16,24 @@
 #include "../fault.h"
 #include "atomic_file.h"
 #include "json.h"
+#include "stored_dtype.h"
 
 namespace dermis::io {
+
+namespace {
+bool safetensors_dtype(const std::string& s, StoredDType& t) {
+  static const std::pair<const char*, StoredDType> m[] = {
+      {"F32", StoredDType::f32}, {"F64", StoredDType::f64}, {"F16", StoredDType::f16}, {"BF16", StoredDType::bf16},
+      {"I64", StoredDType::i64}, {"I32", StoredDType::i32}, {"I16", StoredDType::i16}, {"I8", StoredDType::i8},
+      {"U8", StoredDType::u8}, {"BOOL", StoredDType::boolean}};
+  for (auto& [n, d] : m)
+    if (s == n) {
+      t = d;
+      return true;
+    }
+  return false;
+}
+}  // namespace
 
 const Tensor* TensorFile::find(const std::string& name) const {
   for (auto& [n, t] : tensors)
@@ -117,6 +133,7 @@ TensorFile load_safetensors(const std::string& path) {
     std::string name;
     Shape shape;
     uint64_t begin, end;
+    StoredDType dtype;
   };
   std::vector<Entry> entries;
   for (auto& [name, v] : header.object()) {
@@ -126,16 +143,20 @@ TensorFile load_safetensors(const std::string& path) {
     }
     try {
       const std::string& dt = v.find("dtype") ? v.find("dtype")->string("dtype") : "";
-      DERMIS_CHECK(dt == "F32", "dtype {} is not supported (dermis reads F32)", dt.empty() ? "(missing)" : dt);
+      StoredDType sd = StoredDType::f32;
+      DERMIS_CHECK(safetensors_dtype(dt, sd),
+                   "dtype {} is not supported (dermis reads F32, F16, BF16, F64 and integer tensors, as f32)",
+                   dt.empty() ? "(missing)" : dt);
       DERMIS_CHECK(v.find("shape") && v.find("data_offsets"), "shape or data_offsets missing");
-      Entry e{name, {}, 0, 0};
+      Entry e{name, {}, 0, 0, sd};
+      const uint64_t es = static_cast<uint64_t>(stored_size(sd));
       uint64_t elements = 1;
       for (auto& d : v.find("shape")->array("shape")) {
         const int64_t x = d.integer("shape entry");
         DERMIS_CHECK(x > 0 && x < (int64_t{1} << 40), "bad dimension {}", x);
         DERMIS_CHECK(e.shape.size() < 8, "more than 8 dimensions");
         // Checked before multiplying, so that no product can overflow.
-        DERMIS_CHECK(static_cast<uint64_t>(x) <= data_size / 4 / elements,
+        DERMIS_CHECK(static_cast<uint64_t>(x) <= data_size / es / elements,
                      "shape needs more than the file's {} data bytes", data_size);
         elements *= static_cast<uint64_t>(x);
         e.shape.push_back(x);
@@ -145,7 +166,7 @@ TensorFile load_safetensors(const std::string& path) {
       const int64_t b = offs[0].integer("offset"), en = offs[1].integer("offset");
       DERMIS_CHECK(b >= 0 && en >= b && static_cast<uint64_t>(en) <= data_size,
                    "data_offsets [{}, {}] fall outside the {} data bytes (truncated file?)", b, en, data_size);
-      DERMIS_CHECK(static_cast<uint64_t>(en - b) == static_cast<uint64_t>(numel_of(e.shape)) * 4,
+      DERMIS_CHECK(static_cast<uint64_t>(en - b) == static_cast<uint64_t>(numel_of(e.shape)) * es,
                    "{} bytes stored for shape {}", en - b, to_string(e.shape));
       e.begin = static_cast<uint64_t>(b);
       e.end = static_cast<uint64_t>(en);
@@ -161,7 +182,15 @@ TensorFile load_safetensors(const std::string& path) {
   for (auto& e : entries) {
     Tensor t = Tensor::empty(e.shape);
     f.seekg(static_cast<std::streamoff>(8 + hlen + e.begin));
-    f.read(reinterpret_cast<char*>(t.data()), static_cast<std::streamsize>(e.end - e.begin));
+    if (e.dtype == StoredDType::f32) {
+      f.read(reinterpret_cast<char*>(t.data()), static_cast<std::streamsize>(e.end - e.begin));
+    } else {  // converted to f32
+      std::vector<unsigned char> raw(e.end - e.begin);
+      f.read(reinterpret_cast<char*>(raw.data()), static_cast<std::streamsize>(raw.size()));
+      const size_t es = static_cast<size_t>(stored_size(e.dtype));
+      float* d = t.data();
+      for (size_t i = 0; i < raw.size() / es; ++i) d[i] = stored_to_float(raw.data() + i * es, e.dtype);
+    }
     DERMIS_CHECK(f.good(), "{}: could not read tensor '{}' (truncated?)", path, e.name);
     out.tensors.emplace_back(e.name, t);
   }

@@ -25,7 +25,7 @@ struct TensorFile {
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 // Reads and validates a file; a damaged or truncated file is rejected with a dermis::Error that
-// names the file and the problem. F32 tensors only.
+// names the file and the problem. F32 tensors, and F16, BF16, F64 and integer ones converted to f32.
 TensorFile load_safetensors(const std::string& path);
 
 }  // namespace dermis::io

@@ -25,11 +25,20 @@ void SGD::set_lr(float lr) {
   opt_.lr = lr;
 }
 
+void SGD::set_lr_scale(size_t i, float scale) {
+  DERMIS_CHECK(i < params_.size(), "SGD: parameter {} out of range ({} parameters)", i, params_.size());
+  DERMIS_CHECK(std::isfinite(scale) && scale >= 0, "SGD: learning-rate scale must be finite and >= 0, got {}", scale);
+  if (scales_.empty()) scales_.assign(params_.size(), 1.f);
+  scales_[i] = scale;
+}
+
 void SGD::step() {
-  const float lr = opt_.lr, mom = opt_.momentum, damp = opt_.dampening, wd = opt_.weight_decay;
+  const float mom = opt_.momentum, damp = opt_.dampening, wd = opt_.weight_decay;
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& gt = params_[i].grad();
     if (!gt.defined()) continue;
+    const float lr = opt_.lr * lr_scale(i);
+    if (lr_scale(i) == 0.f) continue;  // frozen
     Tensor g = gt.plain();
     float* w = params_[i].value().data();
     const float* pg = g.data();

@@ -25,6 +25,11 @@ class SGD {
   float lr() const { return opt_.lr; }
   void set_lr(float lr);
   const SGDOptions& options() const { return opt_; }
+  // A multiplier of the learning rate for parameter i (default 1), as PyTorch's parameter groups
+  // give: fine-tuning's smaller rate for pretrained layers. A parameter with scale 0 is frozen: not
+  // updated at all (no weight decay, its momentum buffer kept as it is).
+  void set_lr_scale(size_t i, float scale);
+  float lr_scale(size_t i) const { return scales_.empty() ? 1.f : scales_[i]; }
   // Momentum buffers (undefined until a parameter's first step), for checkpoints.
   std::vector<Tensor>& momentum_buffers() { return bufs_; }
   const std::vector<Var>& params() const { return params_; }
@@ -32,6 +37,7 @@ class SGD {
  private:
   std::vector<Var> params_;
   std::vector<Tensor> bufs_;
+  std::vector<float> scales_;  // empty: all 1
   SGDOptions opt_;
 };
 

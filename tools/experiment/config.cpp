@@ -337,6 +337,26 @@ const std::vector<Option>& options() {
                "the class prior evaluate and predict apply to this model's probabilities by default (their --prior): "
                "none (as trained), train (shifted to the training set's class frequencies: with class-balanced "
                "training, the deployment prior of HAM10000-like data) or uniform"),
+        text("init", "init", FIELD(init),
+             "start from published weights: a torch.save .pth/.pt or .safetensors file of a torchvision, timm or dermis "
+             "model with PyTorch names (torchvision's resnet18 for resnet18, resnet18_cbam; resnet34 for "
+             "resnet34_cbam); CBAM blocks the file lacks, and a head of another class count, keep their "
+             "initialisation; default: none (random initialisation)"),
+        when(number("init-lr-scale", "init_lr_scale", FIELD(init_lr_scale), 0, 1,
+                    "learning-rate multiplier of the parameters loaded by --init (the new head and CBAM blocks train "
+                    "at the full rate)"),
+             [](const TrainConfig& c) { return !c.init.empty(); }, "--init"),
+        when(number("freeze-epochs", "freeze_epochs", FIELD(freeze_epochs), 0, 100000,
+                    "keep the loaded parameters of the stem and the first --freeze-stages stages fixed for this many "
+                    "epochs (0: none)"),
+             [](const TrainConfig& c) { return !c.init.empty(); }, "--init"),
+        when(number("freeze-stages", "freeze_stages", FIELD(freeze_stages), 0, 16,
+                    "with --freeze-epochs: how many stages (layer1.., stage1..) after the stem stay fixed"),
+             [](const TrainConfig& c) { return c.freeze_epochs > 0; }, "--freeze-epochs"),
+        choice("normalization", "normalization", FIELD(normalization),
+               "input normalisation, recorded in the checkpoint for evaluate and predict: dataset (the training "
+               "images' channel statistics) or imagenet (what published pretrained weights expect); auto: imagenet "
+               "with --init, else dataset"),
         number("crop-scale", "crop_scale_min", FIELD(crop_scale_min), 0.05, 1, "random resized crop: smallest area fraction"),
         number("rotate", "rotate_degrees", FIELD(rotate_degrees), 0, 180,
                "random rotation range in degrees (plus flips and 90-degree turns)"),

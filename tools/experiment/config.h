@@ -19,6 +19,9 @@ enum class NonfinitePolicy { stop, skip };                  // a NaN/Inf loss or
 enum class Precision { f32, bf16 };
 // Batch mixing: none, mixup (Zhang et al. 2018), CutMix (Yun et al. 2019) or either, half the batches each.
 enum class Mixing { none, mixup, cutmix, both };
+// The input normalisation: the training set's channel statistics, or ImageNet's (what published
+// pretrained weights expect). auto: imagenet with --init, else dataset.
+enum class NormalizationSource { automatic, dataset, imagenet };
 // The checkpoint a run hands out (train's "checkpoint:" line and RUN/model.safetensors): the
 // stochastic weight average (--swa-start), the last epoch's weights, or the best validation epoch's.
 // auto: swa when --swa-start is given, else last.
@@ -79,6 +82,14 @@ struct TrainConfig {
   // Shades-of-grey colour constancy (Minkowski power p; 0: off), in training and at test time.
   double color_constancy = 0;
   DecisionPrior decision_prior = DecisionPrior::none;
+  // Start from published weights (models::load_pretrained): a torch.save .pth/.pt or safetensors file
+  // of a torchvision, timm or dermis model. The parameters it provides train at init_lr_scale times
+  // the learning rate; those of the stem and the first freeze_stages stages stay fixed for the first
+  // freeze_epochs epochs.
+  std::string init{};
+  double init_lr_scale = 1;
+  int64_t freeze_epochs = 0, freeze_stages = 4;
+  NormalizationSource normalization = NormalizationSource::automatic;
   double ema = 0;  // per-step decay of the weight average that is validated and saved as best (0: off)
   NonfinitePolicy nonfinite = NonfinitePolicy::stop;
   ConvAlgorithm conv = ConvAlgorithm::automatic;
@@ -148,6 +159,12 @@ struct dermis::Choices<dermis::experiment::Mixing> {
   using E = experiment::Mixing;
   static constexpr std::array<Choice<E>, 4> list{
       {{E::none, "none"}, {E::mixup, "mixup"}, {E::cutmix, "cutmix"}, {E::both, "both"}}};
+};
+template <>
+struct dermis::Choices<dermis::experiment::NormalizationSource> {
+  using E = experiment::NormalizationSource;
+  static constexpr std::array<Choice<E>, 3> list{
+      {{E::automatic, "auto"}, {E::dataset, "dataset"}, {E::imagenet, "imagenet"}}};
 };
 template <>
 struct dermis::Choices<dermis::experiment::Select> {

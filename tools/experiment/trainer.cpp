@@ -104,12 +104,24 @@ EpochEnd Trainer::run_epoch(int64_t epoch) {
   return end_epoch(es, loss_sum, seen) ? EpochEnd::next : EpochEnd::stop_after_this;
 }
 
+// --init's learning-rate scales for this epoch: pretrained parameters at --init-lr-scale, those
+// --freeze-epochs holds at 0 while it lasts.
+void Trainer::apply_lr_scales(int64_t epoch) {
+  for (size_t i = 0; i < pretrained_.size(); ++i)
+    opt_->set_lr_scale(i, frozen_[i] && epoch < c_.freeze_epochs ? 0.f
+                          : pretrained_[i]                         ? static_cast<float>(c_.init_lr_scale)
+                                                                   : 1.f);
+  if (!frozen_.empty() && c_.freeze_epochs > 0 && epoch == c_.freeze_epochs)
+    fmt::print("epoch {}: the frozen pretrained stages train from now on\n", epoch + 1);
+}
+
 // Where the epoch starts (mid-epoch when resumed from such a checkpoint, with any rank count) and
 // its input size (--early-size): decided when it starts, the same on every rank; a run resumed
 // mid-epoch keeps it. Progress never falls, so the early loader is not needed again once unused.
 EpochState Trainer::begin_epoch(int64_t epoch) {
   EpochState es;
   es.epoch = epoch;
+  apply_lr_scales(epoch);
   const bool resumed_mid_epoch = ck_ && epoch == start_epoch_ && ck_->info.epoch_position > 0;
   if (resumed_mid_epoch) {
     es.position = ck_->info.epoch_position;

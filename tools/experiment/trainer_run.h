@@ -115,6 +115,9 @@ class Trainer {
   std::unique_ptr<data::Loader> bn_loader_;  // training batches for its BatchNorm statistics
   std::optional<metrics::Report> swa_report_, last_report_;
   std::vector<int64_t> class_counts_;
+  // --init: which optimiser parameters came from the file, and which of those --freeze-epochs holds.
+  std::vector<char> pretrained_, frozen_;
+  void apply_lr_scales(int64_t epoch);
   // Run state: the checkpoint's (steps, best epoch, schedule, generator, elapsed time, progress).
   CheckpointInfo state_;
   int64_t start_epoch_ = 0, epochs_done_ = 0;

@@ -14,11 +14,14 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <algorithm>
 #include <atomic>
 #include <thread>
 
 #include "checkpoint.h"
+#include "framework/io/torch_file.h"
+#include "models/pretrained.h"
 #include "decision.h"
 #include "datasets/ham10000.h"
 #include "datasets/split.h"
@@ -126,7 +129,10 @@ void Trainer::setup_data() {
     class_weights_ = datasets::class_weights(counts, c_.class_weights == ClassWeights::inverse ? 1.0 : 0.5);
   if (c_.logit_adjust > 0) logit_offsets_ = datasets::logit_offsets(counts, c_.logit_adjust, c_.class_power());
   class_counts_.assign(counts.begin(), counts.end());
-  norm_ = ck_ ? ck_->info.norm
+  const bool imagenet = c_.normalization == NormalizationSource::imagenet ||
+                        (c_.normalization == NormalizationSource::automatic && !c_.init.empty());
+  norm_ = ck_        ? ck_->info.norm
+          : imagenet ? data::Normalization{{0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f}}
               : data::compute_normalization(train_items_, c_.height, c_.width, 500, loader_threads_,
                                             static_cast<float>(c_.color_constancy));
   fmt::print("data: {} ({} images, {} lesions): {} train / {} validation images, lesion-grouped{}\n", root_,
@@ -181,6 +187,14 @@ void Trainer::setup_loaders() {
 void Trainer::setup_model() {
   manual_seed(c_.seed);
   model_ = ck_ ? ck_->model : models::create(c_.model, datasets::kNumClasses);
+  std::set<std::string> loaded;
+  if (!c_.init.empty()) {  // resumed: the weights are the checkpoint's; the file says which were pretrained
+    const io::TensorFile f = io::load_weights_file(c_.init);
+    std::shared_ptr<models::Classifier> scratch = ck_ ? models::create(c_.model, datasets::kNumClasses) : model_;
+    const models::PretrainedReport r = models::load_pretrained(*scratch, f);
+    if (!ck_) fmt::print("init: {}: {}\n", c_.init, r.summary());
+    loaded.insert(r.loaded.begin(), r.loaded.end());
+  }
   // --sync-bn: training BatchNorm statistics over every rank's batch (the same path with one rank).
   if (c_.sync_bn) nn::set_sync_batch_norm(*model_, [](double* d, int64_t n) { dist::allreduce_sum(d, n); });
   opt_ = std::make_unique<optim::SGD>(model_->parameters(), optim::SGDOptions{.lr = static_cast<float>(c_.lr),
@@ -212,6 +226,28 @@ void Trainer::setup_model() {
     if (ck_ && ck_->info.swa_count > 0)
       DERMIS_CHECK(load_swa_average(*ck_, *swa_), "{}: the checkpoint counts {} SWA epochs but holds no average",
                    c_.resume, ck_->info.swa_count);
+  }
+  if (!loaded.empty()) {  // fine-tuning: per-parameter learning-rate scales (apply_lr_scales)
+    const auto named = model_->named_parameters();
+    bool after_stem = false;
+    int64_t n_frozen = 0;
+    for (auto& [name, v] : named) {
+      const std::string top = name.substr(0, name.find('.'));
+      int64_t stage = after_stem ? 1000 : 0;  // the stem (before any stage) is 0; the head after the stages
+      for (const char* pre : {"layer", "stage"})
+        if (top.rfind(pre, 0) == 0 && top.size() > std::strlen(pre) &&
+            top.find_first_not_of("0123456789", std::strlen(pre)) == std::string::npos)
+          stage = std::stoll(top.substr(std::strlen(pre))), after_stem = true;
+      const bool pre = loaded.count(name) > 0;
+      pretrained_.push_back(pre);
+      frozen_.push_back(pre && c_.freeze_epochs > 0 && stage <= c_.freeze_stages);
+      n_frozen += frozen_.back();
+    }
+    fmt::print("fine-tuning: {} of {} parameter tensors pretrained, at {:g}x the learning rate{}\n",
+               std::count(pretrained_.begin(), pretrained_.end(), 1), named.size(), c_.init_lr_scale,
+               c_.freeze_epochs > 0 ? fmt::format("; {} of them (stem and stages 1-{}) fixed for the first {} epochs",
+                                                   n_frozen, c_.freeze_stages, c_.freeze_epochs)
+                                    : std::string());
   }
   optim::ScheduleOptions so = c_.schedule;
   so.base_lr = c_.lr;
