@@ -152,8 +152,8 @@ craft "$work/othermodel.safetensors" 'h["__metadata__"]["model"] = "resnet18_cba
 ck_case "weights of another model (metadata says resnet18_cbam)" "do not fit a resnet18_cbam" "$work/othermodel.safetensors"
 craft "$work/badmeta.safetensors" 'h["__metadata__"]["schedule"] = "{\"best\": 1}"'
 ck_case "damaged metadata (schedule)" "damaged checkpoint metadata" "$work/badmeta.safetensors"
-craft "$work/nodtype.safetensors" 'k = [x for x in h if x != "__metadata__"][0]; h[k]["dtype"] = "F64"'
-ck_case "a tensor stored as F64" "F64" "$work/nodtype.safetensors"
+craft "$work/nodtype.safetensors" 'k = [x for x in h if x != "__metadata__"][0]; h[k]["dtype"] = "C64"'
+ck_case "a tensor stored as C64 (complex)" "dtype C64 is not supported" "$work/nodtype.safetensors"
 printf 'garbage' > "$work/tiny.safetensors"
 ck_case "7-byte file" "tiny.safetensors" "$work/tiny.safetensors"
 case_ "checkpoint: resume from a damaged file" 2 "truncated" -- "$T" --resume "$work/truncated.safetensors"
@@ -166,6 +166,28 @@ ck_case "a stored setting out of range (lr 100)" "setting lr: 100 is out of rang
 case_ "checkpoint: resume with a stored setting out of range" 2 "badlr.safetensors: the training settings stored in it are invalid" -- "$T" --resume "$work/badlr.safetensors"
 setting "$work/badsched.safetensors" schedule '"linear"'
 ck_case "an unknown stored schedule" "setting schedule: expected step" "$work/badsched.safetensors"
+
+# ---- published weights (train --init) -------------------------------------------------------------
+# torchvision's resnet18 as PyTorch saved it (tests/golden/torchvision), cut short, of another
+# architecture, not a weights file; none of them may leave a run folder behind.
+gzip -dc "$src/golden/torchvision/resnet18.pth.gz" > "$work/resnet18.pth"
+head -c 2000000 "$work/resnet18.pth" > "$work/cut.pth"
+printf 'not weights at all\n' > "$work/notes.pth"
+init_case() {  # DESCRIPTION NEEDLE FILE [train flags]
+  local what=$1 needle=$2 file=$3
+  shift 3
+  rm -rf "$work/initrun"
+  case_ "init: $what" 2 "$needle" -- "$T" --init "$file" --synthetic-count 80 --epochs 1 --size 32x32 --out "$work/initrun" "$@"
+  [ -e "$work/initrun" ] && { echo "FAIL: init: $what left $work/initrun behind"; fail=1; }
+  return 0
+}
+init_case "missing file" "cannot open $work/nosuch.pth" "$work/nosuch.pth"
+init_case "truncated .pth" "cut.pth is damaged: no zip end-of-archive record" "$work/cut.pth"
+init_case "not a weights file" "notes.pth is neither a torch.save file" "$work/notes.pth"
+init_case "resnet18 weights for cbam_small" "tensor 'conv1.weight' has no counterpart in the model" "$work/resnet18.pth" --model cbam_small
+init_case "resnet18 weights for resnet34_cbam" "has no tensor 'layer1.2.conv1.weight'" "$work/resnet18.pth" --model resnet34_cbam
+case_ "flag: --init-lr-scale without --init" 2 "--init-lr-scale" -- "$T" --init-lr-scale 0.1 --synthetic-count 80 --epochs 1
+rm -f "$work/resnet18.pth"
 
 # ---- flags ---------------------------------------------------------------------------------------
 case_ "flag: --size 0x0" 2 "flag --size" -- "$T" --size 0x0

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -117,6 +118,9 @@ class Trainer {
   std::vector<int64_t> class_counts_;
   // --init: which optimiser parameters came from the file, and which of those --freeze-epochs holds.
   std::vector<char> pretrained_, frozen_;
+  std::optional<io::TensorFile> init_file_;  // read in resolve_config, loaded in setup_model
+  std::set<std::string> init_loaded_;
+  std::string init_summary_;
   void apply_lr_scales(int64_t epoch);
   // Run state: the checkpoint's (steps, best epoch, schedule, generator, elapsed time, progress).
   CheckpointInfo state_;

@@ -70,6 +70,13 @@ void Trainer::resolve_config() {
   if (c_.precision == Precision::bf16 && !c_.resume.empty())
     cpu::require_bf16(fmt::format("{} (a --precision bf16 run)", c_.resume), "a new run with --precision f32");
   if (c_.epochs == 0) c_.epochs = c_.minutes > 0 ? 100000 : (synthetic_ ? 12 : 30);
+  if (!c_.init.empty()) {  // --init: read and mapped onto the model now, so that a bad file stops the run here
+    init_file_ = io::load_weights_file(c_.init);
+    const models::PretrainedReport r = models::load_pretrained(*models::create(c_.model, datasets::kNumClasses), *init_file_);
+    init_summary_ = r.summary();
+    init_loaded_.insert(r.loaded.begin(), r.loaded.end());
+    if (ck_) init_file_.reset();  // resumed: the weights are the checkpoint's; the file only says which were pretrained
+  }
   if (c_.out.empty()) {
     const std::time_t t = std::time(nullptr);
     char stamp[32];
@@ -187,14 +194,12 @@ void Trainer::setup_loaders() {
 void Trainer::setup_model() {
   manual_seed(c_.seed);
   model_ = ck_ ? ck_->model : models::create(c_.model, datasets::kNumClasses);
-  std::set<std::string> loaded;
-  if (!c_.init.empty()) {  // resumed: the weights are the checkpoint's; the file says which were pretrained
-    const io::TensorFile f = io::load_weights_file(c_.init);
-    std::shared_ptr<models::Classifier> scratch = ck_ ? models::create(c_.model, datasets::kNumClasses) : model_;
-    const models::PretrainedReport r = models::load_pretrained(*scratch, f);
-    if (!ck_) fmt::print("init: {}: {}\n", c_.init, r.summary());
-    loaded.insert(r.loaded.begin(), r.loaded.end());
+  if (init_file_) {
+    models::load_pretrained(*model_, *init_file_);
+    fmt::print("init: {}: {}\n", c_.init, init_summary_);
+    init_file_.reset();
   }
+  const std::set<std::string>& loaded = init_loaded_;
   // --sync-bn: training BatchNorm statistics over every rank's batch (the same path with one rank).
   if (c_.sync_bn) nn::set_sync_batch_norm(*model_, [](double* d, int64_t n) { dist::allreduce_sum(d, n); });
   opt_ = std::make_unique<optim::SGD>(model_->parameters(), optim::SGDOptions{.lr = static_cast<float>(c_.lr),
