@@ -12,6 +12,7 @@
 #include <string>
 
 #include "framework/autograd.h"
+#include "framework/data/jpeg.h"
 #include "framework/io/torch_file.h"
 #include "models/pretrained.h"
 #include "models/registry.h"
@@ -214,4 +215,26 @@ BOOST_AUTO_TEST_CASE(damaged_and_foreign_files_fail_with_the_file_named) {
   for (const char* n : {"truncated", "tail_cut", "no_tensors", "list", "opcode", "underflow", "no_storage", "short_storage",
                         "ok", "legacy", "text", "zip_only"})
     std::remove(temp(std::string(n) + ".pth").c_str());
+}
+
+BOOST_AUTO_TEST_CASE(standard_decode_gives_pils_pixels) {
+  const std::vector<uint8_t> jpg = data::read_file(kGolden + "pil_decode.jpg");
+  const std::string ppm = read(kGolden + "pil_decode.ppm");
+  const std::string head = "P6\n83 61\n255\n";
+  BOOST_REQUIRE(ppm.compare(0, head.size(), head) == 0);
+  const std::string pil = ppm.substr(head.size());
+  BOOST_REQUIRE(pil.size() == 83u * 61 * 3);
+  const data::Image standard = data::decode_jpeg(jpg, "pil_decode.jpg", 40, 30, data::standard_decode());
+  BOOST_TEST(standard.width == 83);  // full size although 40x30 would do
+  BOOST_TEST(standard.height == 61);
+  BOOST_TEST(std::memcmp(standard.rgb.data(), pil.data(), pil.size()) == 0);
+  // Training's fast decode is close but not the same.
+  const data::Image fast = data::decode_jpeg(jpg, "pil_decode.jpg");
+  int differ = 0, worst = 0;
+  for (size_t i = 0; i < pil.size(); ++i) {
+    const int d = std::abs(static_cast<int>(fast.rgb[i]) - static_cast<uint8_t>(pil[i]));
+    differ += d > 0, worst = std::max(worst, d);
+  }
+  BOOST_TEST_MESSAGE("fast decode: " << differ << " of " << pil.size() << " values differ from PIL's, by at most " << worst);
+  BOOST_TEST(differ > 0);
 }

@@ -104,7 +104,7 @@ Image decode_jpeg(const std::vector<uint8_t>& d, const std::string& name, int mi
 
 Image decode_jpeg(const std::vector<uint8_t>& d, const JpegInfo& info, const std::string& name, int min_width,
                   int min_height, DecodeOptions o) {
-  const Scale s = choose_scale(info.width, info.height, min_width, min_height);
+  const Scale s = o.dct_scale ? choose_scale(info.width, info.height, min_width, min_height) : Scale{};
   Image img;
   img.width = s.apply(info.width);
   img.height = s.apply(info.height);

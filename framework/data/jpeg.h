@@ -39,14 +39,19 @@ struct Scale {
 };
 Scale choose_scale(int width, int height, int min_width, int min_height);
 
+// How a JPEG is decoded. The defaults are training's fast path; standard_decode() gives the pixels
+// of the standard decoders (PIL, and so torchvision, OpenCV and browsers on libjpeg-turbo): exactly
+// PIL's, which is what evaluate and predict use unless told --decode fast.
 struct DecodeOptions {
-  bool fast_dct = true;       // libjpeg-turbo's fast integer IDCT (PIL uses the slow one; the difference is < 1 level)
+  bool fast_dct = true;       // libjpeg-turbo's fast integer IDCT (PIL uses the accurate one; the difference is < 1 level)
   bool fast_upsample = true;  // nearest-neighbour chroma upsampling (skips the smoothing filter; colour
                               // edges move by at most one chroma sample, below the augmentation jitter)
+  bool dct_scale = true;      // decode at a reduced DCT scale when the output needs fewer pixels (PIL: full size)
 };
+inline DecodeOptions standard_decode() { return {.fast_dct = false, .fast_upsample = false, .dct_scale = false}; }
 
 // Decodes to RGB at the smallest DCT scale whose output is at least min_width x min_height (full
-// size when the image is smaller than that). min 0 means full size.
+// size when the image is smaller than that, or without o.dct_scale). min 0 means full size.
 Image decode_jpeg(const std::vector<uint8_t>& data, const std::string& name, int min_width = 0, int min_height = 0,
                   DecodeOptions o = {});
 // The same with the header already parsed by jpeg_info.

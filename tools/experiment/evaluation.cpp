@@ -8,8 +8,15 @@
 
 namespace dermis::experiment {
 
-data::LoaderOptions Member::eval_options() const {
+data::DecodeOptions parse_decode(const std::string& flag) {
+  if (flag == "standard") return data::standard_decode();
+  DERMIS_CHECK(flag == "fast", "flag --decode: expected standard or fast, got '{}'", flag);
+  return data::DecodeOptions{};
+}
+
+data::LoaderOptions Member::eval_options(const data::DecodeOptions& decode) const {
   data::LoaderOptions o;
+  o.decode = decode;
   o.train = false, o.shuffle = false, o.batch = 64, o.threads = 1, o.height = ck.info.height, o.width = ck.info.width;
   o.norm = ck.info.norm, o.num_classes = static_cast<int>(ck.info.classes.size());
   o.color_constancy = static_cast<float>(cfg.color_constancy);

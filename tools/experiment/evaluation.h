@@ -31,8 +31,18 @@ struct Member {
   std::string weights;  // which weights select_weights took: "model" or "ema"
   Checkpoint ck;
   TrainConfig cfg;
-  data::LoaderOptions eval_options() const;  // deterministic eval transform, batch 64, one thread
+  // Deterministic eval transform, batch 64, one thread; JPEGs decoded as `decode` says.
+  data::LoaderOptions eval_options(const data::DecodeOptions& decode = data::standard_decode()) const;
 };
+
+// The --decode flag of evaluate and predict: standard (data::standard_decode(): the pixels PIL,
+// torchvision and ONNX pipelines see) or fast (training's decode: fast IDCT, nearest-neighbour
+// chroma upsampling, DCT-domain downscaling).
+data::DecodeOptions parse_decode(const std::string& flag);
+inline constexpr const char* kDecodeFlagHelp =
+    "standard | fast: standard decodes JPEGs as PIL/torchvision do (accurate IDCT, smooth chroma upsampling, full "
+    "size; the same pixels as a Python or ONNX pipeline); fast as training does (fast IDCT, nearest-neighbour "
+    "chroma, DCT-domain downscaling: quicker, probabilities up to about 0.01 apart)";
 
 // The checkpoints of `list` (comma-separated paths: one, or several for a snapshot ensemble whose
 // probabilities are averaged), each with --weights `weights`. The members must share the class list.

@@ -124,6 +124,7 @@ int evaluate_main(int argc, char** argv) {
     args.add_bool("skip-bad-images", "warn about and skip unreadable images");
     args.add("weights", "auto", kWeightsFlagHelp);
     args.add("prior", "auto", kPriorFlagHelp);
+    args.add("decode", "standard", kDecodeFlagHelp);
     args.add("out", "", "also write the JSON to this file");
     args.add("threads", "0", "OpenMP threads (0: all cores)");
     args.add("batch", "64", "batch size");
@@ -140,6 +141,7 @@ int evaluate_main(int argc, char** argv) {
     std::vector<Member> members = load_members(args.str("checkpoint"), args.str("weights"));
     const Member& first = members.front();
     const DecisionPrior prior = resolve_prior(args.str("prior"), first);
+    const data::DecodeOptions decode = parse_decode(args.str("decode"));
     const bool skip = args.flag("skip-bad-images");
     const TrainConfig& cfg = first.cfg;  // how the (first) model was trained
     // Without --images, the folder the model was trained on, where --data has one of that name.
@@ -168,7 +170,7 @@ int evaluate_main(int argc, char** argv) {
     int64_t bad = 0;
     std::string input_size;
     for (size_t m = 0; m < members.size(); ++m) {
-      data::LoaderOptions o = members[m].eval_options();
+      data::LoaderOptions o = members[m].eval_options(decode);
       o.batch = args.integer("batch", 1, 4096), o.skip_bad_images = skip;
       if (!args.str("size").empty()) parse_size(args.str("size"), "size", o.height, o.width);
       input_size += fmt::format("{}{}x{}", m ? "," : "", o.height, o.width);
@@ -195,6 +197,7 @@ int evaluate_main(int argc, char** argv) {
     for (auto& m : members) weights.push_back(m.weights);
     o2["weights"] = members.size() == 1 ? json::Value(first.weights) : json::Value(weights);
     o2["prior"] = std::string(name_of(prior));
+    o2["decode"] = args.str("decode");
     o2["input_size"] = input_size;
     o2["tta"] = args.flag("tta");
     o2["skipped_images"] = bad;
@@ -233,6 +236,7 @@ int predict_main(int argc, char** argv) {
     args.add("heatmap-method", "grad_cam", "grad_cam (top class, last feature map) or attention (last CBAM spatial gate)");
     args.add("weights", "auto", kWeightsFlagHelp);
     args.add("prior", "auto", kPriorFlagHelp);
+    args.add("decode", "standard", kDecodeFlagHelp);
     args.add("threads", "0", "OpenMP threads (0: all cores)");
     std::vector<std::string> images;
     std::vector<char*> flags = {argv[0]};
@@ -256,6 +260,7 @@ int predict_main(int argc, char** argv) {
     const HeatmapMethod method = parse_heatmap_method(args.str("heatmap-method"));
     std::vector<Member> members = load_members(args.str("checkpoint"), args.str("weights"));
     const DecisionPrior prior = resolve_prior(args.str("prior"), members.front());
+    const data::DecodeOptions decode = parse_decode(args.str("decode"));
     std::vector<std::vector<double>> targets;
     for (auto& m : members) targets.push_back(target_prior(m.ck.info, prior, m.path));
     const auto& classes = members.front().ck.info.classes;
@@ -266,7 +271,7 @@ int predict_main(int argc, char** argv) {
     std::vector<std::unique_ptr<data::Loader>> loaders;
     std::vector<data::Loader::Epoch> epochs;
     for (auto& m : members) {
-      data::LoaderOptions o = m.eval_options();
+      data::LoaderOptions o = m.eval_options(decode);
       o.batch = 1;
       loaders.push_back(std::make_unique<data::Loader>(items, o));
       epochs.push_back(loaders.back()->epoch(0));

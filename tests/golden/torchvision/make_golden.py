@@ -6,6 +6,7 @@ python3-torch and python3-torchvision; the test itself needs no Python):
   resnet18.safetensors.gz  the same state dict as safetensors (F32), gzip'd
   resnet18_golden.safetensors  an input batch (2, 3, 64, 96) and torchvision's logits for it (eval)
   dtypes_checkpoint.pth    a training checkpoint with f16, bf16, f64, int64 and strided tensors
+  pil_decode.jpg, .ppm     a JPEG and PIL's decode of it (the standard decoders' pixels)
 
 The weights are random but compress well: each convolution and linear weight is a random block of
 1021 values (a prime, so that no layout of the weights lines up with it; He-scaled) repeated to
@@ -59,10 +60,10 @@ def write_safetensors(path, tensors, metadata=None):
 
 pth = os.path.join(out, "resnet18.pth")
 torch.save(model.state_dict(), pth)
-with open(pth, "rb") as f, gzip.open(pth + ".gz", "wb", compresslevel=9) as z:
+with open(pth, "rb") as f, gzip.GzipFile(pth + ".gz", "wb", compresslevel=9, mtime=0) as z:
     z.write(f.read())
 os.remove(pth)
-with gzip.open(os.path.join(out, "resnet18.safetensors.gz"), "wb", compresslevel=9) as z:
+with gzip.GzipFile(os.path.join(out, "resnet18.safetensors.gz"), "wb", compresslevel=9, mtime=0) as z:
     z.write(write_safetensors(None, model.state_dict()))
 
 x = torch.randn((2, 3, 64, 96), generator=g)
@@ -90,3 +91,12 @@ sd2["a.offset"] = base.view(-1)[5:11]
 sd2["a.scalar"] = torch.tensor(3.5)
 torch.save({"epoch": 3, "args": argparse.Namespace(lr=0.1, name="x"), "state_dict": sd2,
             "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}}, os.path.join(out, "dtypes_checkpoint.pth"))
+
+# The pixels of the standard decoders: a JPEG (4:2:0, odd size) and PIL's decode of it, which
+# dermis's standard decode (evaluate and predict's default) must reproduce exactly.
+from PIL import Image
+
+yy, xx = np.mgrid[0:61, 0:83]
+rgb = np.stack([128 + 100 * np.sin(xx / 5.0), 128 + 90 * np.cos(yy / 4.0 + xx / 9.0), (xx * 3 + yy * 2) % 256], -1)
+Image.fromarray(rgb.clip(0, 255).astype(np.uint8)).save(os.path.join(out, "pil_decode.jpg"), quality=90, subsampling=2)
+Image.open(os.path.join(out, "pil_decode.jpg")).convert("RGB").save(os.path.join(out, "pil_decode.ppm"))
