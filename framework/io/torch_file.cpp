@@ -60,7 +60,8 @@ std::map<std::string, ZipEntry> read_zip(const Bytes& b, const std::string& path
     DERMIS_CHECK(eocd >= 20 && le(&b[static_cast<size_t>(eocd - 20)], 4) == 0x07064b50u,
                  "{} is damaged: zip64 locator missing", path);
     const uint64_t z = le(&b[static_cast<size_t>(eocd - 20) + 8], 8);
-    DERMIS_CHECK(z <= n - 56 && le(&b[z], 4) == 0x06064b50u, "{} is damaged: zip64 end-of-archive record missing", path);
+    DERMIS_CHECK(n >= 56 && z <= n - 56 && le(&b[z], 4) == 0x06064b50u, "{} is damaged: zip64 end-of-archive record missing",
+                 path);
     count = le(&b[z + 32], 8), cd_size = le(&b[z + 40], 8), cd_off = le(&b[z + 48], 8);
   }
   DERMIS_CHECK(cd_off <= n && cd_size <= n - cd_off, "{} is damaged: the zip directory lies outside the file (truncated?)",
@@ -139,7 +140,7 @@ class Unpickler {
 
  private:
   static constexpr Id kMark = -1;
-  static constexpr size_t kMaxNodes = 4'000'000;
+  static constexpr size_t kMaxNodes = 1'000'000;
 
   [[noreturn]] void fail(const std::string& what) const {
     DERMIS_FAIL("{} is damaged or not a PyTorch state dict: {}data.pkl, byte {}: {}", path_, prefix_, op_, what);
@@ -288,16 +289,20 @@ Id Unpickler::rebuild_tensor(const std::vector<Id>& a) {
   if (size.size() != stride.size() || size.size() > 8) fail("tensor size and stride do not match");
   Shape shape;
   int64_t numel = 1, last = offset;  // the furthest element the view reaches
+  if (offset < 0 || offset > st.i) fail(fmt::format("tensor storage offset {} outside a storage of {}", offset, st.i));
   for (size_t d = 0; d < size.size(); ++d) {
-    if (size[d] < 0 || stride[d] < 0 || size[d] > (int64_t{1} << 40) || stride[d] > (int64_t{1} << 40))
-      fail("tensor size or stride out of range");
-    if (size[d] > 0 && numel > (int64_t{1} << 40) / size[d]) fail("tensor too large");
+    if (size[d] < 0 || stride[d] < 0 || size[d] > st.i || stride[d] > st.i)
+      fail(fmt::format("tensor size {} or stride {} out of range for a storage of {}", size[d], stride[d], st.i));
+    if (size[d] > 0 && numel > st.i / size[d])  // checked before multiplying: no overflow
+      fail("tensor has more elements than its storage (an expanded view: save a contiguous copy)");
     numel *= size[d];
-    if (size[d] > 0) last += (size[d] - 1) * stride[d];
+    if (size[d] > 1 && stride[d] > 0) {  // last stays <= st.i, so nothing overflows
+      if (size[d] - 1 > (st.i - last) / stride[d]) fail(fmt::format("tensor view reaches past its storage of {}", st.i));
+      last += (size[d] - 1) * stride[d];
+    }
     shape.push_back(size[d]);
   }
-  if (offset < 0 || (numel > 0 && last >= st.i))
-    fail(fmt::format("tensor view reaches element {} of a storage of {}", last, st.i));
+  if (numel > 0 && last >= st.i) fail(fmt::format("tensor view reaches element {} of a storage of {}", last, st.i));
   const ZipEntry& z = zip_.at(prefix_ + "data/" + st.s);
   const unsigned char* base = file_.data() + z.offset;
   const int es = stored_size(st.dtype);
