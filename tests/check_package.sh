@@ -46,7 +46,9 @@ unset PKG_CONFIG_PATH PKG_CONFIG_SYSROOT_DIR
 ex=$work/installed/mobilenet_cbam
 export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # It runs on the installed libraries, not on the build tree's.
-ldd "$ex" | grep -q "$libdir/libdermis_experiment" || { ldd "$ex"; die "the example does not load the installed libraries"; }
+# (ldd's output to a file first: with pipefail, grep -q leaving early can fail the pipeline by SIGPIPE)
+ldd "$ex" > "$work/ldd.txt"
+grep -q "$libdir/libdermis_experiment" "$work/ldd.txt" || { cat "$work/ldd.txt"; die "the example does not load the installed libraries"; }
 
 step "the registered model through dermis's tools"
 expect 0 "mobilenet_cbam" -- "$ex" train --help

@@ -64,5 +64,5 @@ expect 2 "flag --size" -- $E --checkpoint "$work/emarun/last.safetensors" --data
 expect 0 "%" -- $P --checkpoint "$work/emarun/last.safetensors" --weights ema "$img"
 expect 2 "no weight average" -- $P --checkpoint "$ck" --weights ema "$img"
 # Nothing half-written: no temporary files left in the run folder.
-if ls "$work/run" | grep -q "\.tmp\."; then echo "FAIL: temporary files left behind"; fail=1; fi
+if compgen -G "$work/run/*.tmp.*" > /dev/null; then echo "FAIL: temporary files left behind"; fail=1; fi
 exit $fail
