@@ -521,13 +521,6 @@ bool has_direct_tensor(const Unpickler& u, Id d) {
 
 }  // namespace
 
-bool looks_like_zip(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  char m[4] = {};
-  f.read(m, 4);
-  return f.good() && m[0] == 'P' && m[1] == 'K' && m[2] == 3 && m[3] == 4;
-}
-
 TensorFile load_torch(const std::string& path) {
   const Bytes b = read_all(path);
   if (b.size() >= 2 && b[0] == 0x80 && b[1] <= 5)

@@ -24,7 +24,4 @@ TensorFile load_torch(const std::string& path);
 // (load_torch) or safetensors (load_safetensors; F32, F16, BF16, F64 and integer tensors).
 TensorFile load_weights_file(const std::string& path);
 
-// True when the file starts like a zip archive (torch.save's format).
-bool looks_like_zip(const std::string& path);
-
 }  // namespace dermis::io
