@@ -3,10 +3,11 @@
 // each operand's broadcast dimensions.
 #include "../broadcast.h"
 #include "../ops.h"
+#include "../trace.h"
 
 namespace dermis {
 
-Var add(const Var& a, const Var& b) {
+static Var add_untraced(const Var& a, const Var& b) {
   DERMIS_CHECK(a.defined() && b.defined(), "add: both operands must be defined");
   const Tensor &av = a.value(), &bv = b.value();
   const Shape out = bcast::result_shape(av.shape(), bv.shape(), "add");
@@ -29,6 +30,11 @@ Var add(const Var& a, const Var& b) {
     if (na.requires_grad) autograd::accumulate(na, bcast::sum_to(g, sa), sa != g.shape() ? true : false);
     if (nb.requires_grad) autograd::accumulate(nb, bcast::sum_to(g, sb), sb != g.shape() ? true : false);
   });
+}
+
+Var add(const Var& a, const Var& b) {
+  trace::Op t;
+  return t.record(add_untraced(a, b), "add", {a, b});
 }
 
 }  // namespace dermis

@@ -6,6 +6,7 @@
 
 #include "../bf16.h"
 #include "../ops.h"
+#include "../trace.h"
 
 namespace dermis {
 
@@ -29,7 +30,7 @@ void dispatch(DType t, F&& f) {
 }
 }  // namespace
 
-Var add_relu(const Var& a, const Var& b) {
+static Var add_relu_untraced(const Var& a, const Var& b) {
   DERMIS_CHECK(a.defined() && b.defined(), "add_relu: both operands must be defined");
   const Tensor& av = a.value();
   DERMIS_CHECK(av.shape() == b.value().shape(), "add_relu: shapes {} and {} differ (use relu(add(a, b)) to broadcast)",
@@ -58,6 +59,11 @@ Var add_relu(const Var& a, const Var& b) {
       autograd::accumulate(nb, dx);
     }
   });
+}
+
+Var add_relu(const Var& a, const Var& b) {
+  trace::Op t;
+  return t.record(add_relu_untraced(a, b), "add_relu", {a, b});
 }
 
 }  // namespace dermis

@@ -7,6 +7,7 @@
 
 #include "../dnnl/context.h"
 #include "../ops.h"
+#include "../trace.h"
 #include "moments.h"
 
 namespace dermis {
@@ -112,7 +113,7 @@ Var sync_batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& 
 }
 }  // namespace
 
-Var batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& running_mean, Tensor& running_var,
+static Var batch_norm2d_untraced(const Var& x, const Var& weight, const Var& bias, Tensor& running_mean, Tensor& running_var,
                  BatchNormParams p) {
   DERMIS_CHECK(x.defined() && weight.defined() && bias.defined(), "batch_norm2d: input, weight and bias must be defined");
   const Tensor& xv = x.value();
@@ -185,6 +186,13 @@ Var batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& runni
     autograd::accumulate(autograd::input(self, 1), dscale);
     autograd::accumulate(autograd::input(self, 2), dshift);
   });
+}
+
+Var batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& running_mean, Tensor& running_var,
+                 BatchNormParams p) {
+  trace::Op t;
+  return t.record(batch_norm2d_untraced(x, weight, bias, running_mean, running_var, p), "batch_norm2d", {x, weight, bias},
+                  {{"training", p.training ? 1 : 0}, {"eps", p.eps}, {"relu", p.relu ? 1 : 0}}, {running_mean, running_var});
 }
 
 }  // namespace dermis

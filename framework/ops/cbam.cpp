@@ -27,6 +27,7 @@
 #include "../bf16.h"
 #include "../ops.h"
 #include "../profile.h"
+#include "../trace.h"
 #include "cbam_kernels.h"
 #include "conv2d.h"
 #include "linear.h"
@@ -105,7 +106,7 @@ void check_weights(const Tensor& x, const CbamWeights& w, const CbamParams& p, c
 
 }  // namespace
 
-Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& bn_running_var, const CbamParams& p) {
+static Var cbam_untraced(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& bn_running_var, const CbamParams& p) {
   DERMIS_CHECK(xv.defined(), "cbam: input is undefined");
   check_weights(xv.value(), w, p, bn_running_mean, bn_running_var);
   auto S = std::make_shared<Saved>();
@@ -331,6 +332,15 @@ Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& b
       autograd::accumulate(autograd::input(self, 7), Tensor::full({1}, dbeta));
     }
   });
+}
+
+Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& bn_running_var, const CbamParams& p) {
+  trace::Op t;
+  return t.record(cbam_untraced(xv, w, bn_running_mean, bn_running_var, p), "cbam",
+                  {xv, w.fc1_w, w.fc1_b, w.fc2_w, w.fc2_b, w.conv_w, w.bn_w, w.bn_b},
+                  {{"channel_only", p.channel_only ? 1 : 0}, {"training", p.training ? 1 : 0}, {"eps", p.bn_eps},
+                   {"residual", p.residual.defined() ? 1 : 0}},
+                  {bn_running_mean, bn_running_var});
 }
 
 Var cbam_composed(const Var& x, const CbamWeights& w, Tensor& bn_running_mean, Tensor& bn_running_var,

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "../ops.h"
+#include "../trace.h"
 
 namespace dermis {
 
@@ -15,7 +16,7 @@ void check4(const Var& x, const char* op) {
 }
 }  // namespace
 
-Var channel_mean(const Var& x) {
+static Var channel_mean_untraced(const Var& x) {
   check4(x, "channel_mean");
   Tensor xv = x.value().to_dtype(DType::f32).plain();
   const int64_t N = xv.dim(0), C = xv.dim(1), HW = xv.dim(2) * xv.dim(3);
@@ -47,7 +48,7 @@ Var channel_mean(const Var& x) {
   });
 }
 
-Var channel_max(const Var& x) {
+static Var channel_max_untraced(const Var& x) {
   check4(x, "channel_max");
   Tensor xv = x.value().to_dtype(DType::f32).plain();
   const int64_t N = xv.dim(0), C = xv.dim(1), HW = xv.dim(2) * xv.dim(3);
@@ -84,6 +85,16 @@ Var channel_max(const Var& x) {
       for (int64_t i = 0; i < HW; ++i) pd[(n * C + arg[n * HW + i]) * HW + i] = pg[n * HW + i];
     autograd::accumulate(autograd::input(self, 0), dx);
   });
+}
+
+Var channel_mean(const Var& x) {
+  trace::Op t;
+  return t.record(channel_mean_untraced(x), "channel_mean", {x});
+}
+
+Var channel_max(const Var& x) {
+  trace::Op t;
+  return t.record(channel_max_untraced(x), "channel_max", {x});
 }
 
 }  // namespace dermis

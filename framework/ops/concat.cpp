@@ -2,10 +2,11 @@
 #include <cstring>
 
 #include "../ops.h"
+#include "../trace.h"
 
 namespace dermis {
 
-Var concat_channels(const std::vector<Var>& xs) {
+static Var concat_channels_untraced(const std::vector<Var>& xs) {
   DERMIS_CHECK(!xs.empty(), "concat_channels: needs at least one input");
   std::vector<Tensor> vals;
   int64_t C = 0;
@@ -47,6 +48,11 @@ Var concat_channels(const std::vector<Var>& xs) {
       autograd::accumulate(ni, gi);
     }
   });
+}
+
+Var concat_channels(const std::vector<Var>& xs) {
+  trace::Op t;
+  return t.record(concat_channels_untraced(xs), "concat_channels", xs);
 }
 
 }  // namespace dermis

@@ -28,6 +28,7 @@
 #include "../cpu.h"
 #include "../dnnl/context.h"
 #include "conv2d.h"
+#include "../trace.h"
 #include "winograd.h"
 
 #include "../profile.h"
@@ -416,7 +417,7 @@ Var conv2d_frozen(const Var& x, FrozenWeights& frozen, const Conv2dParams& p) {
 
 }  // namespace detail
 
-Var conv2d(const Var& x, const Var& w, const Var& b, Conv2dParams p) {
+static Var conv2d_untraced(const Var& x, const Var& w, const Var& b, Conv2dParams p) {
   DERMIS_CHECK(x.defined() && w.defined(), "conv2d: input and weight must be defined");
   geometry(x.shape(), x.value().dtype(), w.shape(), b.defined() ? &b.shape() : nullptr, p);  // validates first
   DERMIS_CHECK(w.value().dtype() == DType::f32 && (!b.defined() || b.value().dtype() == DType::f32),
@@ -442,6 +443,12 @@ Var conv2d(const Var& x, const Var& w, const Var& b, Conv2dParams p) {
     if (dw.defined()) autograd::accumulate(nw, dw);
     if (db.defined()) autograd::accumulate(nb, db);
   });
+}
+
+Var conv2d(const Var& x, const Var& w, const Var& b, Conv2dParams p) {
+  trace::Op t;
+  return t.record(conv2d_untraced(x, w, b, p), "conv2d", {x, w, b},
+                  {{"stride", p.stride}, {"pad", p.pad}, {"dilation", p.dilation}, {"groups", p.groups}, {"relu", p.relu ? 1 : 0}});
 }
 
 }  // namespace dermis

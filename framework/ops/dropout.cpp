@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "../ops.h"
+#include "../trace.h"
 #include "../random.h"
 
 namespace dermis {
@@ -23,7 +24,7 @@ Tensor apply_mask(const Tensor& in, uint64_t seed, uint64_t base, float p) {
 }
 }  // namespace
 
-Var dropout(const Var& x, float p, bool training) {
+static Var dropout_untraced(const Var& x, float p, bool training) {
   DERMIS_CHECK(x.defined(), "dropout: input is undefined");
   DERMIS_CHECK(std::isfinite(p) && p >= 0.f && p < 1.f, "dropout: probability must be in [0, 1), got {}", p);
   if (!training || p == 0.f) return x;
@@ -33,6 +34,11 @@ Var dropout(const Var& x, float p, bool training) {
   return autograd::make_result(y, "dropout", {x}, [seed, base, p](Node& self) {
     autograd::accumulate(autograd::input(self, 0), apply_mask(self.grad, seed, base, p));
   });
+}
+
+Var dropout(const Var& x, float p, bool training) {
+  trace::Op t;
+  return t.record(dropout_untraced(x, p, training), "dropout", {x}, {{"p", p}, {"training", training ? 1 : 0}});
 }
 
 }  // namespace dermis

@@ -3,6 +3,7 @@
 
 #include "../dnnl/context.h"
 #include "../ops.h"
+#include "../trace.h"
 #include "../profile.h"
 #include "linear.h"
 
@@ -89,7 +90,7 @@ void linear_backward_weights(const Tensor& x, const Tensor& dy, Tensor& dw, Tens
 
 }  // namespace detail
 
-Var linear(const Var& x, const Var& w, const Var& b) {
+static Var linear_untraced(const Var& x, const Var& w, const Var& b) {
   DERMIS_CHECK(x.defined() && w.defined(), "linear: input and weight must be defined");
   DERMIS_CHECK(x.ndim() == 2, "linear: input must be 2-D (N, IC), got shape {}; use flatten() first",
                to_string(x.shape()));
@@ -117,6 +118,11 @@ Var linear(const Var& x, const Var& w, const Var& b) {
       if (bias) autograd::accumulate(nb, db);
     }
   });
+}
+
+Var linear(const Var& x, const Var& w, const Var& b) {
+  trace::Op t;
+  return t.record(linear_untraced(x, w, b), "linear", {x, w, b});
 }
 
 }  // namespace dermis

@@ -2,6 +2,7 @@
 // Backward: da = sum_to(dy * b), db = sum_to(dy * a).
 #include "../broadcast.h"
 #include "../ops.h"
+#include "../trace.h"
 
 namespace dermis {
 
@@ -20,7 +21,7 @@ Tensor same_shape_mul(const Tensor& a0, const Tensor& b) {
 }
 }  // namespace
 
-Var mul(const Var& a, const Var& b) {
+static Var mul_untraced(const Var& a, const Var& b) {
   DERMIS_CHECK(a.defined() && b.defined(), "mul: both operands must be defined");
   const Tensor &av = a.value(), &bv = b.value();
   const Shape out = bcast::result_shape(av.shape(), bv.shape(), "mul");
@@ -40,6 +41,11 @@ Var mul(const Var& a, const Var& b) {
     if (nb.requires_grad)
       autograd::accumulate(nb, bcast::sum_to(bcast::apply(g, av.to_dtype(DType::f32).plain(), g.shape(), bcast::BinOp::mul), bv.shape()));
   });
+}
+
+Var mul(const Var& a, const Var& b) {
+  trace::Op t;
+  return t.record(mul_untraced(a, b), "mul", {a, b});
 }
 
 }  // namespace dermis

@@ -1,9 +1,15 @@
 // relu: max(x, 0) on oneDNN eltwise; backward passes the gradient where x > 0.
 #include "../dnnl/eltwise.h"
 #include "../ops.h"
+#include "../trace.h"
 
 namespace dermis {
 
-Var relu(const Var& x) { return dnnl_ctx::eltwise(x, dnnl::algorithm::eltwise_relu, 0.f, 0.f, false, "relu"); }
+static Var relu_untraced(const Var& x) { return dnnl_ctx::eltwise(x, dnnl::algorithm::eltwise_relu, 0.f, 0.f, false, "relu"); }
+
+Var relu(const Var& x) {
+  trace::Op t;
+  return t.record(relu_untraced(x), "relu", {x});
+}
 
 }  // namespace dermis
