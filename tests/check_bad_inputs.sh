@@ -240,6 +240,24 @@ case_ "flag: --lr without a value" 2 "flag --lr" -- "$T" --lr
 case_ "flag: evaluate --batch 0" 2 "flag --batch" -- "$E" --checkpoint "$ck" --data "$work/ds" --images imgs --batch 0
 case_ "flag: predict --top 0" 2 "flag --top" -- "$P" --checkpoint "$ck" --top 0 "$keep"
 
+# ---- ONNX export ---------------------------------------------------------------------------------
+X=$build/tools/export
+if [ -x "$X" ]; then
+  case_ "export: no --checkpoint" 2 "flag --checkpoint is required" -- "$X" --onnx "$work/x.onnx"
+  case_ "export: no --onnx" 2 "flag --onnx is required" -- "$X" --checkpoint "$ck"
+  case_ "export: missing checkpoint file" 2 "nothere.safetensors" -- "$X" --checkpoint "$work/nothere.safetensors" --onnx "$work/x.onnx"
+  case_ "export: truncated checkpoint" 2 "truncated" -- "$X" --checkpoint "$work/truncated.safetensors" --onnx "$work/x.onnx"
+  case_ "export: a PyTorch safetensors file, not dermis" 2 "not a dermis checkpoint" -- "$X" --checkpoint "$src/golden/cbam_torch.safetensors" --onnx "$work/x.onnx"
+  case_ "export: weights of another model" 2 "do not fit" -- "$X" --checkpoint "$work/othermodel.safetensors" --onnx "$work/x.onnx"
+  case_ "export: two checkpoints (an ensemble)" 2 "export takes one checkpoint" -- "$X" --checkpoint "$ck,$ck" --onnx "$work/x.onnx"
+  case_ "export: --prior nonsense" 2 "flag --prior" -- "$X" --checkpoint "$ck" --onnx "$work/x.onnx" --prior sometimes
+  case_ "export: output folder missing" 2 "nofolder" -- "$X" --checkpoint "$ck" --onnx "$work/nofolder/x.onnx"
+  [ -e "$work/x.onnx" ] && { echo "FAIL: a failed export left $work/x.onnx"; fail=1; }
+  printf 'keep' > "$work/keep.onnx"
+  case_ "export: a damaged checkpoint over an existing file" 2 "truncated" -- "$X" --checkpoint "$work/truncated.safetensors" --onnx "$work/keep.onnx"
+  [ "$(cat "$work/keep.onnx")" = keep ] || { echo "FAIL: a failed export changed the existing output file"; fail=1; }
+fi
+
 echo
 cat "$table"
 exit $fail

@@ -9,6 +9,7 @@ rm -rf "$work" && mkdir -p "$work"
 fail=0
 source "$(dirname "$0")/expect.sh"
 for t in train evaluate predict make_synthetic; do expect 0 "usage:" -- "$build/tools/$t" --help; done
+[ -x "$build/tools/export" ] && expect 0 "usage:" -- "$build/tools/export" --help
 for b in cbam model_cost loader_throughput pipeline train_throughput ops; do expect 0 "usage:" -- "$build/bench/$b" --help; done
 T=$build/tools/train
 expect 2 "flag --class-weights" -- $T --class-weights heavy

@@ -39,8 +39,11 @@ class Builder {
     if (auto it = names_.find(n); it != names_.end()) return it->second;
     std::string name;
     if (auto p = params_.find(n); p != params_.end()) name = p->second;
-    else if (n->inputs.empty() && !n->backward) name = fmt::format("constant_{}", ++constants_);
+    else if (n->inputs.empty() && !n->backward && !(v.ndim() >= 2 && v.dim(0) == kTraceBatch))
+      name = fmt::format("constant_{}", ++constants_);
     else
+      // A batch-shaped leaf came from the input through something that recorded nothing (a frozen
+      // or hand-written path): not a constant to bake in.
       throw Error(fmt::format("export: the model runs op '{}' (output {}), which has no ONNX form; export supports the "
                               "ops of framework/ops.h in eval mode",
                               n->op, to_string(v.shape())));
