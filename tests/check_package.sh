@@ -70,6 +70,11 @@ img=$(find "$data" -name '*.jpg' | head -1)
 expect 0 "%" -- "$ex" predict --checkpoint "$run/best.safetensors" --heatmap "$work/heat" --heatmap-method attention "$img"
 [ -s "$work/heat/$(basename "$img" .jpg)_heatmap.jpg" ] && echo "ok: attention heatmap written" ||
   { echo "FAIL: no heatmap"; fail=1; }
+# A model of one's own exports to ONNX through the same program (where dermis has ONNX support).
+if [ -x "$build/tools/export" ]; then
+  expect 0 "passes the ONNX checker" -- "$ex" export --checkpoint "$run/best.safetensors" --onnx "$work/mobilenet_cbam.onnx"
+  [ -s "$work/mobilenet_cbam.onnx" ] && echo "ok: mobilenet_cbam.onnx written" || { echo "FAIL: no ONNX file"; fail=1; }
+fi
 expect 2 "no command given" -- "$ex"
 unset LD_LIBRARY_PATH
 

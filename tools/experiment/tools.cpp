@@ -322,15 +322,24 @@ int predict_main(int argc, char** argv) {
   });
 }
 
+#ifndef DERMIS_HAVE_ONNX
+int export_main(int, char**) {
+  std::fprintf(stderr, "export: error: this dermis was built without ONNX support; install libonnx-dev and "
+                       "libprotobuf-dev and rebuild (./dermis build)\n");
+  return 2;
+}
+#endif
+
 int tool_main(int argc, char** argv) {
   const std::string usage =
-      "usage: {} train|evaluate|predict [flags]   (each with --help)\n"
-      "dermis's train, evaluate and predict, with this program's own models registered beside dermis's.";
+      "usage: {} train|evaluate|predict|export [flags]   (each with --help)\n"
+      "dermis's train, evaluate, predict and export, with this program's own models registered beside dermis's.";
   const std::string prog = argc > 0 ? std::filesystem::path(argv[0]).filename().string() : "dermis";
   const std::string cmd = argc > 1 ? argv[1] : "";
   if (cmd == "train") return train_main(argc - 1, argv + 1);
   if (cmd == "evaluate") return evaluate_main(argc - 1, argv + 1);
   if (cmd == "predict") return predict_main(argc - 1, argv + 1);
+  if (cmd == "export") return export_main(argc - 1, argv + 1);
   if (cmd == "--help" || cmd == "-h") {
     fmt::print("{}\n", fmt::format(fmt::runtime(usage), prog));
     return 0;
