@@ -35,10 +35,9 @@ Op::~Op() {
   if (entered_) --g_depth;
 }
 
-Var Op::record(Var out, const char* op, std::vector<Var> inputs, Attrs attrs, std::vector<Tensor> tensors) {
+void Op::record(const Var& out, const char* op, std::vector<Var> inputs, Attrs attrs, std::vector<Tensor> tensors) {
   if (outer_ && g_recorder)
     g_recorder->steps.push_back(Step{op, std::move(inputs), std::move(tensors), std::move(attrs), out});
-  return out;
 }
 
 }  // namespace dermis::trace

@@ -40,15 +40,17 @@ class Recorder {
 // True while a Recorder lives on this thread.
 bool active();
 
-// Placed at the entry of an op: record() appends the op's step if a Recorder is live and this op
-// is not nested in another recorded op.
+// Placed at the entry of an op. recording() is true when a Recorder is live and this op is not
+// nested in another op; only then does the op build its step's inputs and attributes and record()
+// them, so that untraced forwards allocate nothing for tracing.
 class Op {
  public:
   Op();
   ~Op();
   Op(const Op&) = delete;
   Op& operator=(const Op&) = delete;
-  Var record(Var out, const char* op, std::vector<Var> inputs, Attrs attrs = {}, std::vector<Tensor> tensors = {});
+  bool recording() const { return outer_; }
+  void record(const Var& out, const char* op, std::vector<Var> inputs, Attrs attrs = {}, std::vector<Tensor> tensors = {});
 
  private:
   bool entered_ = false, outer_ = false;

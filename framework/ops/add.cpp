@@ -34,7 +34,9 @@ static Var add_untraced(const Var& a, const Var& b) {
 
 Var add(const Var& a, const Var& b) {
   trace::Op t;
-  return t.record(add_untraced(a, b), "add", {a, b});
+  Var y = add_untraced(a, b);
+  if (t.recording()) t.record(y, "add", {a, b});
+  return y;
 }
 
 }  // namespace dermis

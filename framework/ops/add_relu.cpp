@@ -63,7 +63,9 @@ static Var add_relu_untraced(const Var& a, const Var& b) {
 
 Var add_relu(const Var& a, const Var& b) {
   trace::Op t;
-  return t.record(add_relu_untraced(a, b), "add_relu", {a, b});
+  Var y = add_relu_untraced(a, b);
+  if (t.recording()) t.record(y, "add_relu", {a, b});
+  return y;
 }
 
 }  // namespace dermis

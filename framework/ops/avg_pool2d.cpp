@@ -14,9 +14,11 @@ static Var avg_pool2d_untraced(const Var& x, Pool2dParams p) {
 
 Var avg_pool2d(const Var& x, Pool2dParams p) {
   trace::Op t;
-  return t.record(avg_pool2d_untraced(x, p), "avg_pool2d", {x},
+  Var y = avg_pool2d_untraced(x, p);
+  if (t.recording()) t.record(y, "avg_pool2d", {x},
                   {{"kernel", p.kernel}, {"stride", p.stride ? p.stride : p.kernel}, {"pad", p.pad},
                    {"count_include_pad", p.count_include_pad ? 1 : 0}});
+  return y;
 }
 
 }  // namespace dermis

@@ -191,8 +191,10 @@ static Var batch_norm2d_untraced(const Var& x, const Var& weight, const Var& bia
 Var batch_norm2d(const Var& x, const Var& weight, const Var& bias, Tensor& running_mean, Tensor& running_var,
                  BatchNormParams p) {
   trace::Op t;
-  return t.record(batch_norm2d_untraced(x, weight, bias, running_mean, running_var, p), "batch_norm2d", {x, weight, bias},
+  Var y = batch_norm2d_untraced(x, weight, bias, running_mean, running_var, p);
+  if (t.recording()) t.record(y, "batch_norm2d", {x, weight, bias},
                   {{"training", p.training ? 1 : 0}, {"eps", p.eps}, {"relu", p.relu ? 1 : 0}}, {running_mean, running_var});
+  return y;
 }
 
 }  // namespace dermis

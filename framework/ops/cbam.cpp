@@ -336,11 +336,13 @@ static Var cbam_untraced(const Var& xv, const CbamWeights& w, Tensor& bn_running
 
 Var cbam(const Var& xv, const CbamWeights& w, Tensor& bn_running_mean, Tensor& bn_running_var, const CbamParams& p) {
   trace::Op t;
-  return t.record(cbam_untraced(xv, w, bn_running_mean, bn_running_var, p), "cbam",
+  Var y = cbam_untraced(xv, w, bn_running_mean, bn_running_var, p);
+  if (t.recording()) t.record(y, "cbam",
                   {xv, w.fc1_w, w.fc1_b, w.fc2_w, w.fc2_b, w.conv_w, w.bn_w, w.bn_b},
                   {{"channel_only", p.channel_only ? 1 : 0}, {"training", p.training ? 1 : 0}, {"eps", p.bn_eps},
                    {"residual", p.residual.defined() ? 1 : 0}},
                   {bn_running_mean, bn_running_var});
+  return y;
 }
 
 Var cbam_composed(const Var& x, const CbamWeights& w, Tensor& bn_running_mean, Tensor& bn_running_var,

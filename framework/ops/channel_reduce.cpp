@@ -89,12 +89,16 @@ static Var channel_max_untraced(const Var& x) {
 
 Var channel_mean(const Var& x) {
   trace::Op t;
-  return t.record(channel_mean_untraced(x), "channel_mean", {x});
+  Var y = channel_mean_untraced(x);
+  if (t.recording()) t.record(y, "channel_mean", {x});
+  return y;
 }
 
 Var channel_max(const Var& x) {
   trace::Op t;
-  return t.record(channel_max_untraced(x), "channel_max", {x});
+  Var y = channel_max_untraced(x);
+  if (t.recording()) t.record(y, "channel_max", {x});
+  return y;
 }
 
 }  // namespace dermis

@@ -52,7 +52,9 @@ static Var concat_channels_untraced(const std::vector<Var>& xs) {
 
 Var concat_channels(const std::vector<Var>& xs) {
   trace::Op t;
-  return t.record(concat_channels_untraced(xs), "concat_channels", xs);
+  Var y = concat_channels_untraced(xs);
+  if (t.recording()) t.record(y, "concat_channels", xs);
+  return y;
 }
 
 }  // namespace dermis

@@ -447,8 +447,10 @@ static Var conv2d_untraced(const Var& x, const Var& w, const Var& b, Conv2dParam
 
 Var conv2d(const Var& x, const Var& w, const Var& b, Conv2dParams p) {
   trace::Op t;
-  return t.record(conv2d_untraced(x, w, b, p), "conv2d", {x, w, b},
+  Var y = conv2d_untraced(x, w, b, p);
+  if (t.recording()) t.record(y, "conv2d", {x, w, b},
                   {{"stride", p.stride}, {"pad", p.pad}, {"dilation", p.dilation}, {"groups", p.groups}, {"relu", p.relu ? 1 : 0}});
+  return y;
 }
 
 }  // namespace dermis

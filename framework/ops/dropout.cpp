@@ -38,7 +38,9 @@ static Var dropout_untraced(const Var& x, float p, bool training) {
 
 Var dropout(const Var& x, float p, bool training) {
   trace::Op t;
-  return t.record(dropout_untraced(x, p, training), "dropout", {x}, {{"p", p}, {"training", training ? 1 : 0}});
+  Var y = dropout_untraced(x, p, training);
+  if (t.recording()) t.record(y, "dropout", {x}, {{"p", p}, {"training", training ? 1 : 0}});
+  return y;
 }
 
 }  // namespace dermis

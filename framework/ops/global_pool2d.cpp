@@ -18,12 +18,16 @@ static Var global_max_pool2d_untraced(const Var& x) {
 
 Var global_avg_pool2d(const Var& x) {
   trace::Op t;
-  return t.record(global_avg_pool2d_untraced(x), "global_avg_pool2d", {x});
+  Var y = global_avg_pool2d_untraced(x);
+  if (t.recording()) t.record(y, "global_avg_pool2d", {x});
+  return y;
 }
 
 Var global_max_pool2d(const Var& x) {
   trace::Op t;
-  return t.record(global_max_pool2d_untraced(x), "global_max_pool2d", {x});
+  Var y = global_max_pool2d_untraced(x);
+  if (t.recording()) t.record(y, "global_max_pool2d", {x});
+  return y;
 }
 
 }  // namespace dermis

@@ -12,8 +12,10 @@ static Var max_pool2d_untraced(const Var& x, Pool2dParams p) {
 
 Var max_pool2d(const Var& x, Pool2dParams p) {
   trace::Op t;
-  return t.record(max_pool2d_untraced(x, p), "max_pool2d", {x},
+  Var y = max_pool2d_untraced(x, p);
+  if (t.recording()) t.record(y, "max_pool2d", {x},
                   {{"kernel", p.kernel}, {"stride", p.stride ? p.stride : p.kernel}, {"pad", p.pad}});
+  return y;
 }
 
 }  // namespace dermis

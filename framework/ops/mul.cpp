@@ -45,7 +45,9 @@ static Var mul_untraced(const Var& a, const Var& b) {
 
 Var mul(const Var& a, const Var& b) {
   trace::Op t;
-  return t.record(mul_untraced(a, b), "mul", {a, b});
+  Var y = mul_untraced(a, b);
+  if (t.recording()) t.record(y, "mul", {a, b});
+  return y;
 }
 
 }  // namespace dermis

@@ -22,14 +22,19 @@ static Var flatten_untraced(const Var& x) {
 Var reshape(const Var& x, const Shape& shape) {
   trace::Op t;
   Var y = reshape_untraced(x, shape);
-  trace::Attrs dims;
-  for (size_t i = 0; i < y.shape().size(); ++i) dims.emplace_back("dim" + std::to_string(i), y.shape()[i]);
-  return t.record(y, "reshape", {x}, dims);
+  if (t.recording()) {
+    trace::Attrs dims;
+    for (size_t i = 0; i < y.shape().size(); ++i) dims.emplace_back("dim" + std::to_string(i), y.shape()[i]);
+    t.record(y, "reshape", {x}, dims);
+  }
+  return y;
 }
 
 Var flatten(const Var& x) {
   trace::Op t;
-  return t.record(flatten_untraced(x), "flatten", {x});
+  Var y = flatten_untraced(x);
+  if (t.recording()) t.record(y, "flatten", {x});
+  return y;
 }
 
 }  // namespace dermis

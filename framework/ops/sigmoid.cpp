@@ -11,7 +11,9 @@ static Var sigmoid_untraced(const Var& x) {
 
 Var sigmoid(const Var& x) {
   trace::Op t;
-  return t.record(sigmoid_untraced(x), "sigmoid", {x});
+  Var y = sigmoid_untraced(x);
+  if (t.recording()) t.record(y, "sigmoid", {x});
+  return y;
 }
 
 }  // namespace dermis
