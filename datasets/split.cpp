@@ -124,6 +124,24 @@ Split grouped_kfold(const Dataset& d, int folds, int fold, uint64_t seed) {
   return s;
 }
 
+Split with_test_set(const Dataset& d, double test_fraction, uint64_t test_seed,
+                    const std::function<Split(const Dataset&)>& split_rest) {
+  DERMIS_CHECK(test_fraction > 0 && test_fraction < 1,
+               "with_test_set: test_fraction {} is outside (0, 1); pass the share of images held out, e.g. 0.15",
+               test_fraction);
+  const Split outer = grouped_split(d, test_fraction, test_seed);  // its validation side is the test set
+  Split s = split_rest(subset(d, outer.train));
+  for (auto* side : {&s.train, &s.val, &s.test})
+    for (size_t& i : *side) {
+      DERMIS_CHECK(i < outer.train.size(), "with_test_set: index {} is outside the {} images left after the test set",
+                   i, outer.train.size());
+      i = outer.train[i];  // ascending stays ascending: outer.train is
+    }
+  s.test.insert(s.test.end(), outer.val.begin(), outer.val.end());
+  std::sort(s.test.begin(), s.test.end());
+  return s;
+}
+
 Dataset subset(const Dataset& d, const std::vector<size_t>& indices) {
   Dataset out;
   out.root = d.root;
@@ -161,7 +179,8 @@ std::string csv_field(const std::string& v) {
 
 std::string split_csv(const Dataset& d, const Split& s) {
   std::vector<const char*> side(d.samples.size(), nullptr);
-  for (const auto& [indices, name] : {std::pair{&s.train, "train"}, std::pair{&s.val, "val"}})
+  for (const auto& [indices, name] :
+       {std::pair{&s.train, "train"}, std::pair{&s.val, "val"}, std::pair{&s.test, "test"}})
     for (size_t i : *indices) {
       DERMIS_CHECK(i < side.size(), "split_csv: {} index {} is outside the dataset of {} images", name, i, side.size());
       DERMIS_CHECK(!side[i], "split_csv: image {} is on both sides (index {})", d.samples[i].image_id, i);

@@ -9,6 +9,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@ namespace dermis::datasets {
 
 struct Split {
   std::vector<size_t> train, val;  // indices into Dataset::samples, ascending
+  std::vector<size_t> test;        // a held-out test set (with_test_set), else empty
 };
 
 // Every image lands on exactly one side; no lesion_id appears on both. A lesion belongs to the
@@ -38,8 +40,16 @@ Split grouped_split(const Dataset& d, double val_fraction, uint64_t seed);
 // folds must be in [2, 20] and fold in [0, folds); an empty side is an error (too few lesions).
 Split grouped_kfold(const Dataset& d, int folds, int fold, uint64_t seed);
 
+// A test set held out before any other split: grouped_split(d, test_fraction, test_seed)'s
+// validation side becomes `test` (lesion-grouped, class-stratified), and split_rest, called on the
+// remaining images (e.g. a grouped_split or grouped_kfold of them), makes train and val, mapped back
+// to indices of d. The test set depends only on d, test_fraction and test_seed, so runs that differ
+// in split_rest's seed or fold share it; no lesion_id is on two sides.
+Split with_test_set(const Dataset& d, double test_fraction, uint64_t test_seed,
+                    const std::function<Split(const Dataset&)>& split_rest);
+
 // The split as CSV text, one row per image in dataset order: "image_id,lesion_id,dx,split,path"
-// with split "train" or "val" (fields holding a comma or quote are quoted as RFC 4180). Runs write
+// with split "train", "val" or "test" (fields holding a comma or quote are quoted as RFC 4180). Runs write
 // it as split.csv so that other programs can train and score on exactly the same images.
 std::string split_csv(const Dataset& d, const Split& s);
 

@@ -237,6 +237,9 @@ case_ "flag: evaluate --ground-truth with --images (ignored)" 2 "flag --images d
 case_ "flag: predict --heatmap-method without --heatmap (ignored)" 2 "flag --heatmap-method applies only with --heatmap" -- "$P" --checkpoint "$ck" --heatmap-method attention "$keep"
 case_ "flag: predict --top with --json (ignored)" 2 "flag --top does not apply with --json" -- "$P" --checkpoint "$ck" --json --top 2 "$keep"
 case_ "flag: --lr without a value" 2 "flag --lr" -- "$T" --lr
+case_ "flag: evaluate --split test of a run without a test set" 2 "was trained without a held-out test set (train --test-fraction)" -- "$E" --checkpoint "$ck" --data "$work/ds" --images imgs --split test
+case_ "flag: --test-seed without --test-fraction (ignored)" 2 "flag --test-seed applies only with --test-fraction" -- "$T" --test-seed 3
+case_ "flag: --test-fraction 0.6" 2 "flag --test-fraction" -- "$T" --test-fraction 0.6
 case_ "flag: evaluate --batch 0" 2 "flag --batch" -- "$E" --checkpoint "$ck" --data "$work/ds" --images imgs --batch 0
 case_ "flag: predict --top 0" 2 "flag --top" -- "$P" --checkpoint "$ck" --top 0 "$keep"
 

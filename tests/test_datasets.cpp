@@ -307,6 +307,12 @@ BOOST_AUTO_TEST_CASE(split_csv_lists_each_image_with_its_side) {
              "I2,L0,nv,train,imgs/I2.jpg\n");
   s.val = {3};
   BOOST_TEST(split_csv(d, s).find("I3,\"L\"\"3\",akiec,val,imgs/I3.jpg\n") != std::string::npos);
+  s.test = {3};  // a held-out test image is listed as such
+  s.val = {1};
+  BOOST_TEST(split_csv(d, s).find("I3,\"L\"\"3\",akiec,test,imgs/I3.jpg\n") != std::string::npos);
+  s.test = {2};
+  expect_error([&] { split_csv(d, s); }, {"I2 is on both sides"});
+  s.test.clear();
   s.val = {4};
   expect_error([&] { split_csv(d, s); }, {"val index 4", "4 images"});
   s.val = {2};
@@ -395,6 +401,46 @@ BOOST_AUTO_TEST_CASE(grouped_kfold_partitions_lesions_and_balances_classes) {
     for (int k = 0; k < kNumClasses; ++k)
       if (all[k] >= 40) BOOST_TEST(std::abs(static_cast<double>(val[k]) / all[k] - 0.2) <= 0.05, class_names()[k]);
   }
+}
+
+BOOST_AUTO_TEST_CASE(test_set_is_held_out_before_the_split_and_shared_across_seeds) {
+  const Dataset d = kfold_dataset();
+  const size_t n = d.samples.size();
+  std::map<std::string, int> side_of_lesion;  // lesion -> 0 train, 1 val, 2 test (must not vary)
+  std::vector<size_t> first_test;
+  for (uint64_t seed : {0, 1, 2})
+    for (int fold : {-1, 0, 3}) {  // -1: a val_fraction split of the rest, else a fold of 5
+      const Split s = with_test_set(d, 0.2, 7, [&](const Dataset& rest) {
+        return fold < 0 ? grouped_split(rest, 0.25, seed) : grouped_kfold(rest, 5, fold, seed);
+      });
+      // Every image on exactly one side, each side ascending, no lesion on two sides.
+      std::vector<int> seen(n, 0);
+      std::map<std::string, int> side;
+      int i_side = 0;
+      for (const auto* v : {&s.train, &s.val, &s.test}) {
+        BOOST_TEST(std::is_sorted(v->begin(), v->end()));
+        BOOST_TEST(!v->empty());
+        for (size_t i : *v) {
+          BOOST_TEST(i < n);
+          ++seen[i];
+          auto [it, fresh] = side.try_emplace(d.samples[i].lesion_id, i_side);
+          BOOST_TEST(it->second == i_side, "lesion " << d.samples[i].lesion_id << " on two sides");
+        }
+        ++i_side;
+      }
+      BOOST_TEST(std::count(seen.begin(), seen.end(), 1) == static_cast<long>(n));
+      // The test set is the same whatever the seed or fold of the rest's split.
+      if (first_test.empty()) first_test = s.test;
+      BOOST_TEST((s.test == first_test), "seed " << seed << " fold " << fold << " moved the test set");
+      // About a fifth of every class with enough images is in the test set.
+      const auto all = d.class_counts(), test = subset(d, s.test).class_counts();
+      for (int k = 0; k < kNumClasses; ++k)
+        if (all[k] >= 40) BOOST_TEST(std::abs(static_cast<double>(test[k]) / all[k] - 0.2) <= 0.05, class_names()[k]);
+    }
+  // Another test seed, another test set; a bad fraction names itself.
+  const auto rest = [](const Dataset& r) { return grouped_split(r, 0.25, 0); };
+  BOOST_TEST((with_test_set(d, 0.2, 8, rest).test != first_test));
+  expect_error([&] { with_test_set(d, 0.0, 0, rest); }, {"test_fraction 0", "(0, 1)"});
 }
 
 BOOST_AUTO_TEST_CASE(grouped_kfold_errors_name_the_parameter) {

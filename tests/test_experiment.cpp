@@ -152,6 +152,20 @@ BOOST_AUTO_TEST_CASE(short_run_and_checkpoint_round_trip) {
   BOOST_TEST(rows == 160);
   BOOST_TEST(val_rows == res.best_val.images);
   BOOST_TEST_MESSAGE("balanced accuracy after 3 epochs on 160 images: " << res.best_val.balanced_accuracy);
+  {  // With a held-out test set: split.csv lists it, validation is drawn from the rest only.
+    auto t = small_run(out / "test_set");
+    t.epochs = 1, t.test_fraction = 0.25;
+    const auto rt = experiment::train(t);
+    std::ifstream st(out / "test_set/split.csv");
+    std::getline(st, header);
+    int n = 0, nval = 0, ntest = 0;
+    for (std::string l; std::getline(st, l);)
+      ++n, nval += l.find(",val,") != std::string::npos, ntest += l.find(",test,") != std::string::npos;
+    BOOST_TEST(n == 160);
+    BOOST_TEST(std::abs(ntest - 40) <= 8, ntest << " test images of 160 at --test-fraction 0.25");
+    BOOST_TEST(nval == rt.best_val.images);
+    BOOST_TEST(nval + ntest < 160);
+  }
 
   // The run's checkpoint describes its model.
   auto ck = experiment::load_checkpoint(res.best_checkpoint);

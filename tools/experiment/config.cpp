@@ -303,13 +303,21 @@ const std::vector<Option>& options() {
                "validate and keep as best an exponential moving average of the weights with this per-step decay "
                "(e.g. 0.999; 0: off)"),
         when(number("val-fraction", "val_fraction", FIELD(val_fraction), 0.01, 0.9,
-                    "share of lesions held out for validation (grouped by lesion_id)"),
+                    "share of lesions held out for validation (grouped by lesion_id; with --test-fraction, a share "
+                    "of the rest)"),
              [](const TrainConfig& c) { return c.folds == 0; }, "a train/validation split (not with --folds)"),
         number("folds", "folds", FIELD(folds), 0, 20,
                "lesion-grouped, class-stratified k-fold cross-validation: split the lesions into this many folds and "
                "validate on fold --fold (0: off, a --val-fraction split instead; 2 to 20)"),
         when(number("fold", "fold", FIELD(fold), 0, 19, "with --folds K: the validation fold, 0 to K-1"),
              [](const TrainConfig& c) { return c.folds > 0; }, "--folds"),
+        number("test-fraction", "test_fraction", FIELD(test_fraction), 0, 0.5,
+               "share of lesions held out as a test set before the train/validation split or folds (grouped by "
+               "lesion_id, stratified by class): training, validation and checkpoint selection never see it; score "
+               "it with evaluate --split test. Drawn with --test-seed alone, so runs of every --seed and --fold share "
+               "it (0: none)"),
+        when(number("test-seed", "test_seed", FIELD(test_seed), 0, 1L << 31, "the seed of the --test-fraction set"),
+             [](const TrainConfig& c) { return c.test_fraction > 0; }, "--test-fraction"),
         number("swa-start", "swa_start", FIELD(swa_start), 0, 0.99,
                "stochastic weight averaging: average the weights at the end of every epoch that ends after this share "
                "of the run (of --minutes if given, else of --epochs), recompute the average's BatchNorm statistics on "

@@ -42,6 +42,10 @@ struct TrainConfig {
   // Lesion-grouped k-fold cross-validation: with folds >= 2, fold `fold` (0-based) is the
   // validation side instead of a val_fraction split (datasets::grouped_kfold).
   int64_t folds = 0, fold = 0;
+  // A lesion-grouped test set held out before the split above (0: none): training, validation and
+  // checkpoint selection never see it; drawn with test_seed alone, so runs of other seeds share it.
+  double test_fraction = 0;
+  int64_t test_seed = 0;
   int64_t synthetic_count = 1500;  // built-in dataset
   // model and input
   std::string model = "cbam_small";  // a name of models::model_names()

@@ -110,14 +110,17 @@ int evaluate_main(int argc, char** argv) {
         "and the clinical operating points (malignant vs benign sensitivity and specificity, melanoma\n"
         "sensitivity at 80% and 90% specificity, ROC curves per class) as one JSON object. Several\n"
         "checkpoints (comma-separated) are a snapshot ensemble: their probabilities are averaged.\n"
-        "--split val scores only the (first) checkpoint's own validation split.");
+        "--split val scores only the (first) checkpoint's own validation split, --split test its held-out test\n"
+        "set (train --test-fraction).");
     args.add("checkpoint", "", "a checkpoint written by train (model.safetensors, swa/best/last.safetensors), or several "
              "comma-separated (an ensemble)");
     args.add("data", "", "HAM10000 folder, or the image folder when --ground-truth is given");
     args.add("images", "", "image subfolder of --data (HAM10000 layout; default: the checkpoint's training folder "
              "when --data has it, else HAM10000_images_part_1/2)");
     args.add("ground-truth", "", "ISIC 2018 Task 3 ground-truth CSV (images in --data)");
-    args.add("split", "all", "all | val | train (val/train: the checkpoint's lesion-grouped split or fold)");
+    args.add("split", "all",
+             "all | val | train | test (the checkpoint's lesion-grouped split or fold; test: the set held out with "
+             "train --test-fraction, which neither training nor checkpoint selection saw)");
     args.add("size", "", "input HxW (default: the checkpoint's training size; a larger one counters the zoom of "
              "training's random crops, as FixRes)");
     args.add_bool("tta", "average the predictions over horizontal and vertical flips");
@@ -153,8 +156,12 @@ int evaluate_main(int argc, char** argv) {
                                ? datasets::read_ham10000(args.str("data"), {images, skip})
                                : datasets::read_isic_ground_truth(args.str("ground-truth"), args.str("data"), skip);
     const std::string split = args.str("split");
-    DERMIS_CHECK(split == "all" || split == "val" || split == "train", "flag --split: expected all, val or train, got '{}'",
-                 split);
+    DERMIS_CHECK(split == "all" || split == "val" || split == "train" || split == "test",
+                 "flag --split: expected all, val, train or test, got '{}'", split);
+    DERMIS_CHECK(split != "test" || cfg.test_fraction > 0,
+                 "flag --split test: {} was trained without a held-out test set (train --test-fraction); use --split "
+                 "val, train or all",
+                 first.path);
     // Checkpoints of older versions record no class priors; on their own HAM10000 folder they follow
     // from the stored settings and split, as train computes them.
     for (auto& m : members)
@@ -162,7 +169,7 @@ int evaluate_main(int argc, char** argv) {
     for (auto& m : members) target_prior(m.ck.info, prior, m.path);  // still none: stop before the work
     if (split != "all") {
       const auto sp = run_split(ds, cfg);
-      ds = datasets::subset(ds, split == "val" ? sp.val : sp.train);
+      ds = datasets::subset(ds, split == "val" ? sp.val : split == "test" ? sp.test : sp.train);
     }
     const std::vector<data::Item> items = ds.items();
     const size_t K = first.ck.info.classes.size();

@@ -125,8 +125,11 @@ void reverse_batch(data::Batch& b) {
 }
 
 datasets::Split run_split(const datasets::Dataset& ds, const TrainConfig& cfg) {
-  return cfg.folds > 0 ? datasets::grouped_kfold(ds, static_cast<int>(cfg.folds), static_cast<int>(cfg.fold), cfg.seed)
-                       : datasets::grouped_split(ds, cfg.val_fraction, cfg.seed);
+  auto split = [&cfg](const datasets::Dataset& d) {
+    return cfg.folds > 0 ? datasets::grouped_kfold(d, static_cast<int>(cfg.folds), static_cast<int>(cfg.fold), cfg.seed)
+                         : datasets::grouped_split(d, cfg.val_fraction, cfg.seed);
+  };
+  return cfg.test_fraction > 0 ? datasets::with_test_set(ds, cfg.test_fraction, cfg.test_seed, split) : split(ds);
 }
 
 }  // namespace dermis::experiment

@@ -23,8 +23,9 @@ std::string hms(double s);    // "1h02m", "3m07s"
 
 std::vector<std::string> class_list();  // HAM10000's classes in label order
 
-// The run's train/validation split of `ds`: fold cfg.fold of a lesion-grouped k-fold split with
-// --folds, else the lesion-grouped val_fraction split; seeded by cfg.seed.
+// The run's split of `ds`: fold cfg.fold of a lesion-grouped k-fold split with --folds, else the
+// lesion-grouped val_fraction split, seeded by cfg.seed; with --test-fraction both divide what is
+// left after the held-out test set (datasets::with_test_set, seeded by cfg.test_seed).
 datasets::Split run_split(const datasets::Dataset& ds, const TrainConfig& cfg);
 
 // While one lives, SIGINT/SIGTERM ask the training loop to stop after its step (received() turns

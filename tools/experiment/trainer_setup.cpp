@@ -142,8 +142,10 @@ void Trainer::setup_data() {
           : imagenet ? data::Normalization{{0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f}}
               : data::compute_normalization(train_items_, c_.height, c_.width, 500, loader_threads_,
                                             static_cast<float>(c_.color_constancy));
-  fmt::print("data: {} ({} images, {} lesions): {} train / {} validation images, lesion-grouped{}\n", root_,
+  fmt::print("data: {} ({} images, {} lesions): {} train / {} validation images{}, lesion-grouped{}\n", root_,
              ds.samples.size(), ds.num_lesions(), train_items_.size(), val_items_.size(),
+             split.test.empty() ? std::string()
+                                : fmt::format(" / {} test images (held out: evaluate --split test)", split.test.size()),
              c_.folds > 0 ? fmt::format(" (validation: fold {} of {})", c_.fold, c_.folds) : std::string());
   // What each class gets of an epoch under --class-sampling.
   const std::vector<double> share = datasets::sampled_class_prior(counts, c_.class_power());
