@@ -253,7 +253,7 @@ if [ -x "$X" ]; then
   case_ "export: a PyTorch safetensors file, not dermis" 2 "not a dermis checkpoint" -- "$X" --checkpoint "$src/golden/cbam_torch.safetensors" --onnx "$work/x.onnx"
   case_ "export: weights of another model" 2 "do not fit" -- "$X" --checkpoint "$work/othermodel.safetensors" --onnx "$work/x.onnx"
   case_ "export: two checkpoints (an ensemble)" 2 "export takes one checkpoint" -- "$X" --checkpoint "$ck,$ck" --onnx "$work/x.onnx"
-  case_ "export: --prior nonsense" 2 "flag --prior" -- "$X" --checkpoint "$ck" --onnx "$work/x.onnx" --prior sometimes
+  case_ "export: --prior nonsense" 2 "flag --prior: expected auto, none, train or uniform" -- "$X" --checkpoint "$ck" --onnx "$work/x.onnx" --prior sometimes
   case_ "export: output folder missing" 2 "nofolder" -- "$X" --checkpoint "$ck" --onnx "$work/nofolder/x.onnx"
   [ -e "$work/x.onnx" ] && { echo "FAIL: a failed export left $work/x.onnx"; fail=1; }
   printf 'keep' > "$work/keep.onnx"

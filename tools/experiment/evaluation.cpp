@@ -48,7 +48,9 @@ std::vector<Member> load_members(const std::string& list, const std::string& wei
 
 DecisionPrior resolve_prior(const std::string& flag, const Member& first) {
   if (flag == "auto") return first.cfg.decision_prior;
-  return parse_choice<DecisionPrior>(flag, "flag --prior");
+  for (const auto& c : Choices<DecisionPrior>::list)
+    if (flag == c.name) return c.value;
+  throw Error(fmt::format("flag --prior: expected auto, none, train or uniform, got '{}'", flag));
 }
 
 Tensor flip_images(const Tensor& xin, bool h, bool v) {
