@@ -165,6 +165,22 @@ BOOST_AUTO_TEST_CASE(short_run_and_checkpoint_round_trip) {
     BOOST_TEST(std::abs(ntest - 40) <= 8, ntest << " test images of 160 at --test-fraction 0.25");
     BOOST_TEST(nval == rt.best_val.images);
     BOOST_TEST(nval + ntest < 160);
+    // The run scored its checkpoints on the test set at the end, and said so in result.json.
+    BOOST_TEST_REQUIRE(rt.selected_test.has_value());
+    BOOST_TEST(rt.selected_test->images == ntest);
+    BOOST_TEST(rt.test_by_checkpoint.count("best") == 1u);
+    BOOST_TEST(rt.test_by_checkpoint.count("last") == 1u);
+    BOOST_TEST(rt.test_by_checkpoint.at("last").balanced_accuracy == rt.selected_test->balanced_accuracy);  // last handed out
+    std::ifstream rj(out / "test_set/result.json");
+    std::stringstream ss;
+    ss << rj.rdbuf();
+    const json::Value v = json::parse(ss.str());
+    BOOST_TEST(v.at("test").at("images").integer() == ntest);
+    BOOST_TEST(v.at("test").at("selected").at("balanced_accuracy").number() == rt.selected_test->balanced_accuracy,
+               boost::test_tools::tolerance(1e-6));
+    BOOST_TEST(!json::parse(
+                    [&] { std::ifstream f(out / "run/result.json"); std::stringstream t; t << f.rdbuf(); return t.str(); }())
+                    .find("test"));  // no test set, no test entry
   }
 
   // The run's checkpoint describes its model.

@@ -34,6 +34,11 @@ struct RunResult {
   std::string dir, selected;
   double bal = NAN, acc = NAN, bal_prior = NAN, acc_prior = NAN, best = NAN, auc = NAN;
   int64_t epochs = 0;
+  // The held-out test set (train --test-fraction), when the run had one: the handed-out checkpoint
+  // (balanced accuracy, accuracy, both with the training set's prior) and best, last, swa.
+  bool has_test = false;
+  int64_t test_images = 0;
+  double t_bal = NAN, t_acc = NAN, t_bal_prior = NAN, t_acc_prior = NAN, t_best = NAN, t_last = NAN, t_swa = NAN;
 };
 
 RunResult read_result(const std::string& dir) {
@@ -51,6 +56,15 @@ RunResult read_result(const std::string& dir) {
     r.bal_prior = v.at("val_train_prior").at("balanced_accuracy").number();
     r.acc_prior = v.at("val_train_prior").at("accuracy").number();
     r.best = v.at("best_val_balanced_accuracy").number(), r.epochs = v.at("epochs").integer();
+    if (const json::Value* t = v.find("test")) {
+      r.has_test = true, r.test_images = t->at("images").integer();
+      r.t_bal = t->at("selected").at("balanced_accuracy").number(), r.t_acc = t->at("selected").at("accuracy").number();
+      r.t_bal_prior = t->at("selected_train_prior").at("balanced_accuracy").number();
+      r.t_acc_prior = t->at("selected_train_prior").at("accuracy").number();
+      const json::Value& by = t->at("checkpoints");
+      for (auto [key, dst] : {std::pair{"best", &r.t_best}, std::pair{"last", &r.t_last}, std::pair{"swa", &r.t_swa}})
+        if (const json::Value* c = by.find(key)) *dst = c->at("balanced_accuracy").number();
+    }
   } catch (const Error& e) {
     DERMIS_FAIL("{}: not a result.json of train ({})", path, e.what());
   }
@@ -63,6 +77,43 @@ std::pair<double, double> mean_sd(const std::vector<double>& x) {
   m /= static_cast<double>(x.size());
   for (double v : x) s += (v - m) * (v - m);
   return {m, x.size() > 1 ? std::sqrt(s / static_cast<double>(x.size() - 1)) : NAN};
+}
+
+// The held-out test set's table (runs with train --test-fraction; a run without one shows "-").
+// Its figures rest on no choice of the runs: the honest comparison of best, last and SWA.
+json::Object summarize_test(const std::vector<RunResult>& rs) {
+  fmt::print("\nheld-out test set (train --test-fraction; no choice of a run saw it):\n{:<40} {:>7} {:>9} {:>9} {:>10} "
+             "{:>10} {:>9} {:>9} {:>9}\n",
+             "run", "images", "bal.acc", "accuracy", "bal.acc*", "accuracy*", "best", "last", "swa");
+  constexpr int kCols = 7;
+  std::vector<double> cols[kCols];
+  auto cell = [](double v, int w) { return std::isfinite(v) ? fmt::format("{:>{}.4f}", v, w) : fmt::format("{:>{}}", "-", w); };
+  for (auto& r : rs) {
+    fmt::print("{:<40} {:>7} {} {} {} {} {} {} {}\n", r.dir, r.has_test ? std::to_string(r.test_images) : "-",
+               cell(r.t_bal, 9), cell(r.t_acc, 9), cell(r.t_bal_prior, 10), cell(r.t_acc_prior, 10), cell(r.t_best, 9),
+               cell(r.t_last, 9), cell(r.t_swa, 9));
+    const double v[kCols] = {r.t_bal, r.t_acc, r.t_bal_prior, r.t_acc_prior, r.t_best, r.t_last, r.t_swa};
+    for (int c = 0; c < kCols; ++c)
+      if (std::isfinite(v[c])) cols[c].push_back(v[c]);
+  }
+  const char* names[kCols] = {"balanced_accuracy",    "accuracy",           "balanced_accuracy_train_prior",
+                              "accuracy_train_prior", "best_balanced_accuracy", "last_balanced_accuracy",
+                              "swa_balanced_accuracy"};
+  const int widths[kCols] = {9, 9, 10, 10, 9, 9, 9};
+  json::Object out;
+  std::string line = fmt::format("{:<40} {:>7}", "mean +- sd", "");
+  for (int c = 0; c < kCols; ++c) {
+    if (cols[c].empty()) {
+      line += fmt::format(" {:>{}}", "-", widths[c]);
+      continue;
+    }
+    const auto [m, s] = mean_sd(cols[c]);
+    out[names[c]] = json::Object{{"mean", m}, {"sd", std::isfinite(s) ? json::Value(s) : json::Value()},
+                                 {"count", static_cast<int64_t>(cols[c].size())}};
+    line += fmt::format(" {:>{}}", fmt::format("{:.3f}+-{:.3f}", m, s), widths[c]);
+  }
+  fmt::print("{}\n", line);
+  return out;
 }
 
 // The table: one row per run, then mean +- sd (sample standard deviation) per column.
@@ -88,6 +139,8 @@ json::Object summarize(const std::vector<RunResult>& rs) {
   fmt::print("{}\n(*: probabilities moved to the training set's class prior; best: the best epoch's own score, picked "
              "on the same images)\n",
              line);
+  if (std::any_of(rs.begin(), rs.end(), [](const RunResult& r) { return r.has_test; }))
+    out["test"] = summarize_test(rs);
   json::Array runs;
   for (auto& r : rs) runs.push_back(r.dir);
   out["runs"] = runs;

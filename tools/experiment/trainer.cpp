@@ -514,11 +514,52 @@ TrainResult Trainer::finish() {
                    {"config", c_.to_json()}};
   if (last_report_) out["last_val_balanced_accuracy"] = last_report_->balanced_accuracy;
   if (swa_report_) out["swa_val_balanced_accuracy"] = swa_report_->balanced_accuracy, out["swa_epochs"] = state_.swa_count;
+  if (!test_items_.empty()) out["test"] = score_test_set(res, sel, *handed.model);
   const std::string text = json::dump(out);
   io::write_file_atomic(res.result_json, std::vector<uint8_t>(text.begin(), text.end()));
   write_run_report(handed, res, p);
   res.elapsed_s = now() - t_start_;
   return res;
+}
+
+// The held-out test set (--test-fraction), once the run has chosen everything: the handed-out
+// checkpoint (as trained and with the training set's prior) and each saved checkpoint.
+json::Object Trainer::score_test_set(TrainResult& res, Select sel, models::Classifier& handed) {
+  data::LoaderOptions to = val_options_;
+  data::Loader test(test_items_, to);
+  Predictions p = predict(handed, test, false);
+  res.selected_test = metrics::evaluate(p.labels, p.probs, datasets::kNumClasses);
+  res.selected_test->loss = p.loss;
+  shift_prior(p.probs, state_.trained_prior, state_.train_prior);
+  res.selected_test_train_prior = metrics::evaluate(p.labels, p.probs, datasets::kNumClasses);
+  json::Object by;
+  for (const auto& [name, path] : {std::pair{Select::best, best_path_}, std::pair{Select::last, last_path_},
+                                   std::pair{Select::swa, swa_path_}}) {
+    if (path.empty() || !fs::exists(path)) continue;
+    metrics::Report r;
+    if (name == sel) {
+      r = *res.selected_test;
+    } else {
+      Checkpoint ck = load_checkpoint(path);
+      if (name == Select::last) select_weights(ck, "auto");  // as validated
+      Predictions q = predict(*ck.model, test, false);
+      r = metrics::evaluate(q.labels, q.probs, datasets::kNumClasses);
+      r.loss = q.loss;
+    }
+    by[std::string(name_of(name))] = r.to_json(class_list());
+    res.test_by_checkpoint[std::string(name_of(name))] = r;
+  }
+  std::string others;
+  for (const auto& [name, r] : res.test_by_checkpoint)
+    if (name != name_of(sel)) others += fmt::format(", {} {:.4f}", name, r.balanced_accuracy);
+  fmt::print("held-out test set ({} images, seen by no choice of the run): {} balanced accuracy {:.4f}, accuracy "
+             "{:.4f} (with the training set's prior {:.4f}){}\n",
+             test_items_.size(), name_of(sel), res.selected_test->balanced_accuracy, res.selected_test->accuracy,
+             res.selected_test_train_prior->accuracy, others);
+  return json::Object{{"images", static_cast<int64_t>(test_items_.size())},
+                      {"selected", res.selected_test->to_json(class_list())},
+                      {"selected_train_prior", res.selected_test_train_prior->to_json(class_list())},
+                      {"checkpoints", by}};
 }
 
 // report.html: the curves, the best checkpoint's validation, and a spread of validation images

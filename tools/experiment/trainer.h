@@ -3,6 +3,8 @@
 // metrics.jsonl and report.html. tools/train is a thin wrapper around train().
 #pragma once
 
+#include <map>
+#include <optional>
 #include <string>
 
 #include "config.h"
@@ -17,6 +19,11 @@ struct TrainResult {
   // validation with the probabilities as trained and shifted to the training set's class prior.
   std::string selected, selected_checkpoint, model_checkpoint, result_json;
   metrics::Report selected_val, selected_val_train_prior;
+  // With --test-fraction: the held-out test set's scores of the handed-out checkpoint (as trained
+  // and with the training set's prior) and of each saved one ("best", "last", "swa"), as trained.
+  // No choice of the run looked at them.
+  std::optional<metrics::Report> selected_test, selected_test_train_prior;
+  std::map<std::string, metrics::Report> test_by_checkpoint;
   int64_t best_epoch = 0, epochs_done = 0;
   double train_img_s = 0, elapsed_s = 0;
   int interrupted_by = 0;  // SIGINT/SIGTERM: the signal; last_checkpoint holds the run mid-epoch

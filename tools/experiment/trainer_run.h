@@ -83,6 +83,7 @@ class Trainer {
   // The end.
   TrainResult result() const;
   TrainResult finish();
+  json::Object score_test_set(TrainResult& res, Select sel, models::Classifier& handed);
   void write_run_report(Checkpoint& handed_out, TrainResult& res, const Predictions& handed);
 
   int64_t agree(int64_t v) const { return ranks_ > 1 ? dist::allreduce_max(v) : v; }  // the same on every rank
@@ -100,7 +101,7 @@ class Trainer {
   std::string root_, metrics_path_, best_path_, last_path_, swa_path_, model_path_;
   double budget_ = 0;  // seconds (--minutes)
   // Data.
-  std::vector<data::Item> train_items_, val_items_;
+  std::vector<data::Item> train_items_, val_items_, test_items_;  // test: --test-fraction, scored only at the end
   std::vector<float> class_weights_, logit_offsets_;
   data::Normalization norm_;
   data::LoaderOptions val_options_;

@@ -125,7 +125,7 @@ void Trainer::setup_data() {
   dist::barrier();
   const datasets::Dataset ds = datasets::read_ham10000(root_, {c_.images, c_.skip_bad_images});
   const datasets::Split split = run_split(ds, c_);
-  train_items_ = ds.items(split.train), val_items_ = ds.items(split.val);
+  train_items_ = ds.items(split.train), val_items_ = ds.items(split.val), test_items_ = ds.items(split.test);
   if (writer_) {  // the exact images of each side, for other programs (e.g. a PyTorch reference run)
     const std::string text = datasets::split_csv(ds, split);
     io::write_file_atomic((fs::path(c_.out) / "split.csv").string(), std::vector<uint8_t>(text.begin(), text.end()));
