@@ -8,7 +8,7 @@ work=$2
 rm -rf "$work" && mkdir -p "$work"
 fail=0
 source "$(dirname "$0")/expect.sh"
-for t in train evaluate predict make_synthetic; do expect 0 "usage:" -- "$build/tools/$t" --help; done
+for t in train evaluate predict make_synthetic repeat; do expect 0 "usage:" -- "$build/tools/$t" --help; done
 [ -x "$build/tools/export" ] && expect 0 "usage:" -- "$build/tools/export" --help
 for b in cbam model_cost loader_throughput pipeline train_throughput ops; do expect 0 "usage:" -- "$build/bench/$b" --help; done
 T=$build/tools/train
@@ -64,6 +64,22 @@ expect 0 '"input_size":"40x48"' -- $E --checkpoint "$work/emarun/last.safetensor
 expect 2 "flag --size" -- $E --checkpoint "$work/emarun/last.safetensors" --data "$data" --size 20x20
 expect 0 "%" -- $P --checkpoint "$work/emarun/last.safetensors" --weights ema "$img"
 expect 2 "no weight average" -- $P --checkpoint "$ck" --weights ema "$img"
+# repeat: two seeds of a tiny recipe with a held-out test set. Both tables print; the test set's
+# figures of each run are what evaluate --split test computes for its handed-out checkpoint.
+R=$build/tools/repeat
+expect 0 "held-out test set" -- $R --seeds 0,1 --out "$work/rep" -- --synthetic-count 80 --epochs 3 --size 32x32 \
+  --report-images 0 --test-fraction 0.25 --lr 0.02
+expect 0 "mean +- sd over 2 runs" -- $R --summarize "$work/rep/seed-0" "$work/rep/seed-1"
+rep_test=$(/usr/bin/env python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['test']; print(t['balanced_accuracy']['count'], t['balanced_accuracy']['mean'], t['accuracy']['mean'])" "$work/rep/summary.json" 2>&1)
+ev=$(for s in 0 1; do $E --checkpoint "$work/rep/seed-$s/model.safetensors" --data "$data" --split test --prior none --decode fast | /usr/bin/env python3 -c "import json,sys; d=json.load(sys.stdin); print(d['balanced_accuracy'], d['accuracy'])"; done 2>/dev/null)
+if ! awk -v r="$rep_test" -v e="$(echo $ev)" 'BEGIN { split(r, a, " "); split(e, b, " "); db = a[2] - (b[1] + b[3]) / 2; da = a[3] - (b[2] + b[4]) / 2;
+      if (db < 0) db = -db; if (da < 0) da = -da; exit !(a[1] == 2 && db < 1e-6 && da < 1e-6) }'; then
+  echo "FAIL: repeat's test means '$rep_test' (count, balanced accuracy, accuracy) are not those of evaluate --split test over the runs: $ev"
+  fail=1
+else
+  echo "ok: repeat's test means $rep_test = those of evaluate --split test ($(echo $ev))"
+fi
+expect 2 "give either --seeds" -- $R --out "$work/rep2" -- --epochs 1
 # Nothing half-written: no temporary files left in the run folder.
 if compgen -G "$work/run/*.tmp.*" > /dev/null; then echo "FAIL: temporary files left behind"; fail=1; fi
 exit $fail
