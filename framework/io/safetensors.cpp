@@ -20,21 +20,6 @@
 
 namespace dermis::io {
 
-namespace {
-bool safetensors_dtype(const std::string& s, StoredDType& t) {
-  static const std::pair<const char*, StoredDType> m[] = {
-      {"F32", StoredDType::f32}, {"F64", StoredDType::f64}, {"F16", StoredDType::f16}, {"BF16", StoredDType::bf16},
-      {"I64", StoredDType::i64}, {"I32", StoredDType::i32}, {"I16", StoredDType::i16}, {"I8", StoredDType::i8},
-      {"U8", StoredDType::u8}, {"BOOL", StoredDType::boolean}};
-  for (auto& [n, d] : m)
-    if (s == n) {
-      t = d;
-      return true;
-    }
-  return false;
-}
-}  // namespace
-
 const Tensor* TensorFile::find(const std::string& name) const {
   for (auto& [n, t] : tensors)
     if (n == name) return &t;
@@ -144,7 +129,7 @@ TensorFile load_safetensors(const std::string& path) {
     try {
       const std::string& dt = v.find("dtype") ? v.find("dtype")->string("dtype") : "";
       StoredDType sd = StoredDType::f32;
-      DERMIS_CHECK(safetensors_dtype(dt, sd),
+      DERMIS_CHECK(stored_dtype_named(dt, &StoredDTypeName::safetensors, sd),
                    "dtype {} is not supported (dermis reads F32, F16, BF16, F64 and integer tensors, as f32)",
                    dt.empty() ? "(missing)" : dt);
       DERMIS_CHECK(v.find("shape") && v.find("data_offsets"), "shape or data_offsets missing");

@@ -10,6 +10,30 @@ namespace dermis::io {
 
 enum class StoredDType { f32, f64, f16, bf16, i64, i32, i16, i8, u8, boolean };
 
+// Each type's name in a safetensors header ("F32") and its PyTorch storage class ("FloatStorage").
+struct StoredDTypeName {
+  StoredDType type;
+  const char* safetensors;
+  const char* torch_storage;
+};
+inline constexpr StoredDTypeName kStoredDTypeNames[] = {
+    {StoredDType::f32, "F32", "FloatStorage"},      {StoredDType::f64, "F64", "DoubleStorage"},
+    {StoredDType::f16, "F16", "HalfStorage"},       {StoredDType::bf16, "BF16", "BFloat16Storage"},
+    {StoredDType::i64, "I64", "LongStorage"},       {StoredDType::i32, "I32", "IntStorage"},
+    {StoredDType::i16, "I16", "ShortStorage"},      {StoredDType::i8, "I8", "CharStorage"},
+    {StoredDType::u8, "U8", "ByteStorage"},         {StoredDType::boolean, "BOOL", "BoolStorage"}};
+
+// The type named `name` in one naming (&StoredDTypeName::safetensors or ::torch_storage) into t;
+// false for a name it does not have.
+inline bool stored_dtype_named(const std::string& name, const char* StoredDTypeName::*naming, StoredDType& t) {
+  for (const auto& n : kStoredDTypeNames)
+    if (name == n.*naming) {
+      t = n.type;
+      return true;
+    }
+  return false;
+}
+
 inline int stored_size(StoredDType t) {
   switch (t) {
     case StoredDType::f64:

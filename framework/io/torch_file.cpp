@@ -245,20 +245,6 @@ class Unpickler {
   std::unordered_map<int64_t, Id> memo_;
 };
 
-bool storage_dtype(const std::string& name, StoredDType& t) {
-  static const std::pair<const char*, StoredDType> m[] = {
-      {"FloatStorage", StoredDType::f32}, {"DoubleStorage", StoredDType::f64}, {"HalfStorage", StoredDType::f16},
-      {"BFloat16Storage", StoredDType::bf16}, {"LongStorage", StoredDType::i64}, {"IntStorage", StoredDType::i32},
-      {"ShortStorage", StoredDType::i16}, {"CharStorage", StoredDType::i8}, {"ByteStorage", StoredDType::u8},
-      {"BoolStorage", StoredDType::boolean}};
-  for (auto& [n, d] : m)
-    if (name == n) {
-      t = d;
-      return true;
-    }
-  return false;
-}
-
 Id Unpickler::persistent(Id pid) {
   const Node& t = node(pid);
   if (t.kind != Kind::tuple || t.items.size() < 5) fail("persistent id is not a storage tuple");
@@ -267,7 +253,7 @@ Id Unpickler::persistent(Id pid) {
   if (key.kind != Kind::str || numel.kind != Kind::integer || numel.i < 0) fail("storage key or size is malformed");
   Node s;
   s.kind = Kind::storage;
-  if (type.kind != Kind::global || type.s != "torch" || !storage_dtype(type.s2, s.dtype))
+  if (type.kind != Kind::global || type.s != "torch" || !stored_dtype_named(type.s2, &StoredDTypeName::torch_storage, s.dtype))
     fail(fmt::format("storage type {}.{} is not supported", type.s, type.s2));
   s.s = key.s, s.i = numel.i;
   const auto it = zip_.find(prefix_ + "data/" + key.s);
