@@ -181,6 +181,9 @@ BOOST_AUTO_TEST_CASE(short_run_and_checkpoint_round_trip) {
     BOOST_TEST(!json::parse(
                     [&] { std::ifstream f(out / "run/result.json"); std::stringstream t; t << f.rdbuf(); return t.str(); }())
                     .find("test"));  // no test set, no test entry
+    auto read_all = [](const fs::path& f) { std::ifstream in(f); std::stringstream t; t << in.rdbuf(); return t.str(); };
+    BOOST_TEST(read_all(out / "test_set/report.html").find("Held-out test set") != std::string::npos);
+    BOOST_TEST(read_all(out / "run/report.html").find("Held-out test set") == std::string::npos);
   }
 
   // The run's checkpoint describes its model.

@@ -248,6 +248,20 @@ void write_report(const std::string& path, const ReportInput& in) {
       "</table>",
       html_escape(in.selected), in.best_epoch, f.images, f.balanced_accuracy, f.accuracy, f.macro_f1, f.mean_auc,
       in.final_val_train_prior.balanced_accuracy, in.final_val_train_prior.accuracy);
+  if (in.test) {
+    h += fmt::format(
+        "<h2>Held-out test set</h2><p>{} images set aside before the split (<code>--test-fraction</code>): no choice "
+        "of the run saw them.</p><table><tr><th>checkpoint</th><th>balanced accuracy</th><th>accuracy</th>"
+        "<th>accuracy, training set's prior</th></tr><tr><td>{} (handed out)</td><td>{:.4f}</td><td>{:.4f}</td>"
+        "<td>{:.4f}</td></tr>",
+        in.test->images, html_escape(in.selected), in.test->balanced_accuracy, in.test->accuracy,
+        in.test_train_prior ? in.test_train_prior->accuracy : NAN);
+    for (const auto& [name, r] : in.test_by_checkpoint)
+      if (name != in.selected)
+        h += fmt::format("<tr><td>{}</td><td>{:.4f}</td><td>{:.4f}</td><td></td></tr>", html_escape(name),
+                         r.balanced_accuracy, r.accuracy);
+    h += "</table>";
+  }
   h += "<p>Checkpoint: <code>" + html_escape(in.checkpoint) + "</code></p>";
   if (!in.command.empty()) h += "<p>Command: <code>" + html_escape(in.command) + "</code></p>";
   h += "<h2>Training curves</h2><div class='grid2'>";

@@ -4,6 +4,7 @@
 // grid of validation images with their attention heatmaps and predictions.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -39,6 +40,10 @@ struct ReportInput {
   int64_t best_epoch = 0;
   std::vector<ReportImage> images;
   std::optional<ClinicalReport> clinical;  // of the handed-out checkpoint on the validation set
+  // With train --test-fraction: the held-out test set's figures of the handed-out checkpoint (as
+  // trained, and with the training set's prior) and of each saved checkpoint by name.
+  std::optional<metrics::Report> test, test_train_prior;
+  std::map<std::string, metrics::Report> test_by_checkpoint;
 };
 
 void write_report(const std::string& path, const ReportInput& in);

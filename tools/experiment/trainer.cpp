@@ -571,6 +571,8 @@ void Trainer::write_run_report(Checkpoint& best, TrainResult& res, const Predict
   ri.lr_trace = lr_trace_, ri.final_val = res.selected_val, ri.best_epoch = res.best_epoch;
   ri.selected = res.selected, ri.final_val_train_prior = res.selected_val_train_prior;
   ri.clinical = clinical_report(handed.labels, handed.probs, class_list());
+  ri.test = res.selected_test, ri.test_train_prior = res.selected_test_train_prior;
+  ri.test_by_checkpoint = res.test_by_checkpoint;
   ri.config_json = json::dump(c_.to_json());
   std::vector<std::vector<size_t>> by_class(datasets::kNumClasses);
   for (size_t i = 0; i < val_items_.size(); ++i) by_class[val_items_[i].label].push_back(i);
