@@ -406,7 +406,6 @@ BOOST_AUTO_TEST_CASE(grouped_kfold_partitions_lesions_and_balances_classes) {
 BOOST_AUTO_TEST_CASE(test_set_is_held_out_before_the_split_and_shared_across_seeds) {
   const Dataset d = kfold_dataset();
   const size_t n = d.samples.size();
-  std::map<std::string, int> side_of_lesion;  // lesion -> 0 train, 1 val, 2 test (must not vary)
   std::vector<size_t> first_test;
   for (uint64_t seed : {0, 1, 2})
     for (int fold : {-1, 0, 3}) {  // -1: a val_fraction split of the rest, else a fold of 5
@@ -415,7 +414,7 @@ BOOST_AUTO_TEST_CASE(test_set_is_held_out_before_the_split_and_shared_across_see
       });
       // Every image on exactly one side, each side ascending, no lesion on two sides.
       std::vector<int> seen(n, 0);
-      std::map<std::string, int> side;
+      std::map<std::string, int> side;  // lesion -> 0 train, 1 val, 2 test (must not vary)
       int i_side = 0;
       for (const auto* v : {&s.train, &s.val, &s.test}) {
         BOOST_TEST(std::is_sorted(v->begin(), v->end()));
@@ -423,7 +422,7 @@ BOOST_AUTO_TEST_CASE(test_set_is_held_out_before_the_split_and_shared_across_see
         for (size_t i : *v) {
           BOOST_TEST(i < n);
           ++seen[i];
-          auto [it, fresh] = side.try_emplace(d.samples[i].lesion_id, i_side);
+          const auto it = side.try_emplace(d.samples[i].lesion_id, i_side).first;
           BOOST_TEST(it->second == i_side, "lesion " << d.samples[i].lesion_id << " on two sides");
         }
         ++i_side;

@@ -48,9 +48,8 @@ std::vector<Member> load_members(const std::string& list, const std::string& wei
 
 DecisionPrior resolve_prior(const std::string& flag, const Member& first) {
   if (flag == "auto") return first.cfg.decision_prior;
-  for (const auto& c : Choices<DecisionPrior>::list)
-    if (flag == c.name) return c.value;
-  throw Error(fmt::format("flag --prior: expected auto, none, train or uniform, got '{}'", flag));
+  if (const auto p = find_choice<DecisionPrior>(flag)) return *p;
+  throw Error(fmt::format("flag --prior: expected auto, {}, got '{}'", choice_names<DecisionPrior>(), flag));
 }
 
 Tensor flip_images(const Tensor& xin, bool h, bool v) {

@@ -525,8 +525,7 @@ TrainResult Trainer::finish() {
 // The held-out test set (--test-fraction), once the run has chosen everything: the handed-out
 // checkpoint (as trained and with the training set's prior) and each saved checkpoint.
 json::Object Trainer::score_test_set(TrainResult& res, Select sel, models::Classifier& handed) {
-  data::LoaderOptions to = val_options_;
-  data::Loader test(test_items_, to);
+  data::Loader test(test_items_, val_options_);
   Predictions p = predict(handed, test, false);
   res.selected_test = metrics::evaluate(p.labels, p.probs, datasets::kNumClasses);
   res.selected_test->loss = p.loss;
