@@ -79,6 +79,11 @@ if ! awk -v r="$rep_test" -v e="$(echo $ev)" 'BEGIN { split(r, a, " "); split(e,
 else
   echo "ok: repeat's test means $rep_test = those of evaluate --split test ($(echo $ev))"
 fi
+# The two seeds share the test set but not the validation split: an ensemble of both is scored on
+# the test set, and refused on a validation split that is the first run's alone.
+pair="$work/rep/seed-0/model.safetensors,$work/rep/seed-1/model.safetensors"
+expect 0 '"split":"test"' -- $E --checkpoint "$pair" --data "$data" --split test
+expect 2 "trained on different splits" -- $E --checkpoint "$pair" --data "$data" --split val
 expect 2 "give either --seeds" -- $R --out "$work/rep2" -- --epochs 1
 # Nothing half-written: no temporary files left in the run folder.
 if compgen -G "$work/run/*.tmp.*" > /dev/null; then echo "FAIL: temporary files left behind"; fail=1; fi

@@ -110,8 +110,8 @@ int evaluate_main(int argc, char** argv) {
         "and the clinical operating points (malignant vs benign sensitivity and specificity, melanoma\n"
         "sensitivity at 80% and 90% specificity, ROC curves per class) as one JSON object. Several\n"
         "checkpoints (comma-separated) are a snapshot ensemble: their probabilities are averaged.\n"
-        "--split val scores only the (first) checkpoint's own validation split, --split test its held-out test\n"
-        "set (train --test-fraction).");
+        "--split val scores only the checkpoint's own validation split, --split test its held-out test set\n"
+        "(train --test-fraction); an ensemble's members must share that split.");
     args.add("checkpoint", "", "a checkpoint written by train (model.safetensors, swa/best/last.safetensors), or several "
              "comma-separated (an ensemble)");
     args.add("data", "", "HAM10000 folder, or the image folder when --ground-truth is given");
@@ -168,8 +168,25 @@ int evaluate_main(int argc, char** argv) {
       if (m.ck.info.train_prior.empty() && !ground_truth && ds.samples.size() > 0) fill_priors(m, ds);
     for (auto& m : members) target_prior(m.ck.info, prior, m.path);  // still none: stop before the work
     if (split != "all") {
-      const auto sp = run_split(ds, cfg);
-      ds = datasets::subset(ds, split == "val" ? sp.val : split == "test" ? sp.test : sp.train);
+      auto side = [&](const TrainConfig& c) {
+        auto sp = run_split(ds, c);
+        return split == "val" ? std::move(sp.val) : split == "test" ? std::move(sp.test) : std::move(sp.train);
+      };
+      const std::vector<size_t> rows = side(cfg);
+      // An ensemble is scored on one set of images, which must be that side for every member: a
+      // member trained on another split has seen some of the first one's validation images.
+      for (size_t m = 1; m < members.size(); ++m) {
+        DERMIS_CHECK(split != "test" || members[m].cfg.test_fraction > 0,
+                     "flag --split test: {} was trained without a held-out test set (train --test-fraction)",
+                     members[m].path);
+        DERMIS_CHECK(side(members[m].cfg) == rows,
+                     "flag --split {}: {} and {} were trained on different splits (--seed, --val-fraction, "
+                     "--folds/--fold, --test-fraction or --test-seed differ), so there is no {} set of both; score "
+                     "such an ensemble on a held-out test set they share (train --test-fraction, same --test-seed: "
+                     "--split test) or score the checkpoints one at a time",
+                     split, first.path, members[m].path, split);
+      }
+      ds = datasets::subset(ds, rows);
     }
     const std::vector<data::Item> items = ds.items();
     const size_t K = first.ck.info.classes.size();
