@@ -158,10 +158,11 @@ int evaluate_main(int argc, char** argv) {
     const std::string split = args.str("split");
     DERMIS_CHECK(split == "all" || split == "val" || split == "train" || split == "test",
                  "flag --split: expected all, val, train or test, got '{}'", split);
-    DERMIS_CHECK(split != "test" || cfg.test_fraction > 0,
-                 "flag --split test: {} was trained without a held-out test set (train --test-fraction); use --split "
-                 "val, train or all",
-                 first.path);
+    for (const auto& m : members)
+      DERMIS_CHECK(split != "test" || m.cfg.test_fraction > 0,
+                   "flag --split test: {} was trained without a held-out test set (train --test-fraction); use "
+                   "--split val, train or all",
+                   m.path);
     // Checkpoints of older versions record no class priors; on their own HAM10000 folder they follow
     // from the stored settings and split, as train computes them.
     for (auto& m : members)
@@ -175,17 +176,13 @@ int evaluate_main(int argc, char** argv) {
       const std::vector<size_t> rows = side(cfg);
       // An ensemble is scored on one set of images, which must be that side for every member: a
       // member trained on another split has seen some of the first one's validation images.
-      for (size_t m = 1; m < members.size(); ++m) {
-        DERMIS_CHECK(split != "test" || members[m].cfg.test_fraction > 0,
-                     "flag --split test: {} was trained without a held-out test set (train --test-fraction)",
-                     members[m].path);
+      for (size_t m = 1; m < members.size(); ++m)
         DERMIS_CHECK(side(members[m].cfg) == rows,
                      "flag --split {}: {} and {} were trained on different splits (--seed, --val-fraction, "
                      "--folds/--fold, --test-fraction or --test-seed differ), so there is no {} set of both; score "
                      "such an ensemble on a held-out test set they share (train --test-fraction, same --test-seed: "
                      "--split test) or score the checkpoints one at a time",
                      split, first.path, members[m].path, split);
-      }
       ds = datasets::subset(ds, rows);
     }
     const std::vector<data::Item> items = ds.items();
