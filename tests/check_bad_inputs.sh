@@ -201,7 +201,9 @@ case_ "flag: --ema 1" 2 "flag --ema" -- "$T" --ema 1
 case_ "flag: --logit-adjust -1" 2 "flag --logit-adjust" -- "$T" --logit-adjust -1
 case_ "flag: --logit-adjust with --balanced-sampling" 2 "flag --logit-adjust" -- "$T" --logit-adjust 1 --balanced-sampling
 case_ "flag: --logit-adjust with --class-sampling balanced" 2 "flag --logit-adjust" -- "$T" --logit-adjust 1 --class-sampling balanced
-case_ "flag: --logit-adjust with class weights" 2 "add --class-weights none" -- "$T" --logit-adjust 1 --class-weights sqrt
+case_ "flag: --logit-adjust with class weights" 2 "add --class-weights none" -- "$T" --logit-adjust 1 --class-sampling natural --class-weights sqrt
+case_ "flag: --logit-adjust with the recommended recipe's balanced sampling" 2 "add --class-sampling natural or sqrt" -- "$T" --logit-adjust 1
+case_ "flag: --recipe fast" 2 "flag --recipe: expected recommended or reference, got 'fast'" -- "$T" --recipe fast
 case_ "flag: --class-sampling cube" 2 "flag --class-sampling" -- "$T" --class-sampling cube
 case_ "flag: --balanced-sampling with --class-sampling sqrt" 2 "contradicts --class-sampling sqrt" -- "$T" --balanced-sampling --class-sampling sqrt
 case_ "flag: --early-size larger than --size" 2 "flag --early-size" -- "$T" --early-size 150x200 --size 112x150
@@ -233,6 +235,7 @@ case_ "flag: --bogus" 2 "unknown flag --bogus" -- "$T" --bogus
 case_ "flag: --gamma with --schedule cosine (ignored)" 2 "flag --gamma applies only with --schedule step or multistep" -- "$T" --gamma 0.5
 case_ "flag: --images without --data (ignored)" 2 "flag --images applies only with --data" -- "$T" --images imgs
 case_ "flag: --resume with --lr (ignored)" 2 "flag --lr cannot be given with --resume" -- "$T" --resume "$ck" --lr 0.1
+case_ "flag: --resume with --recipe (ignored)" 2 "flag --recipe cannot be given with --resume" -- "$T" --resume "$ck" --recipe reference
 case_ "flag: evaluate --ground-truth with --images (ignored)" 2 "flag --images does not apply with --ground-truth" -- "$E" --checkpoint "$ck" --data "$work/ds/imgs" --ground-truth "$work/gt.csv" --images imgs
 case_ "flag: predict --heatmap-method without --heatmap (ignored)" 2 "flag --heatmap-method applies only with --heatmap" -- "$P" --checkpoint "$ck" --heatmap-method attention "$keep"
 case_ "flag: predict --top with --json (ignored)" 2 "flag --top does not apply with --json" -- "$P" --checkpoint "$ck" --json --top 2 "$keep"

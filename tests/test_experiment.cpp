@@ -480,7 +480,7 @@ BOOST_AUTO_TEST_CASE(every_setting_round_trips_and_stored_settings_are_checked) 
            {"seed", "\"-1\"", "setting seed"}})
     expect_error([&] { experiment::TrainConfig::from_json(stored(key, value), "x.safetensors"); },
                  "x.safetensors: the training settings stored in it are invalid (" + needle);
-  // The flags come from the same table: defaults shown by --help are the struct's.
+  // The flags come from the same table (--help shows the recommended recipe's defaults).
   cli::Args a("usage");
   experiment::add_train_flags(a);
   const std::vector<std::string> argv_s = {"train", "--lr", "0.2", "--schedule", "step", "--gamma", "0.5"};
@@ -495,17 +495,22 @@ BOOST_AUTO_TEST_CASE(every_setting_round_trips_and_stored_settings_are_checked) 
   BOOST_TEST(f.weight_decay == experiment::TrainConfig{}.weight_decay);
 }
 
+namespace {
+// tools/train's settings from its arguments (without the program name).
+experiment::TrainConfig parse_train_flags(std::vector<std::string> argv_s) {
+  cli::Args a("usage");
+  experiment::add_train_flags(a);
+  argv_s.insert(argv_s.begin(), "train");
+  std::vector<char*> argv;
+  for (auto& x : argv_s) argv.push_back(const_cast<char*>(x.c_str()));
+  BOOST_REQUIRE(a.parse(static_cast<int>(argv.size()), argv.data()));
+  return experiment::train_config_from_flags(a);
+}
+}  // namespace
+
 // A flag the run would ignore is an error naming it.
 BOOST_AUTO_TEST_CASE(flags_the_run_would_ignore_are_errors) {
-  auto parse = [](std::vector<std::string> argv_s) {
-    cli::Args a("usage");
-    experiment::add_train_flags(a);
-    argv_s.insert(argv_s.begin(), "train");
-    std::vector<char*> argv;
-    for (auto& x : argv_s) argv.push_back(const_cast<char*>(x.c_str()));
-    BOOST_REQUIRE(a.parse(static_cast<int>(argv.size()), argv.data()));
-    return experiment::train_config_from_flags(a);
-  };
+  const auto parse = parse_train_flags;
   expect_error([&] { parse({"--gamma", "0.5"}); }, "flag --gamma applies only with --schedule step or multistep");
   expect_error([&] { parse({"--schedule", "step", "--milestones", "3"}); },
                "flag --milestones applies only with --schedule multistep");
@@ -519,4 +524,33 @@ BOOST_AUTO_TEST_CASE(flags_the_run_would_ignore_are_errors) {
   BOOST_TEST(r.threads == 1);
   const auto p = parse({"--schedule", "plateau", "--plateau-patience", "2", "--min-lr", "1e-4"});
   BOOST_TEST(p.schedule.plateau_patience == 2);
+}
+
+// train starts from the recommended recipe (its --help defaults), --recipe reference from the struct's
+// defaults, and a given flag wins over either; a checkpoint stores the resolved settings.
+BOOST_AUTO_TEST_CASE(recipes_are_where_the_flags_start) {
+  using experiment::ClassSampling, experiment::ClassWeights;
+  const auto rec = parse_train_flags({});
+  BOOST_TEST((rec.class_sampling == ClassSampling::balanced));
+  BOOST_TEST((rec.class_weights == ClassWeights::none));
+  BOOST_TEST(rec.label_smoothing == 0.0);
+  BOOST_TEST(rec.schedule.warmup_epochs == 1.0);
+  BOOST_TEST(rec.swa_start == 0.7);
+  BOOST_TEST((rec.selected() == experiment::Select::swa));
+  BOOST_TEST(json::dump(rec.to_json()) == json::dump(experiment::recipe_settings(experiment::Recipe::recommended).to_json()));
+  const auto ref = parse_train_flags({"--recipe", "reference"});
+  BOOST_TEST(json::dump(ref.to_json()) == json::dump(experiment::TrainConfig{}.to_json()));
+  BOOST_TEST(json::dump(ref.to_json()) != json::dump(rec.to_json()));
+  const auto mixed = parse_train_flags({"--recipe", "reference", "--balanced-sampling", "--swa-start", "0.5"});
+  BOOST_TEST((mixed.class_sampling == ClassSampling::balanced));
+  BOOST_TEST((mixed.class_weights == ClassWeights::sqrt));
+  BOOST_TEST(mixed.swa_start == 0.5);
+  const auto natural = parse_train_flags({"--class-sampling", "natural", "--label-smoothing", "0.1"});
+  BOOST_TEST((natural.class_sampling == ClassSampling::natural));
+  BOOST_TEST(natural.label_smoothing == 0.1);
+  BOOST_TEST(natural.swa_start == 0.7);
+  // the resolved settings round-trip through a checkpoint's JSON, whichever recipe made them
+  BOOST_TEST(json::dump(experiment::TrainConfig::from_json(rec.to_json()).to_json()) == json::dump(rec.to_json()));
+  expect_error([] { parse_train_flags({"--recipe", "fast"}); }, "flag --recipe: expected recommended or reference");
+  expect_error([] { parse_train_flags({"--logit-adjust", "1"}); }, "add --class-sampling natural or sqrt");
 }

