@@ -536,6 +536,7 @@ BOOST_AUTO_TEST_CASE(recipes_are_where_the_flags_start) {
   BOOST_TEST(rec.label_smoothing == 0.0);
   BOOST_TEST(rec.schedule.warmup_epochs == 1.0);
   BOOST_TEST(rec.swa_start == 0.7);
+  BOOST_TEST((rec.mix == experiment::Mixing::mixup));
   BOOST_TEST((rec.selected() == experiment::Select::swa));
   BOOST_TEST(json::dump(rec.to_json()) == json::dump(experiment::recipe_settings(experiment::Recipe::recommended).to_json()));
   const auto ref = parse_train_flags({"--recipe", "reference"});
@@ -545,6 +546,7 @@ BOOST_AUTO_TEST_CASE(recipes_are_where_the_flags_start) {
   BOOST_TEST((mixed.class_sampling == ClassSampling::balanced));
   BOOST_TEST((mixed.class_weights == ClassWeights::sqrt));
   BOOST_TEST(mixed.swa_start == 0.5);
+  BOOST_TEST((mixed.mix == experiment::Mixing::none));
   const auto natural = parse_train_flags({"--class-sampling", "natural", "--label-smoothing", "0.1"});
   BOOST_TEST((natural.class_sampling == ClassSampling::natural));
   BOOST_TEST(natural.label_smoothing == 0.1);

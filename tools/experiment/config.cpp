@@ -497,6 +497,7 @@ TrainConfig recipe_settings(Recipe recipe) {
   c.label_smoothing = 0;
   c.schedule.warmup_epochs = 1;
   c.swa_start = 0.7;
+  c.mix = Mixing::mixup;
   return c;
 }
 
