@@ -35,13 +35,14 @@ std::string env_or_fail(const char* name) {
 // 50 synthetic images (39 for training). Direct convolution: it computes each image the same way
 // whatever the batch, while Winograd groups tiles of several images, so its rounding (~1e-6) depends
 // on how the batch is split, and this setting amplifies that to O(0.1) by the second step. With
-// weight averaging, so that the average's recomputed BatchNorm statistics are compared too.
+// weight averaging, so that the average's recomputed BatchNorm statistics are compared too; without
+// mixup, whose partners are drawn within each rank's share of the batch.
 std::vector<std::string> args(const std::string& out, int batch, int epochs, int threads = 1) {
   return {"--synthetic-count", "50", "--model", "resnet18", "--size", "64x64", "--batch", std::to_string(batch),
           "--epochs", std::to_string(epochs), "--val-fraction", "0.2", "--threads", std::to_string(threads),
           "--loader-threads", "1",
           "--report-images", "0", "--class-weights", "none", "--label-smoothing", "0", "--sync-bn", "--lr", "0.01",
-          "--nesterov", "false", "--conv", "direct", "--swa-start", "0.3", "--out", out};
+          "--nesterov", "false", "--conv", "direct", "--swa-start", "0.3", "--mix", "none", "--out", out};
 }
 
 // `ranks` processes of `bin` with arguments `a` under mpirun, with `env` set in each.

@@ -203,6 +203,14 @@ BOOST_AUTO_TEST_CASE(swa_is_the_mean_of_epoch_end_weights_and_is_handed_out) {
   BOOST_TEST(std::abs(j.at("val").at("balanced_accuracy").number() - res.selected_val.balanced_accuracy) < 1e-9);
   BOOST_TEST(j.at("val_train_prior").find("accuracy") != nullptr);
   BOOST_TEST(j.at("config").at("color_constancy").number() == 6.0);
+  // Its throughput is the mean of the four epochs' in metrics.jsonl, the three before the resume included.
+  std::ifstream metrics(out / "run/metrics.jsonl");
+  double img_s_sum = 0;
+  int epochs = 0;
+  for (std::string line; std::getline(metrics, line);)
+    if (!line.empty()) img_s_sum += json::parse(line, "metrics.jsonl").at("train_img_s").number(), ++epochs;
+  BOOST_TEST(epochs == 4);
+  BOOST_TEST(std::abs(j.at("train_img_s").number() - img_s_sum / epochs) < 1e-6 * img_s_sum);
   // The checkpoint records its priors: balanced sampling trained towards a uniform prior.
   for (double v : ck.info.trained_prior) BOOST_TEST(std::abs(v - 1.0 / 7) < 1e-9);
   double s = 0;

@@ -455,10 +455,20 @@ std::string Trainer::selected_path() const {
   }
 }
 
+// The run's training throughput: the mean of its epochs' figures (those resumed from metrics.jsonl
+// included), so one slow last epoch does not stand for the run.
+double Trainer::run_img_s() const {
+  double sum = 0;
+  int n = 0;
+  for (const EpochRecord& r : history_)
+    if (r.img_s > 0) sum += r.img_s, ++n;
+  return n ? sum / n : train_img_s_;
+}
+
 TrainResult Trainer::result() const {
   TrainResult res;
   res.out_dir = c_.out, res.best_checkpoint = best_path_, res.last_checkpoint = last_path_;
-  res.epochs_done = epochs_done_, res.train_img_s = train_img_s_, res.interrupted_by = interrupted_by_;
+  res.epochs_done = epochs_done_, res.train_img_s = run_img_s(), res.interrupted_by = interrupted_by_;
   if (!interrupted_by_) {
     res.best_epoch = state_.best_epoch;
     if (best_report_) res.best_val = *best_report_;
@@ -509,7 +519,7 @@ TrainResult Trainer::finish() {
                    {"best_epoch", res.best_epoch},
                    {"best_val_balanced_accuracy", res.best_val.balanced_accuracy},
                    {"epochs", epochs_done_},
-                   {"train_img_s", train_img_s_},
+                   {"train_img_s", run_img_s()},
                    {"elapsed_s", now() - run_t0_},
                    {"config", c_.to_json()}};
   if (last_report_) out["last_val_balanced_accuracy"] = last_report_->balanced_accuracy;

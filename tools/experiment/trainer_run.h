@@ -82,6 +82,7 @@ class Trainer {
   void write_last();
   // The end.
   TrainResult result() const;
+  double run_img_s() const;
   TrainResult finish();
   json::Object score_test_set(TrainResult& res, Select sel, models::Classifier& handed);
   void write_run_report(Checkpoint& handed_out, TrainResult& res, const Predictions& handed);

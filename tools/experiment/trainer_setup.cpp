@@ -297,6 +297,7 @@ void Trainer::restore_history() {
     r.epoch = v.at("epoch").integer(), r.train_loss = v.at("train_loss").number(), r.lr = v.at("lr").number();
     r.val.loss = v.at("val").at("loss").number(), r.val.accuracy = v.at("val").at("accuracy").number();
     r.val.balanced_accuracy = v.at("val").at("balanced_accuracy").number();
+    if (const json::Value* ips = v.find("train_img_s")) r.img_s = ips->number();
     history_.push_back(r);
     lr_trace_.emplace_back(static_cast<double>(r.epoch - 1), r.lr);
   }
