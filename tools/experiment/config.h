@@ -133,7 +133,7 @@ struct TrainConfig {
 
 // The settings a recipe starts from. reference: TrainConfig{}. recommended: the recipe measured best
 // on HAM10000's held-out test set (docs/results.md): class-balanced sampling without class weights
-// or label smoothing, a one-epoch warm-up, and the weight average of the last 30% handed out.
+// or label smoothing, a one-epoch warm-up, mixup, and the weight average of the last 30% handed out.
 TrainConfig recipe_settings(Recipe recipe);
 
 // Registers the flags of tools/train (with --help texts and the recommended recipe's defaults),

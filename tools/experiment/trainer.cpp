@@ -519,7 +519,7 @@ TrainResult Trainer::finish() {
                    {"best_epoch", res.best_epoch},
                    {"best_val_balanced_accuracy", res.best_val.balanced_accuracy},
                    {"epochs", epochs_done_},
-                   {"train_img_s", run_img_s()},
+                   {"train_img_s", res.train_img_s},
                    {"elapsed_s", now() - run_t0_},
                    {"config", c_.to_json()}};
   if (last_report_) out["last_val_balanced_accuracy"] = last_report_->balanced_accuracy;
