@@ -2,8 +2,8 @@
 // definitions, the Beta sampler's moments, the decision rule's class priors (Bayes' rule against a
 // hand computation, round trips), stochastic weight averaging (the average is the mean of the
 // epoch-end weights, also across --resume, and its BatchNorm statistics are recomputed), k-fold
-// runs validating on their fold, the handed-out checkpoint and result.json, and evaluate's
-// ensembles and priors.
+// runs validating on their fold, the handed-out checkpoint and result.json, evaluate's ensembles
+// and priors, and train validating with the decision prior its checkpoint records.
 #define BOOST_TEST_MODULE recipe
 #include <boost/test/unit_test.hpp>
 
@@ -261,6 +261,40 @@ BOOST_AUTO_TEST_CASE(kfold_runs_validate_on_their_fold_and_evaluate_agrees) {
   BOOST_TEST(one.at("clinical").find("roc") != nullptr);
   BOOST_TEST(std::abs(one.at("by_prior").at("train").at("accuracy").number() -
                       res.selected_val_train_prior.accuracy) < 1e-9);
+}
+
+// A run with a --decision-prior other than none validates, selects and reports with it: what train
+// says of its epochs and of the handed-out checkpoint is what evaluate says by default (the
+// checkpoint's prior), not what the probabilities as trained would decide.
+BOOST_AUTO_TEST_CASE(train_validates_with_its_decision_prior) {
+  TempDir out;
+  auto c = small_run(out / "u");
+  c.epochs = 6, c.seed = 2;
+  c.class_sampling = experiment::ClassSampling::natural, c.class_weights = experiment::ClassWeights::none;
+  c.decision_prior = experiment::DecisionPrior::uniform;
+  const auto res = experiment::train(c);
+  const auto score = [&](const std::string& ck, const std::string& file) {
+    BOOST_REQUIRE(run_tool(experiment::evaluate_main,
+                           {"evaluate", "--checkpoint", ck, "--data", dataset(), "--split", "val", "--threads", "2"},
+                           out / file) == 0);
+    return read_json(out / file);
+  };
+  const json::Value handed = score(out / "u/model.safetensors", "handed.json");
+  const json::Value last = score(out / "u/last.safetensors", "last.json");
+  BOOST_TEST(handed.at("prior").string() == "uniform");
+  const json::Value& by = handed.at("by_prior");
+  // The shift decides differently here, so agreeing with one of the two is not an accident.
+  BOOST_REQUIRE(by.at("none").at("balanced_accuracy").number() != by.at("uniform").at("balanced_accuracy").number());
+  BOOST_TEST(std::abs(handed.at("balanced_accuracy").number() - res.selected_val.balanced_accuracy) < 1e-9);
+  BOOST_TEST(std::abs(by.at("train").at("accuracy").number() - res.selected_val_train_prior.accuracy) < 1e-9);
+  // The last epoch's line in metrics.jsonl (validation during training).
+  std::ifstream mf(out / "u/metrics.jsonl");
+  std::string line, final_line;
+  while (std::getline(mf, line))
+    if (!line.empty()) final_line = line;
+  const json::Value epoch = json::parse(final_line);
+  BOOST_TEST(epoch.at("epoch").integer() == 6);
+  BOOST_TEST(std::abs(epoch.at("val").at("balanced_accuracy").number() - last.at("balanced_accuracy").number()) < 1e-9);
 }
 
 BOOST_AUTO_TEST_CASE(recipe_flags_are_checked) {

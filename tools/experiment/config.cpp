@@ -363,7 +363,8 @@ const std::vector<Option>& options() {
         choice("decision-prior", "decision_prior", FIELD(decision_prior),
                "the class prior evaluate and predict apply to this model's probabilities by default (their --prior): "
                "none (as trained), train (shifted to the training set's class frequencies: with class-balanced "
-               "training, the deployment prior of HAM10000-like data) or uniform"),
+               "training, the deployment prior of HAM10000-like data) or uniform (with natural sampling: a balanced "
+               "decision); train validates, picks the best epoch and reports with it too"),
         text("init", "init", FIELD(init),
              "start from published weights: a torch.save .pth/.pt or .safetensors file of a torchvision, timm or dermis "
              "model with PyTorch names (torchvision's resnet18 for resnet18, resnet18_cbam; resnet34 for "
