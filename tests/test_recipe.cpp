@@ -43,6 +43,15 @@ json::Value read_json(const std::string& path) {
   return json::parse(ss.str(), path);
 }
 
+// metrics.jsonl: one object per epoch.
+std::vector<json::Value> read_jsonl(const std::string& path) {
+  std::ifstream f(path);
+  std::vector<json::Value> lines;
+  for (std::string line; std::getline(f, line);)
+    if (!line.empty()) lines.push_back(json::parse(line, path));
+  return lines;
+}
+
 // Runs a tool main with arguments, its stdout captured into a file; returns the exit code.
 int run_tool(int (*main_fn)(int, char**), std::vector<std::string> args, const std::string& out_file) {
   std::vector<char*> argv;
@@ -204,13 +213,11 @@ BOOST_AUTO_TEST_CASE(swa_is_the_mean_of_epoch_end_weights_and_is_handed_out) {
   BOOST_TEST(j.at("val_train_prior").find("accuracy") != nullptr);
   BOOST_TEST(j.at("config").at("color_constancy").number() == 6.0);
   // Its throughput is the mean of the four epochs' in metrics.jsonl, the three before the resume included.
-  std::ifstream metrics(out / "run/metrics.jsonl");
+  const auto epochs = read_jsonl(out / "run/metrics.jsonl");
   double img_s_sum = 0;
-  int epochs = 0;
-  for (std::string line; std::getline(metrics, line);)
-    if (!line.empty()) img_s_sum += json::parse(line, "metrics.jsonl").at("train_img_s").number(), ++epochs;
-  BOOST_TEST(epochs == 4);
-  BOOST_TEST(std::abs(j.at("train_img_s").number() - img_s_sum / epochs) < 1e-6 * img_s_sum);
+  for (const auto& e : epochs) img_s_sum += e.at("train_img_s").number();
+  BOOST_TEST(epochs.size() == 4u);
+  BOOST_TEST(std::abs(j.at("train_img_s").number() - img_s_sum / 4) < 1e-6 * img_s_sum);
   // The checkpoint records its priors: balanced sampling trained towards a uniform prior.
   for (double v : ck.info.trained_prior) BOOST_TEST(std::abs(v - 1.0 / 7) < 1e-9);
   double s = 0;
@@ -288,11 +295,9 @@ BOOST_AUTO_TEST_CASE(train_validates_with_its_decision_prior) {
   BOOST_TEST(std::abs(handed.at("balanced_accuracy").number() - res.selected_val.balanced_accuracy) < 1e-9);
   BOOST_TEST(std::abs(by.at("train").at("accuracy").number() - res.selected_val_train_prior.accuracy) < 1e-9);
   // The last epoch's line in metrics.jsonl (validation during training).
-  std::ifstream mf(out / "u/metrics.jsonl");
-  std::string line, final_line;
-  while (std::getline(mf, line))
-    if (!line.empty()) final_line = line;
-  const json::Value epoch = json::parse(final_line);
+  const auto epochs = read_jsonl(out / "u/metrics.jsonl");
+  BOOST_REQUIRE(!epochs.empty());
+  const json::Value& epoch = epochs.back();
   BOOST_TEST(epoch.at("epoch").integer() == 6);
   BOOST_TEST(std::abs(epoch.at("val").at("balanced_accuracy").number() - last.at("balanced_accuracy").number()) < 1e-9);
 }

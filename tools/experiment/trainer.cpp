@@ -337,13 +337,14 @@ metrics::Report Trainer::validate(models::Classifier& m) {
     p.probs = dist::allgather(p.probs);
     p.loss = loss_sum / static_cast<double>(std::max<size_t>(1, p.labels.size()));
   }
-  metrics::Report r = metrics::evaluate(p.labels, decided(std::move(p.probs)), datasets::kNumClasses);
+  metrics::Report r =
+      metrics::evaluate(p.labels, decided(std::move(p.probs), c_.decision_prior), datasets::kNumClasses);
   r.loss = p.loss;
   return r;
 }
 
-std::vector<float> Trainer::decided(std::vector<float> probs) const {
-  shift_prior(probs, state_.trained_prior, target_prior(state_, c_.decision_prior, c_.out));
+std::vector<float> Trainer::decided(std::vector<float> probs, DecisionPrior rule) const {
+  shift_prior(probs, state_.trained_prior, target_prior(state_, rule, c_.out));
   return probs;
 }
 
@@ -491,7 +492,7 @@ TrainResult Trainer::finish() {
   if (!best_report_) {  // the best epoch predates a --resume: validate it again, over the whole validation set
     Checkpoint best = load_checkpoint(best_path_);
     Predictions p = predict(*best.model, full, false);
-    res.best_val = metrics::evaluate(p.labels, decided(p.probs), datasets::kNumClasses);
+    res.best_val = metrics::evaluate(p.labels, decided(p.probs, c_.decision_prior), datasets::kNumClasses);
     res.best_val.loss = p.loss;
     res.best_epoch = best.info.best_epoch;
   }
@@ -507,10 +508,9 @@ TrainResult Trainer::finish() {
   Checkpoint handed = load_checkpoint(res.selected_checkpoint);
   if (sel == Select::last) select_weights(handed, "auto");  // an --ema run's average, as validated
   Predictions p = predict(*handed.model, full, false);
-  std::vector<float> shifted = p.probs;
-  shift_prior(shifted, state_.trained_prior, state_.train_prior);
-  res.selected_val_train_prior = metrics::evaluate(p.labels, shifted, datasets::kNumClasses);
-  p.probs = decided(std::move(p.probs));
+  res.selected_val_train_prior =
+      metrics::evaluate(p.labels, decided(p.probs, DecisionPrior::train), datasets::kNumClasses);
+  p.probs = decided(std::move(p.probs), c_.decision_prior);
   res.selected_val = metrics::evaluate(p.labels, p.probs, datasets::kNumClasses);
   res.selected_val.loss = p.loss;
   // model.safetensors: the handed-out weights alone (no optimiser state), what users take.
@@ -543,10 +543,10 @@ TrainResult Trainer::finish() {
 json::Object Trainer::score_test_set(TrainResult& res, Select sel, models::Classifier& handed) {
   data::Loader test(test_items_, val_options_);
   Predictions p = predict(handed, test, false);
-  res.selected_test = metrics::evaluate(p.labels, decided(p.probs), datasets::kNumClasses);
+  res.selected_test = metrics::evaluate(p.labels, decided(p.probs, c_.decision_prior), datasets::kNumClasses);
   res.selected_test->loss = p.loss;
-  shift_prior(p.probs, state_.trained_prior, state_.train_prior);
-  res.selected_test_train_prior = metrics::evaluate(p.labels, p.probs, datasets::kNumClasses);
+  res.selected_test_train_prior =
+      metrics::evaluate(p.labels, decided(std::move(p.probs), DecisionPrior::train), datasets::kNumClasses);
   json::Object by;
   for (const auto& [name, path] : {std::pair{Select::best, best_path_}, std::pair{Select::last, last_path_},
                                    std::pair{Select::swa, swa_path_}}) {
@@ -558,7 +558,7 @@ json::Object Trainer::score_test_set(TrainResult& res, Select sel, models::Class
       Checkpoint ck = load_checkpoint(path);
       if (name == Select::last) select_weights(ck, "auto");  // as validated
       Predictions q = predict(*ck.model, test, false);
-      r = metrics::evaluate(q.labels, decided(std::move(q.probs)), datasets::kNumClasses);
+      r = metrics::evaluate(q.labels, decided(std::move(q.probs), c_.decision_prior), datasets::kNumClasses);
       r.loss = q.loss;
     }
     by[std::string(name_of(name))] = r.to_json(class_list());

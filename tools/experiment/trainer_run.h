@@ -73,10 +73,10 @@ class Trainer {
   std::pair<double, int64_t> epoch_loss(const EpochState& es) const;
   bool end_epoch(const EpochState& es, double loss_sum, int64_t seen);  // false: stop now
   metrics::Report validate(models::Classifier& m);
-  // Probabilities moved from the prior the model was trained towards to its --decision-prior
-  // (none: unchanged): what evaluate and predict decide with by default, so what train validates,
-  // selects by and reports.
-  std::vector<float> decided(std::vector<float> probs) const;
+  // Probabilities moved from the prior the model was trained towards to that of `rule` (none:
+  // unchanged). With the run's --decision-prior, what evaluate and predict decide with by default,
+  // so what train validates, selects by and reports.
+  std::vector<float> decided(std::vector<float> probs, DecisionPrior rule) const;
   double progress_at_epoch_end(int64_t epoch) const;
   void update_swa();               // adds the weights to the SWA average and recomputes its BatchNorm statistics
   std::string selected_path() const;
