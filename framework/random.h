@@ -35,4 +35,18 @@ class Generator {
 Generator& default_generator();
 void manual_seed(uint64_t seed);
 
+// Puts the default generator back where it was when the scope ends: work beside a training run
+// (building a second model, forward passes through it in training mode) then draws no numbers from
+// the run's stream, so the run's dropout masks, and its weights, are the same with or without it.
+class DefaultGeneratorScope {
+ public:
+  DefaultGeneratorScope() : seed_(default_generator().seed()), counter_(default_generator().counter()) {}
+  ~DefaultGeneratorScope() { default_generator().set_state(seed_, counter_); }
+  DefaultGeneratorScope(const DefaultGeneratorScope&) = delete;
+  DefaultGeneratorScope& operator=(const DefaultGeneratorScope&) = delete;
+
+ private:
+  uint64_t seed_, counter_;
+};
+
 }  // namespace dermis

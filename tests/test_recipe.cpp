@@ -1,9 +1,10 @@
 // The recipe options of train and the tools that score them: mixup and CutMix against their
 // definitions, the Beta sampler's moments, the decision rule's class priors (Bayes' rule against a
 // hand computation, round trips), stochastic weight averaging (the average is the mean of the
-// epoch-end weights, also across --resume, and its BatchNorm statistics are recomputed), k-fold
-// runs validating on their fold, the handed-out checkpoint and result.json, evaluate's ensembles
-// and priors, and train validating with the decision prior its checkpoint records.
+// epoch-end weights, also across --resume, and its BatchNorm statistics are recomputed; the
+// averages leave the trained weights as they are), k-fold runs validating on their fold, the
+// handed-out checkpoint and result.json, evaluate's ensembles and priors, and train validating
+// with the decision prior its checkpoint records.
 #define BOOST_TEST_MODULE recipe
 #include <boost/test/unit_test.hpp>
 
@@ -223,6 +224,37 @@ BOOST_AUTO_TEST_CASE(swa_is_the_mean_of_epoch_end_weights_and_is_handed_out) {
   double s = 0;
   for (double v : ck.info.train_prior) s += v;
   BOOST_TEST(std::abs(s - 1) < 1e-9);
+}
+
+// The weight averages run beside training and must not change it: the same seed trains the same
+// weights and losses with --swa-start and --ema as without (the averages' own
+// initialisation and the SWA BatchNorm pass, whose forward runs dropout, used to draw from the
+// run's random stream and so moved its dropout masks from the first epoch on).
+BOOST_AUTO_TEST_CASE(weight_averages_leave_the_trained_weights_unchanged) {
+  TempDir out;
+  auto plain = small_run(out / "plain");
+  plain.epochs = 3;
+  experiment::train(plain);
+  auto averaged = small_run(out / "averaged");
+  averaged.epochs = 3, averaged.swa_start = 0.5, averaged.ema = 0.9;
+  experiment::train(averaged);
+  const auto a = io::load_safetensors(out / "plain/last.safetensors");
+  const auto b = io::load_safetensors(out / "averaged/last.safetensors");
+  BOOST_REQUIRE(b.metadata.at("swa_count") == "2");  // the average was updated after epochs 2 and 3
+  int compared = 0;
+  for (const auto& name : {"stem.0.weight", "stem.1.running_mean", "fc.weight", "fc.bias"}) {
+    const auto* ta = a.find(name);
+    const auto* tb = b.find(name);
+    BOOST_REQUIRE_MESSAGE(ta && tb, name << " missing");
+    BOOST_TEST(ta->to_vector() == tb->to_vector(), name << " differs between the runs");
+    ++compared;
+  }
+  BOOST_TEST(compared == 4);
+  const auto ea = read_jsonl(out / "plain/metrics.jsonl"), eb = read_jsonl(out / "averaged/metrics.jsonl");
+  BOOST_REQUIRE(ea.size() == 3u);
+  BOOST_REQUIRE(eb.size() == 3u);
+  for (size_t e = 0; e < 3; ++e)  // (validation differs: with --ema it scores the average)
+    BOOST_TEST(ea[e].at("train_loss").number() == eb[e].at("train_loss").number(), "epoch " << e + 1);
 }
 
 BOOST_AUTO_TEST_CASE(kfold_runs_validate_on_their_fold_and_evaluate_agrees) {

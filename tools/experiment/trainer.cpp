@@ -436,6 +436,7 @@ void Trainer::update_swa() {
   swa_->train();
   {
     NoGrad ng;
+    DefaultGeneratorScope keep_stream;  // the average's dropout must not move the run's masks
     AutocastBF16 ac(bf16_);
     auto ep = bn_loader_->epoch(state_.swa_count);
     for (int64_t i = 1; i <= kSwaBnBatches; ++i) {

@@ -220,7 +220,10 @@ void Trainer::setup_model() {
   // and gradients averaged across ranks in buckets while backward runs.
   dist::broadcast_parameters(model_->parameters());
   if (ranks_ > 1) reducer_ = std::make_unique<dist::GradientReducer>(model_->parameters());
+  // The averages' own initialisation draws nothing from the run's random stream (their weights are
+  // overwritten anyway), so --ema and --swa-start leave the trained weights as they are without them.
   if (c_.ema > 0) {  // the weight average is validated, and saved as best, instead of the raw weights
+    DefaultGeneratorScope keep_stream;
     average_ = models::create(c_.model, datasets::kNumClasses);
     average_->eval();
     averager_ = std::make_unique<optim::WeightAverage>(*model_, *average_, c_.ema);
@@ -231,6 +234,7 @@ void Trainer::setup_model() {
     }
   }
   if (c_.swa_start > 0) {
+    DefaultGeneratorScope keep_stream;
     swa_ = models::create(c_.model, datasets::kNumClasses);
     swa_->eval();
     if (ck_ && ck_->info.swa_count > 0)
