@@ -66,6 +66,28 @@ BOOST_AUTO_TEST_CASE(step_multistep_cosine_sequences) {
   BOOST_TEST(warm.lr(2.0, 0) == 0.1, boost::test_tools::tolerance(1e-12));
 }
 
+BOOST_AUTO_TEST_CASE(swa_tail_holds_the_lr_from_the_averaging_start) {
+  // Cosine anneals from 0.1 to the SWA lr 0.02 over the first 60% of the run, then holds it.
+  auto c = sched("cosine");
+  c.min_lr = 0.001, c.swa_lr = 0.02, c.swa_start = 0.6;
+  optim::Schedule cos(c);
+  BOOST_TEST(cos.lr(0, 0.0) == 0.1, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(cos.lr(0, 0.3) == 0.06, boost::test_tools::tolerance(1e-12));  // halfway: 0.02 + 0.08 / 2
+  BOOST_TEST(cos.lr(0, 0.45) == 0.02 + 0.08 * (1 + std::cos(M_PI * 0.75)) / 2, boost::test_tools::tolerance(1e-12));
+  for (double t : {0.6, 0.61, 0.9, 1.0}) BOOST_TEST(cos.lr(0, t) == 0.02, "progress " << t);
+  // Step schedules switch to it where the averaging starts, whatever their own level.
+  auto s = sched("step");
+  s.step_size = 1, s.gamma = 0.1, s.swa_lr = 0.05, s.swa_start = 0.5;
+  optim::Schedule step(s);
+  BOOST_TEST(step.lr(2, 0.4) == 0.001, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(step.lr(3, 0.5) == 0.05, boost::test_tools::tolerance(1e-12));
+  auto bad = sched("cosine");
+  bad.swa_lr = 0.2;
+  expect_error([&] { optim::Schedule x(bad); }, "the SWA learning rate must be in [0, lr 0.1], got 0.2");
+  bad.swa_lr = 0.01;
+  expect_error([&] { optim::Schedule x(bad); }, "needs the share of the run where averaging starts");
+}
+
 BOOST_AUTO_TEST_CASE(plateau_follows_pytorch) {
   // ReduceLROnPlateau(mode='max', factor=0.5, patience=1, threshold=0.01 rel, cooldown=1, min_lr=0.02),
   // traced by hand: the metric stalls at 0.5, 0.5, 0.5, 0.5, improves to 0.6, then stalls again.
@@ -518,6 +540,10 @@ BOOST_AUTO_TEST_CASE(flags_the_run_would_ignore_are_errors) {
   expect_error([&] { parse({"--images", "x"}); }, "flag --images applies only with --data");
   expect_error([&] { parse({"--data", "d", "--synthetic-count", "100"}); }, "flag --synthetic-count applies only with");
   expect_error([&] { parse({"--early-fraction", "0.3"}); }, "flag --early-fraction applies only with --early-size");
+  expect_error([&] { parse({"--swa-start", "0", "--swa-lr", "0.01"}); }, "flag --swa-lr applies only with --swa-start");
+  expect_error([&] { parse({"--lr", "0.01", "--swa-lr", "0.02"}); },
+               "the SWA learning rate must be in [0, lr 0.01], got 0.02");
+  BOOST_TEST(parse({"--swa-lr", "0.01"}).schedule.swa_lr == 0.01);
   expect_error([&] { parse({"--resume", "r.safetensors", "--lr", "0.1"}); }, "flag --lr cannot be given with --resume");
   const auto r = parse({"--resume", "r.safetensors", "--stop-after", "2", "--threads", "1"});
   BOOST_TEST(r.stop_after == 2);

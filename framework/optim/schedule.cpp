@@ -22,6 +22,10 @@ void ScheduleOptions::validate() const {
   DERMIS_CHECK(plateau_patience >= 0 && plateau_cooldown >= 0, "plateau patience and cooldown must be >= 0");
   DERMIS_CHECK(std::isfinite(plateau_threshold) && plateau_threshold >= 0, "plateau threshold must be >= 0");
   DERMIS_CHECK(std::isfinite(warmup_epochs) && warmup_epochs >= 0, "warm-up epochs must be >= 0");
+  DERMIS_CHECK(std::isfinite(swa_lr) && swa_lr >= 0 && swa_lr <= base_lr,
+               "the SWA learning rate must be in [0, lr {}], got {}", base_lr, swa_lr);
+  DERMIS_CHECK(swa_lr == 0 || (std::isfinite(swa_start) && swa_start > 0 && swa_start < 1),
+               "the SWA learning rate needs the share of the run where averaging starts, in (0, 1); got {}", swa_start);
 }
 
 Schedule::Schedule(ScheduleOptions o) : o_(std::move(o)) {
@@ -31,6 +35,7 @@ Schedule::Schedule(ScheduleOptions o) : o_(std::move(o)) {
 
 double Schedule::lr(double epoch, double progress) const {
   double lr = o_.base_lr;
+  const bool tail = o_.swa_lr > 0;
   const int e = static_cast<int>(std::floor(epoch + 1e-9));
   if (o_.kind == ScheduleKind::step) {
     lr = o_.base_lr * std::pow(o_.gamma, e / o_.step_size);
@@ -38,11 +43,13 @@ double Schedule::lr(double epoch, double progress) const {
     const auto passed = std::upper_bound(o_.milestones.begin(), o_.milestones.end(), e) - o_.milestones.begin();
     lr = o_.base_lr * std::pow(o_.gamma, static_cast<double>(passed));
   } else if (o_.kind == ScheduleKind::cosine) {
-    const double t = std::clamp(progress, 0.0, 1.0);
-    lr = o_.min_lr + (o_.base_lr - o_.min_lr) * (1 + std::cos(M_PI * t)) / 2;
+    const double t = std::clamp(tail ? progress / o_.swa_start : progress, 0.0, 1.0);
+    const double floor = tail ? o_.swa_lr : o_.min_lr;
+    lr = floor + (o_.base_lr - floor) * (1 + std::cos(M_PI * t)) / 2;
   } else if (o_.kind == ScheduleKind::plateau) {
     lr = s_.plateau_lr;
   }
+  if (tail && progress >= o_.swa_start) lr = o_.swa_lr;
   if (o_.warmup_epochs > 0 && epoch < o_.warmup_epochs) lr *= std::max(epoch / o_.warmup_epochs, 1e-3);
   return lr;
 }

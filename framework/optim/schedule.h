@@ -6,7 +6,11 @@
 //   plateau    ReduceLROnPlateau: lr *= factor when the monitored metric has not improved by more
 //              than `threshold` (relative) for more than `patience` epochs; then `cooldown` epochs
 //              of rest; never below min_lr
-// plus an optional linear warm-up over the first warmup_epochs (fractional epochs, per step).
+// plus an optional linear warm-up over the first warmup_epochs (fractional epochs, per step), and an
+// optional SWA tail (Izmailov et al. 2018, as torch.optim.swa_utils.SWALR): from progress swa_start
+// on, the LR is held at swa_lr, so the weights averaged there keep exploring; cosine then anneals to
+// swa_lr over [0, swa_start] instead of to min_lr over the whole run, the other schedules switch to
+// swa_lr there.
 #pragma once
 
 #include <string>
@@ -31,6 +35,8 @@ struct ScheduleOptions {
   int plateau_cooldown = 0;
   bool plateau_maximize = true;      // true: a metric to maximise (balanced accuracy); false: a loss
   double warmup_epochs = 0.0;
+  double swa_lr = 0.0;               // the LR held from progress swa_start on (0: no SWA tail)
+  double swa_start = 0.0;            // in (0, 1) with swa_lr
   void validate() const;             // throws naming the bad option
 };
 

@@ -341,6 +341,12 @@ const std::vector<Option>& options() {
                "stochastic weight averaging: average the weights at the end of every epoch that ends after this share "
                "of the run (of --minutes if given, else of --epochs), recompute the average's BatchNorm statistics on "
                "training batches, validate it each epoch and save it as swa.safetensors (e.g. 0.75; 0: off)"),
+        when(number("swa-lr", "swa_lr", FIELD(schedule.swa_lr), 0, 10,
+                    "SWA learning rate (Izmailov et al. 2018; torch's SWALR): hold the LR at this value from "
+                    "--swa-start on, so the averaged weights keep exploring instead of settling; cosine then anneals "
+                    "to it by --swa-start instead of to --min-lr by the end; at most --lr (0: the schedule runs to its "
+                    "end)"),
+             [](const TrainConfig& c) { return c.swa_start > 0; }, "--swa-start"),
         choice("select", "select", FIELD(select),
                "the checkpoint the run hands out (the \"checkpoint:\" line, copied to model.safetensors, scored in "
                "result.json and report.html): swa, last (the final weights) or best (the best validation epoch: an "
@@ -452,6 +458,7 @@ void check(const TrainConfig& c, bool stored) {
                "{}: swa needs --swa-start (e.g. 0.75), which makes the weight average", name("select"));
   optim::ScheduleOptions s = c.schedule;
   s.base_lr = c.lr;
+  s.swa_start = c.swa_start;
   try {
     s.validate();
   } catch (const Error& e) {

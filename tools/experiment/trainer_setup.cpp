@@ -265,6 +265,7 @@ void Trainer::setup_model() {
   }
   optim::ScheduleOptions so = c_.schedule;
   so.base_lr = c_.lr;
+  so.swa_start = c_.swa_start;
   so.plateau_maximize = c_.plateau_metric == PlateauMetric::balanced_accuracy;
   sched_ = std::make_unique<optim::Schedule>(so);
   state_.model = c_.model, state_.classes = class_list(), state_.height = c_.height, state_.width = c_.width;
@@ -315,8 +316,9 @@ void Trainer::print_summary() const {
              bf16_ ? "bf16 mixed precision" : "f32", num_threads(), loader_threads_, loader_threads_ > 1 ? "s" : "",
              c_.ema > 0 ? fmt::format(", weight average (decay {})", c_.ema) : "");
   if (swa_)
-    fmt::print("stochastic weight averaging: epochs ending after {:.0f}% of the {}; hands out {}\n", 100 * c_.swa_start,
+    fmt::print("stochastic weight averaging: epochs ending after {:.0f}% of the {}{}; hands out {}\n", 100 * c_.swa_start,
                c_.minutes > 0 ? fmt::format("{:g}-minute budget", c_.minutes) : fmt::format("{} epochs", c_.epochs),
+               c_.schedule.swa_lr > 0 ? fmt::format(", at a constant lr {:g}", c_.schedule.swa_lr) : std::string(),
                name_of(c_.selected()));
   if (c_.mix != Mixing::none)
     fmt::print("batch mixing: {} ({:.0f}% of batches)\n", name_of(c_.mix), 100 * c_.mix_prob);
