@@ -206,6 +206,15 @@ Report evaluate(const std::vector<int>& labels, const std::vector<float>& probs,
     r.auc[k] = roc_auc(s, pos);
   }
   r.balanced_accuracy = mean_defined(r.recall);
+  double var = 0;
+  int present = 0;
+  for (int k = 0; k < K; ++k) {
+    const int64_t actual = std::accumulate(r.confusion[k].begin(), r.confusion[k].end(), int64_t{0});
+    if (actual == 0) continue;
+    var += r.recall[k] * (1 - r.recall[k]) / static_cast<double>(actual);
+    ++present;
+  }
+  r.balanced_accuracy_se = present ? std::sqrt(var) / present : kNaN;
   r.macro_f1 = mean_defined(r.f1);
   r.mean_auc = mean_defined(r.auc);
   return r;
@@ -230,6 +239,7 @@ json::Object Report::to_json(const std::vector<std::string>& names) const {
                       {"loss", num(loss)},
                       {"accuracy", num(accuracy)},
                       {"balanced_accuracy", num(balanced_accuracy)},
+                      {"balanced_accuracy_se", num(balanced_accuracy_se)},
                       {"macro_f1", num(macro_f1)},
                       {"mean_auc", num(mean_auc)},
                       {"per_class_recall", per_class(recall)},

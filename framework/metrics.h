@@ -16,6 +16,11 @@ struct Report {
   int64_t images = 0;
   double loss = 0;  // mean loss if the caller provided one, else 0
   double accuracy = 0, balanced_accuracy = 0, macro_f1 = 0, mean_auc = 0;
+  // The standard error of balanced_accuracy from the finite images of each class (binomial,
+  // sqrt(sum_k r_k (1 - r_k) / n_k) / K over the classes present): how far the figure would move on
+  // another draw of as many images per class from the same source. With 17 images of a class, one
+  // image is 1/17 of its recall.
+  double balanced_accuracy_se = 0;
   std::vector<double> recall, precision, f1, auc;  // per class; NaN where undefined (no positives)
   std::vector<std::vector<int64_t>> confusion;     // [true][predicted]
   json::Object to_json(const std::vector<std::string>& class_names) const;

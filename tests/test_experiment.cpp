@@ -132,6 +132,9 @@ BOOST_AUTO_TEST_CASE(metrics_against_hand_computed_matrices) {
   BOOST_TEST(r.recall[1] == 0.5, boost::test_tools::tolerance(1e-12));
   BOOST_TEST(r.recall[2] == 0.75, boost::test_tools::tolerance(1e-12));
   BOOST_TEST(r.balanced_accuracy == (2.0 / 3 + 0.5 + 0.75) / 3, boost::test_tools::tolerance(1e-12));
+  // binomial standard error over 3, 2 and 4 images of the classes
+  BOOST_TEST(r.balanced_accuracy_se == std::sqrt(2.0 / 9 / 3 + 0.25 / 2 + 0.1875 / 4) / 3,
+             boost::test_tools::tolerance(1e-12));
   BOOST_TEST(r.precision[0] == 2.0 / 3, boost::test_tools::tolerance(1e-12));
   BOOST_TEST(r.precision[1] == 0.5, boost::test_tools::tolerance(1e-12));
   BOOST_TEST(r.precision[2] == 0.75, boost::test_tools::tolerance(1e-12));

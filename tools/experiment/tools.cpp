@@ -230,7 +230,10 @@ int evaluate_main(int argc, char** argv) {
       for (DecisionPrior q : {DecisionPrior::none, DecisionPrior::train, DecisionPrior::uniform}) {
         const auto rq = metrics::evaluate(labels, combine(members, preds, q), static_cast<int>(K));
         by[std::string(name_of(q))] =
-            json::Object{{"accuracy", rq.accuracy}, {"balanced_accuracy", rq.balanced_accuracy}, {"macro_f1", rq.macro_f1}};
+            json::Object{{"accuracy", rq.accuracy},
+                         {"balanced_accuracy", rq.balanced_accuracy},
+                         {"balanced_accuracy_se", rq.balanced_accuracy_se},
+                         {"macro_f1", rq.macro_f1}};
       }
       o2["by_prior"] = by;
     }
