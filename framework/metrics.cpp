@@ -206,18 +206,26 @@ Report evaluate(const std::vector<int>& labels, const std::vector<float>& probs,
     r.auc[k] = roc_auc(s, pos);
   }
   r.balanced_accuracy = mean_defined(r.recall);
-  double var = 0;
-  int present = 0;
-  for (int k = 0; k < K; ++k) {
-    const int64_t actual = std::accumulate(r.confusion[k].begin(), r.confusion[k].end(), int64_t{0});
-    if (actual == 0) continue;
-    var += r.recall[k] * (1 - r.recall[k]) / static_cast<double>(actual);
-    ++present;
-  }
-  r.balanced_accuracy_se = present ? std::sqrt(var) / present : kNaN;
+  r.balanced_accuracy_se = balanced_accuracy_from_confusion(r.confusion).second;
   r.macro_f1 = mean_defined(r.f1);
   r.mean_auc = mean_defined(r.auc);
   return r;
+}
+
+std::pair<double, double> balanced_accuracy_from_confusion(const std::vector<std::vector<int64_t>>& confusion) {
+  double sum = 0, var = 0;
+  int present = 0;
+  for (size_t k = 0; k < confusion.size(); ++k) {
+    const int64_t actual = std::accumulate(confusion[k].begin(), confusion[k].end(), int64_t{0});
+    if (actual == 0) continue;
+    DERMIS_CHECK(k < confusion[k].size(), "metrics: the confusion matrix is not square (row {} has {} columns)", k,
+                 confusion[k].size());
+    const double r = static_cast<double>(confusion[k][k]) / static_cast<double>(actual);
+    sum += r, var += r * (1 - r) / static_cast<double>(actual);
+    ++present;
+  }
+  if (present == 0) return {kNaN, kNaN};
+  return {sum / present, std::sqrt(var) / present};
 }
 
 json::Object Report::to_json(const std::vector<std::string>& names) const {

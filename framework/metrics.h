@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "io/json.h"
@@ -30,6 +31,12 @@ struct Report {
 // Undefined per-class values (a class absent from labels, or never predicted for precision) are
 // NaN and left out of the means; balanced accuracy averages over the classes present.
 Report evaluate(const std::vector<int>& labels, const std::vector<float>& probs, int num_classes);
+
+// Balanced accuracy (mean recall over the classes present) and its binomial standard error
+// (Report::balanced_accuracy_se) from a confusion matrix [true][predicted]; NaN for an empty one.
+// Summing the matrices of runs that scored disjoint images (the folds of one cross-validation)
+// gives the pooled figure over all of them.
+std::pair<double, double> balanced_accuracy_from_confusion(const std::vector<std::vector<int64_t>>& confusion);
 
 // ROC AUC of scores for the positive class (Mann-Whitney U, ties counted as half); NaN without
 // both positives and negatives.

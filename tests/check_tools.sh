@@ -85,6 +85,23 @@ pair="$work/rep/seed-0/model.safetensors,$work/rep/seed-1/model.safetensors"
 expect 0 '"split":"test"' -- $E --checkpoint "$pair" --data "$data" --split test
 expect 2 "trained on different splits" -- $E --checkpoint "$pair" --data "$data" --split val
 expect 2 "give either --seeds" -- $R --out "$work/rep2" -- --epochs 1
+# repeat --folds: the pooled out-of-fold figure is the balanced accuracy of the folds' validation
+# confusion matrices (evaluate --split val of each handed-out checkpoint) added up.
+expect 0 "pooled over the 2 folds" -- $R --folds 2 --out "$work/cv" -- --synthetic-count 80 --epochs 2 --size 32x32 \
+  --report-images 0 --lr 0.02
+pooled=$(for k in 0 1; do $E --checkpoint "$work/cv/fold-$k/model.safetensors" --data "$data" --split val --prior none --decode fast; done 2>/dev/null |
+  /usr/bin/env python3 -c "
+import json, sys
+cms = [json.loads(l)['confusion_matrix'] for l in sys.stdin if l.strip()]
+s = [[sum(c[i][j] for c in cms) for j in range(len(cms[0]))] for i in range(len(cms[0]))]
+r = [row[i] / sum(row) for i, row in enumerate(s) if sum(row)]
+rep = json.load(open(sys.argv[1]))['pooled']
+ok = len(cms) == 2 and abs(rep['balanced_accuracy'] - sum(r) / len(r)) < 1e-9 and rep['images'] == sum(map(sum, s))
+print('ok' if ok else 'mismatch', rep, sum(r) / len(r), sum(map(sum, s)))" "$work/cv/summary.json" 2>&1)
+case "$pooled" in
+  ok*) echo "ok: repeat --folds 2 pooled figure = evaluate --split val of the folds added up: $pooled" ;;
+  *) echo "FAIL: repeat --folds 2 pooled figure: $pooled"; fail=1 ;;
+esac
 # Nothing half-written: no temporary files left in the run folder.
 if compgen -G "$work/run/*.tmp.*" > /dev/null; then echo "FAIL: temporary files left behind"; fail=1; fi
 exit $fail

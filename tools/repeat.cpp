@@ -22,6 +22,7 @@
 #include "framework/cli.h"
 #include "framework/io/atomic_file.h"
 #include "framework/io/json.h"
+#include "framework/metrics.h"
 
 extern char** environ;
 
@@ -33,6 +34,7 @@ namespace {
 struct RunResult {
   std::string dir, selected;
   double bal = NAN, acc = NAN, bal_prior = NAN, acc_prior = NAN, best = NAN, auc = NAN;
+  std::vector<std::vector<int64_t>> val_confusion;  // the handed-out checkpoint's on the validation split
   int64_t epochs = 0;
   // The held-out test set (train --test-fraction), when the run had one: the handed-out checkpoint
   // (balanced accuracy, accuracy, both with the training set's prior) and best, last, swa.
@@ -53,6 +55,10 @@ RunResult read_result(const std::string& dir) {
     r.dir = dir, r.selected = v.at("selected").string();
     r.bal = v.at("val").at("balanced_accuracy").number(), r.acc = v.at("val").at("accuracy").number();
     r.auc = v.at("val").at("mean_auc").number();
+    for (const json::Value& row : v.at("val").at("confusion_matrix").array("confusion_matrix")) {
+      r.val_confusion.emplace_back();
+      for (const json::Value& c : row.array("confusion_matrix row")) r.val_confusion.back().push_back(c.integer());
+    }
     r.bal_prior = v.at("val_train_prior").at("balanced_accuracy").number();
     r.acc_prior = v.at("val_train_prior").at("accuracy").number();
     r.best = v.at("best_val_balanced_accuracy").number(), r.epochs = v.at("epochs").integer();
@@ -148,6 +154,27 @@ json::Object summarize(const std::vector<RunResult>& rs) {
   return out;
 }
 
+// Cross-validation: the folds validate disjoint images that together are the whole data set, so
+// their handed-out checkpoints' confusion matrices add up to one out-of-fold figure over every
+// image, with a standard error a single fold's (about 1/K of the images) cannot have.
+json::Object pooled_out_of_fold(const std::vector<RunResult>& rs) {
+  std::vector<std::vector<int64_t>> sum;
+  int64_t images = 0;
+  for (auto& r : rs) {
+    if (sum.empty()) sum.assign(r.val_confusion.size(), std::vector<int64_t>(r.val_confusion.size(), 0));
+    DERMIS_CHECK(r.val_confusion.size() == sum.size(), "{}: its confusion matrix has {} classes, the first run's {}",
+                 r.dir, r.val_confusion.size(), sum.size());
+    for (size_t i = 0; i < sum.size(); ++i)
+      for (size_t j = 0; j < sum.size() && j < r.val_confusion[i].size(); ++j)
+        sum[i][j] += r.val_confusion[i][j], images += r.val_confusion[i][j];
+  }
+  const auto [bal, se] = metrics::balanced_accuracy_from_confusion(sum);
+  fmt::print("pooled over the {} folds ({} validation images, each once): balanced accuracy {:.4f} +- {:.4f} "
+             "(binomial standard error)\n",
+             rs.size(), images, bal, se);
+  return json::Object{{"balanced_accuracy", bal}, {"balanced_accuracy_se", se}, {"images", images}};
+}
+
 int run_train(const std::string& train_bin, const std::vector<std::string>& args) {
   std::vector<char*> argv;
   argv.push_back(const_cast<char*>(train_bin.c_str()));
@@ -186,7 +213,8 @@ int main(int argc, char** argv) {
         "Runs one train recipe once per seed (--seed S, folder DIR/seed-S) or per lesion-grouped fold\n"
         "(--folds K --fold k, folder DIR/fold-k), then prints the validation balanced accuracy and\n"
         "accuracy of each run's handed-out checkpoint (and with the training set's class prior), with\n"
-        "mean +- sd, and writes DIR/summary.json. Finished runs are kept; interrupted ones resume.");
+        "mean +- sd, and writes DIR/summary.json; with --folds also the figure pooled over every image\n"
+        "(the folds' validation confusion matrices added up). Finished runs are kept; interrupted ones resume.");
     args.add("seeds", "", "comma-separated seeds (each changes the split, initialisation and order)");
     args.add("folds", "0", "lesion-grouped k-fold cross-validation: one run per fold (2 to 20)");
     args.add("seed", "0", "with --folds: the seed of the fold assignment and the runs");
@@ -262,6 +290,7 @@ int main(int argc, char** argv) {
       rs.push_back(read_result(dir));
     }
     json::Object out = summarize(rs);
+    if (folds >= 2) out["pooled"] = pooled_out_of_fold(rs);
     std::string cmd = "repeat";
     for (int i = 1; i < argc; ++i) cmd += std::string(" ") + argv[i];
     out["command"] = cmd;
