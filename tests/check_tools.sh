@@ -42,6 +42,29 @@ expect 0 "heatmap" -- $P --checkpoint "$ck" --heatmap "$work/h" --heatmap-method
 mkdir -p "$work/flat/imgs" && cp "$data"/HAM10000_metadata.csv "$work/flat/" && cp "$data"/HAM10000_images_part_*/*.jpg "$work/flat/imgs/"
 $T --data "$work/flat" --images imgs --epochs 1 --size 32x32 --report-images 0 --out "$work/flatrun" > "$work/flat.log" 2>&1 || { echo "FAIL: flat-layout run"; cat "$work/flat.log"; fail=1; }
 expect 0 "balanced_accuracy" -- $E --checkpoint "$work/flatrun/best.safetensors" --data "$work/flat" --split val
+# evaluate --predictions: one CSV row per scored image whose argmax and labels give evaluate's own
+# accuracy, balanced accuracy and image count; an output path in a missing folder stops before the work.
+expect 2 "flag --predictions: the folder $work/nodir does not exist" -- $E --checkpoint "$work/flatrun/best.safetensors" \
+  --data "$work/flat" --predictions "$work/nodir/p.csv"
+$E --checkpoint "$work/flatrun/best.safetensors" --data "$work/flat" --split val --prior train \
+  --predictions "$work/pred.csv" --out "$work/pred.json" > /dev/null 2>&1 || { echo "FAIL: evaluate --predictions"; fail=1; }
+preds=$(/usr/bin/env python3 -c "
+import csv, json, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+ev = json.load(open(sys.argv[2]))
+cls = ev['classes']
+ok = len(rows) == ev['images'] and all(abs(sum(float(r['p_' + c]) for c in cls) - 1) < 1e-4 for r in rows)
+ok = ok and all(r['predicted'] == max(cls, key=lambda c: float(r['p_' + c])) for r in rows)
+acc = sum(r['label'] == r['predicted'] for r in rows) / len(rows)
+rec = [sum(r['predicted'] == c for r in rows if r['label'] == c) / n for c in cls
+       for n in [sum(r['label'] == c for r in rows)] if n]
+ok = ok and abs(acc - ev['accuracy']) < 1e-6 and abs(sum(rec) / len(rec) - ev['balanced_accuracy']) < 1e-6
+print('ok' if ok else 'mismatch', len(rows), acc, ev['accuracy'], sum(rec) / len(rec), ev['balanced_accuracy'])" \
+  "$work/pred.csv" "$work/pred.json" 2>&1)
+case "$preds" in
+  ok*) echo "ok: evaluate --predictions rows give evaluate's figures: $preds" ;;
+  *) echo "FAIL: evaluate --predictions: $preds"; fail=1 ;;
+esac
 # An --ema run's last.safetensors holds the main weights and the weight average; evaluate and predict
 # use the average (what the run validated) unless --weights model, and evaluate --split val on it
 # reproduces the run's last validation loss (the main weights give another).

@@ -456,11 +456,8 @@ void check(const TrainConfig& c, bool stored) {
                c.fold);
   DERMIS_CHECK(!(c.select == Select::swa && c.swa_start <= 0),
                "{}: swa needs --swa-start (e.g. 0.75), which makes the weight average", name("select"));
-  optim::ScheduleOptions s = c.schedule;
-  s.base_lr = c.lr;
-  s.swa_start = c.swa_start;
   try {
-    s.validate();
+    c.schedule_options().validate();
   } catch (const Error& e) {
     DERMIS_FAIL("schedule {}: {}", stored ? "settings" : "flags", e.what());
   }

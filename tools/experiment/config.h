@@ -129,6 +129,14 @@ struct TrainConfig {
   bool swa_epoch(double progress) const { return swa_start > 0 && progress > swa_start; }
   // The checkpoint handed out (Select::automatic resolved).
   Select selected() const { return select != Select::automatic ? select : swa_start > 0 ? Select::swa : Select::last; }
+  // The schedule's options: `schedule` with the run's base LR, SWA start and plateau direction filled in.
+  optim::ScheduleOptions schedule_options() const {
+    optim::ScheduleOptions s = schedule;
+    s.base_lr = lr;
+    s.swa_start = swa_start;
+    s.plateau_maximize = plateau_metric == PlateauMetric::balanced_accuracy;
+    return s;
+  }
 };
 
 // The settings a recipe starts from. reference: TrainConfig{}. recommended: the recipe measured best

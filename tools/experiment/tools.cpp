@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -100,6 +101,34 @@ double mean_log_loss(const std::vector<int>& labels, const std::vector<float>& p
   return labels.empty() ? 0 : s / static_cast<double>(labels.size());
 }
 
+// An output file flag's folder must exist before the work starts, so a typo costs nothing.
+void check_output_file(const char* flag, const std::string& path) {
+  if (path.empty()) return;
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  DERMIS_CHECK(!std::filesystem::is_directory(path), "flag --{}: {} is a folder; give a file name", flag, path);
+  DERMIS_CHECK(dir.empty() || std::filesystem::is_directory(dir),
+               "flag --{}: the folder {} does not exist; create it or give another path", flag, dir.string());
+}
+
+// evaluate --predictions: one row per scored image (items: the rows of ds the predictions are of).
+std::string predictions_csv(const datasets::Dataset& ds, const std::vector<int64_t>& items,
+                            const std::vector<int>& labels, const std::vector<float>& probs,
+                            const std::vector<std::string>& classes) {
+  const size_t K = classes.size();
+  std::string csv = "image_id,label,predicted";
+  for (const auto& c : classes) csv += ",p_" + c;
+  csv += '\n';
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const float* p = &probs[i * K];
+    const size_t top = static_cast<size_t>(std::max_element(p, p + K) - p);
+    csv += fmt::format("{},{},{}", ds.samples[static_cast<size_t>(items[i])].image_id,
+                       classes[static_cast<size_t>(labels[i])], classes[top]);
+    for (size_t k = 0; k < K; ++k) csv += fmt::format(",{:.6f}", p[k]);
+    csv += '\n';
+  }
+  return csv;
+}
+
 }  // namespace
 
 int evaluate_main(int argc, char** argv) {
@@ -129,10 +158,13 @@ int evaluate_main(int argc, char** argv) {
     args.add("prior", "auto", kPriorFlagHelp);
     args.add("decode", "standard", kDecodeFlagHelp);
     args.add("out", "", "also write the JSON to this file");
+    args.add("predictions", "", "also write a CSV with one row per image: image_id, label, predicted (class names) "
+             "and each class's probability under --prior, for paired comparisons and your own analyses");
     args.add("threads", "0", "OpenMP threads (0: all cores)");
     args.add("batch", "64", "batch size");
     if (!args.parse(argc, argv)) return 0;
     DERMIS_CHECK(!args.str("checkpoint").empty(), "flag --checkpoint is required");
+    for (const char* f : {"out", "predictions"}) check_output_file(f, args.str(f));
     DERMIS_CHECK(!args.str("data").empty(), "flag --data is required");
     const bool ground_truth = !args.str("ground-truth").empty();
     args.reject_unless("images", !ground_truth,
@@ -241,6 +273,10 @@ int evaluate_main(int argc, char** argv) {
     std::printf("%s\n", text.c_str());
     if (!args.str("out").empty())
       io::write_file_atomic(args.str("out"), std::vector<uint8_t>(text.begin(), text.end()));
+    if (!args.str("predictions").empty()) {
+      const std::string csv = predictions_csv(ds, preds.front().items, labels, probs, first.ck.info.classes);
+      io::write_file_atomic(args.str("predictions"), std::vector<uint8_t>(csv.begin(), csv.end()));
+    }
     return 0;
   });
 }

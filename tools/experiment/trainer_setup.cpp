@@ -263,11 +263,7 @@ void Trainer::setup_model() {
                                                    n_frozen, c_.freeze_stages, c_.freeze_epochs)
                                     : std::string());
   }
-  optim::ScheduleOptions so = c_.schedule;
-  so.base_lr = c_.lr;
-  so.swa_start = c_.swa_start;
-  so.plateau_maximize = c_.plateau_metric == PlateauMetric::balanced_accuracy;
-  sched_ = std::make_unique<optim::Schedule>(so);
+  sched_ = std::make_unique<optim::Schedule>(c_.schedule_options());
   state_.model = c_.model, state_.classes = class_list(), state_.height = c_.height, state_.width = c_.width;
   state_.norm = norm_, state_.config = c_.to_json();
   state_.train_prior = frequency_prior(class_counts_);
