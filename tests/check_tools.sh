@@ -42,25 +42,37 @@ expect 0 "heatmap" -- $P --checkpoint "$ck" --heatmap "$work/h" --heatmap-method
 mkdir -p "$work/flat/imgs" && cp "$data"/HAM10000_metadata.csv "$work/flat/" && cp "$data"/HAM10000_images_part_*/*.jpg "$work/flat/imgs/"
 $T --data "$work/flat" --images imgs --epochs 1 --size 32x32 --report-images 0 --out "$work/flatrun" > "$work/flat.log" 2>&1 || { echo "FAIL: flat-layout run"; cat "$work/flat.log"; fail=1; }
 expect 0 "balanced_accuracy" -- $E --checkpoint "$work/flatrun/best.safetensors" --data "$work/flat" --split val
-# evaluate --predictions: one CSV row per scored image whose argmax and labels give evaluate's own
-# accuracy, balanced accuracy and image count; an output path in a missing folder stops before the work.
+# evaluate --predictions: one CSV row per scored image, labelled as the metadata says, whose rows give
+# evaluate's own confusion matrix and loss; a bad output path stops before the work.
 expect 2 "flag --predictions: the folder $work/nodir does not exist" -- $E --checkpoint "$work/flatrun/best.safetensors" \
   --data "$work/flat" --predictions "$work/nodir/p.csv"
 $E --checkpoint "$work/flatrun/best.safetensors" --data "$work/flat" --split val --prior train \
   --predictions "$work/pred.csv" --out "$work/pred.json" > /dev/null 2>&1 || { echo "FAIL: evaluate --predictions"; fail=1; }
 preds=$(/usr/bin/env python3 -c "
-import csv, json, sys
+import csv, json, math, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 ev = json.load(open(sys.argv[2]))
+dx = {r['image_id']: r['dx'] for r in csv.DictReader(open(sys.argv[3]))}
 cls = ev['classes']
-ok = len(rows) == ev['images'] and all(abs(sum(float(r['p_' + c]) for c in cls) - 1) < 1e-4 for r in rows)
-ok = ok and all(r['predicted'] == max(cls, key=lambda c: float(r['p_' + c])) for r in rows)
-acc = sum(r['label'] == r['predicted'] for r in rows) / len(rows)
-rec = [sum(r['predicted'] == c for r in rows if r['label'] == c) / n for c in cls
-       for n in [sum(r['label'] == c for r in rows)] if n]
-ok = ok and abs(acc - ev['accuracy']) < 1e-6 and abs(sum(rec) / len(rec) - ev['balanced_accuracy']) < 1e-6
-print('ok' if ok else 'mismatch', len(rows), acc, ev['accuracy'], sum(rec) / len(rec), ev['balanced_accuracy'])" \
-  "$work/pred.csv" "$work/pred.json" 2>&1)
+p = lambda r, c: float(r['p_' + c])
+ids = [r['image_id'] for r in rows]
+checks = {
+  'one row per image': len(rows) == ev['images'] and len(set(ids)) == len(ids),
+  'label = dx of image_id': all(dx[r['image_id']] == r['label'] for r in rows),
+  'probabilities sum to 1': all(abs(sum(p(r, c) for c in cls) - 1) < 1e-4 for r in rows),
+  'predicted is the argmax': all(r['predicted'] == max(cls, key=lambda c: p(r, c)) for r in rows),
+  'confusion matrix': [[sum(r['label'] == a and r['predicted'] == b for r in rows) for b in cls] for a in cls]
+                      == ev['confusion_matrix'],
+  'loss from p_label': abs(-sum(math.log(max(p(r, r['label']), 1e-12)) for r in rows) / len(rows) - ev['loss'])
+                       < 1e-3 * ev['loss'],
+}
+bad = [k for k, v in checks.items() if not v]
+print('ok' if not bad else 'mismatch: ' + ', '.join(bad), len(rows), 'rows, loss', ev['loss'])" \
+  "$work/pred.csv" "$work/pred.json" "$work/flat/HAM10000_metadata.csv" 2>&1)
+expect 2 "name the same file" -- $E --checkpoint "$work/flatrun/best.safetensors" --data "$work/flat" \
+  --out "$work/same" --predictions "$work/same"
+expect 2 "is not a folder" -- $E --checkpoint "$work/flatrun/best.safetensors" --data "$work/flat" \
+  --predictions "$work/pred.json/p.csv"
 case "$preds" in
   ok*) echo "ok: evaluate --predictions rows give evaluate's figures: $preds" ;;
   *) echo "FAIL: evaluate --predictions: $preds"; fail=1 ;;

@@ -12,6 +12,8 @@
 #include <numeric>
 #include <string>
 
+#include <unistd.h>
+
 #include "datasets/ham10000.h"
 #include "datasets/split.h"
 #include "framework/cli.h"
@@ -103,11 +105,16 @@ double mean_log_loss(const std::vector<int>& labels, const std::vector<float>& p
 
 // An output file flag's folder must exist before the work starts, so a typo costs nothing.
 void check_output_file(const char* flag, const std::string& path) {
+  namespace fs = std::filesystem;
   if (path.empty()) return;
-  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
-  DERMIS_CHECK(!std::filesystem::is_directory(path), "flag --{}: {} is a folder; give a file name", flag, path);
-  DERMIS_CHECK(dir.empty() || std::filesystem::is_directory(dir),
-               "flag --{}: the folder {} does not exist; create it or give another path", flag, dir.string());
+  const fs::path dir = fs::path(path).parent_path();
+  DERMIS_CHECK(!fs::is_directory(path), "flag --{}: {} is a folder; give a file name", flag, path);
+  DERMIS_CHECK(dir.empty() || fs::exists(dir), "flag --{}: the folder {} does not exist; create it or give another path",
+               flag, dir.string());
+  DERMIS_CHECK(dir.empty() || fs::is_directory(dir), "flag --{}: {} is not a folder; give another path", flag,
+               dir.string());
+  DERMIS_CHECK(::access(dir.empty() ? "." : dir.c_str(), W_OK) == 0,
+               "flag --{}: the folder {} is not writable; give another path", flag, dir.empty() ? "." : dir.string());
 }
 
 // evaluate --predictions: one row per scored image (items: the rows of ds the predictions are of).
@@ -123,7 +130,7 @@ std::string predictions_csv(const datasets::Dataset& ds, const std::vector<int64
     const size_t top = static_cast<size_t>(std::max_element(p, p + K) - p);
     csv += fmt::format("{},{},{}", ds.samples[static_cast<size_t>(items[i])].image_id,
                        classes[static_cast<size_t>(labels[i])], classes[top]);
-    for (size_t k = 0; k < K; ++k) csv += fmt::format(",{:.6f}", p[k]);
+    for (size_t k = 0; k < K; ++k) csv += fmt::format(",{:.9g}", p[k]);  // round-trips the float
     csv += '\n';
   }
   return csv;
@@ -165,6 +172,8 @@ int evaluate_main(int argc, char** argv) {
     if (!args.parse(argc, argv)) return 0;
     DERMIS_CHECK(!args.str("checkpoint").empty(), "flag --checkpoint is required");
     for (const char* f : {"out", "predictions"}) check_output_file(f, args.str(f));
+    DERMIS_CHECK(args.str("predictions").empty() || args.str("out") != args.str("predictions"),
+                 "flags --out and --predictions name the same file {}; give two", args.str("out"));
     DERMIS_CHECK(!args.str("data").empty(), "flag --data is required");
     const bool ground_truth = !args.str("ground-truth").empty();
     args.reject_unless("images", !ground_truth,
