@@ -8,7 +8,7 @@ work=$2
 rm -rf "$work" && mkdir -p "$work"
 fail=0
 source "$(dirname "$0")/expect.sh"
-for t in train evaluate predict make_synthetic repeat; do expect 0 "usage:" -- "$build/tools/$t" --help; done
+for t in train evaluate predict make_synthetic repeat compare; do expect 0 "usage:" -- "$build/tools/$t" --help; done
 [ -x "$build/tools/export" ] && expect 0 "usage:" -- "$build/tools/export" --help
 for b in cbam model_cost loader_throughput pipeline train_throughput ops; do expect 0 "usage:" -- "$build/bench/$b" --help; done
 T=$build/tools/train
@@ -77,6 +77,48 @@ case "$preds" in
   ok*) echo "ok: evaluate --predictions rows give evaluate's figures: $preds" ;;
   *) echo "FAIL: evaluate --predictions: $preds"; fail=1 ;;
 esac
+# compare: a file against itself differs by nothing; against a copy with rows changed, by what a
+# direct count of those rows gives; images missing on one side, given twice, or files that are
+# not evaluate --predictions output are errors naming the file or image.
+C=$build/tools/compare
+expect 0 "balanced accuracy +0.0000  SE 0.0000" -- $C --a "$work/pred.csv" --b "$work/pred.csv"
+cmp=$(/usr/bin/env python3 -c "
+import csv, json, subprocess, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+cls = [h[2:] for h in rows[0] if h.startswith('p_')]
+b = [dict(r) for r in rows]
+for i, r in enumerate(b[::3]):  # every third row: right -> wrong, wrong -> right
+    r['predicted'] = cls[(cls.index(r['label']) + 1) % len(cls)] if r['predicted'] == r['label'] else r['label']
+with open(sys.argv[2], 'w', newline='') as f:  # in another order: rows are matched by image_id
+    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    w.writeheader(); w.writerows(reversed(b))
+def bal(rs):
+    rec = [sum(r['predicted'] == c for r in rs if r['label'] == c) / n for c in cls for n in [sum(r['label'] == c for r in rs)] if n]
+    return sum(rec) / len(rec)
+subprocess.run([sys.argv[3], '--a', sys.argv[1], '--b', sys.argv[2], '--draws', '500', '--out', sys.argv[4]], check=True, capture_output=True)
+o = json.load(open(sys.argv[4]))
+oa = sum(x['predicted'] == x['label'] and y['predicted'] != y['label'] for x, y in zip(rows, b))
+ob = sum(y['predicted'] == y['label'] and x['predicted'] != x['label'] for x, y in zip(rows, b))
+d = o['balanced_accuracy']
+ok = abs(d['difference'] - (bal(rows) - bal(b))) < 1e-9 and o['only_a_right'] == oa and o['only_b_right'] == ob
+ok = ok and oa + ob > 0 and d['se'] > 0 and d['low_95'] <= d['difference'] <= d['high_95'] and o['images'] == len(rows)
+print('ok' if ok else 'mismatch', d, bal(rows) - bal(b), oa, ob)" "$work/pred.csv" "$work/pred_b.csv" "$C" "$work/cmp.json" 2>&1)
+case "$cmp" in
+  ok*) echo "ok: compare's paired difference is the rows' own: $cmp" ;;
+  *) echo "FAIL: compare: $cmp"; fail=1 ;;
+esac
+head -n -1 "$work/pred.csv" > "$work/pred_short.csv"
+expect 2 "has no row in --a" -- $C --a "$work/pred_short.csv" --b "$work/pred.csv"
+expect 2 "is also at" -- $C --a "$work/pred.csv,$work/pred.csv" --b "$work/pred.csv"
+/usr/bin/env python3 -c "
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+rows[1][1] = next(r[1] for r in rows[2:] if r[1] != rows[1][1])  # another class's label
+with open(sys.argv[2], 'w', newline='') as f: csv.writer(f).writerows(rows)" "$work/pred.csv" "$work/pred_relabel.csv"
+expect 2 "$(sed -n 2p "$work/pred.csv" | cut -d, -f1): label" -- $C --a "$work/pred.csv" --b "$work/pred_relabel.csv"
+expect 2 "HAM10000_metadata.csv:1: not a file of evaluate --predictions" -- $C --a "$work/flat/HAM10000_metadata.csv" --b "$work/pred.csv"
+expect 2 "flag --draws" -- $C --a "$work/pred.csv" --b "$work/pred.csv" --draws 5
+expect 2 "missing.csv" -- $C --a "$work/missing.csv" --b "$work/pred.csv"
 # An --ema run's last.safetensors holds the main weights and the weight average; evaluate and predict
 # use the average (what the run validated) unless --weights model, and evaluate --split val on it
 # reproduces the run's last validation loss (the main weights give another).
@@ -124,6 +166,7 @@ expect 2 "give either --seeds" -- $R --out "$work/rep2" -- --epochs 1
 # confusion matrices (evaluate --split val of each handed-out checkpoint) added up.
 expect 0 "pooled over the 2 folds" -- $R --folds 2 --out "$work/cv" -- --synthetic-count 80 --epochs 2 --size 32x32 \
   --report-images 0 --lr 0.02
+cp "$work/out" "$work/cv.out"
 pooled=$(for k in 0 1; do $E --checkpoint "$work/cv/fold-$k/model.safetensors" --data "$data" --split val --prior none --decode fast; done 2>/dev/null |
   /usr/bin/env python3 -c "
 import json, sys
@@ -137,6 +180,16 @@ case "$pooled" in
   ok*) echo "ok: repeat --folds 2 pooled figure = evaluate --split val of the folds added up: $pooled" ;;
   *) echo "FAIL: repeat --folds 2 pooled figure: $pooled"; fail=1 ;;
 esac
+# repeat --summarize pools the folds when they are all the folds of one split, and says why not
+# when they are not (a fold missing or given twice, or a fold of another split).
+pooled_line=$(grep "^pooled over" "$work/cv.out")
+[ -n "$pooled_line" ] || { echo "FAIL: repeat --folds 2 printed no 'pooled over' line"; fail=1; }
+expect 0 "$pooled_line" -- $R --summarize "$work/cv/fold-1" "$work/cv/fold-0"
+expect 0 "not pooled over folds: fold 1 of 2 is missing" -- $R --summarize "$work/cv/fold-0"
+expect 0 "not pooled over folds: fold 0 is given twice" -- $R --summarize "$work/cv/fold-0" "$work/cv/fold-0"
+$R --folds 2 --seed 1 --out "$work/cv1" -- --synthetic-count 80 --epochs 1 --size 32x32 --report-images 0 \
+  > "$work/cv1.log" 2>&1 || { echo "FAIL: repeat --folds 2 --seed 1"; cat "$work/cv1.log"; fail=1; }
+expect 0 "are not folds of one split" -- $R --summarize "$work/cv/fold-0" "$work/cv1/fold-1"
 # Nothing half-written: no temporary files left in the run folder.
 if compgen -G "$work/run/*.tmp.*" > /dev/null; then echo "FAIL: temporary files left behind"; fail=1; fi
 exit $fail

@@ -36,6 +36,9 @@ struct RunResult {
   double bal = NAN, acc = NAN, bal_prior = NAN, acc_prior = NAN, best = NAN, auc = NAN;
   std::vector<std::vector<int64_t>> val_confusion;  // the handed-out checkpoint's on the validation split
   int64_t epochs = 0;
+  // Which k-fold split the run validated on (folds 0: a --val-fraction split), and what else fixes it.
+  int64_t folds = 0, fold = 0;
+  std::string split_key;  // data, images, fold seed, test set: runs of one cross-validation share it
   // The held-out test set (train --test-fraction), when the run had one: the handed-out checkpoint
   // (balanced accuracy, accuracy, both with the training set's prior) and best, last, swa.
   bool has_test = false;
@@ -62,6 +65,12 @@ RunResult read_result(const std::string& dir) {
     r.bal_prior = v.at("val_train_prior").at("balanced_accuracy").number();
     r.acc_prior = v.at("val_train_prior").at("accuracy").number();
     r.best = v.at("best_val_balanced_accuracy").number(), r.epochs = v.at("epochs").integer();
+    if (const json::Value* c = v.find("config")) {
+      if (const json::Value* f = c->find("folds")) r.folds = f->integer();
+      if (const json::Value* f = c->find("fold")) r.fold = f->integer();
+      for (const char* key : {"data", "images", "seed", "test_fraction", "test_seed"})
+        if (const json::Value* x = c->find(key)) r.split_key += std::string(key) + "=" + json::dump(*x) + " ";
+    }
     if (const json::Value* t = v.find("test")) {
       r.has_test = true, r.test_images = t->at("images").integer();
       r.t_bal = t->at("selected").at("balanced_accuracy").number(), r.t_acc = t->at("selected").at("accuracy").number();
@@ -175,6 +184,24 @@ json::Object pooled_out_of_fold(const std::vector<RunResult>& rs) {
   return json::Object{{"balanced_accuracy", bal}, {"balanced_accuracy_se", se}, {"images", images}};
 }
 
+// Empty when the runs are the K folds of one cross-validation (same K, data and fold seed, each
+// fold once), so that pooled_out_of_fold covers every image once; else why not.
+std::string not_one_cross_validation(const std::vector<RunResult>& rs) {
+  const RunResult& a = rs.front();
+  if (a.folds < 2) return fmt::format("{} was not a --folds run", a.dir);
+  std::vector<int> seen(static_cast<size_t>(a.folds), 0);
+  for (const auto& r : rs) {
+    if (r.folds != a.folds || r.split_key != a.split_key)
+      return fmt::format("{} and {} are not folds of one split (--folds, --data, --images, --seed or the test set "
+                         "differ)", a.dir, r.dir);
+    if (r.fold < 0 || r.fold >= a.folds || seen[static_cast<size_t>(r.fold)]++)
+      return fmt::format("fold {} is given twice", r.fold);
+  }
+  for (int64_t k = 0; k < a.folds; ++k)
+    if (!seen[static_cast<size_t>(k)]) return fmt::format("fold {} of {} is missing", k, a.folds);
+  return {};
+}
+
 int run_train(const std::string& train_bin, const std::vector<std::string>& args) {
   std::vector<char*> argv;
   argv.push_back(const_cast<char*>(train_bin.c_str()));
@@ -219,7 +246,7 @@ int main(int argc, char** argv) {
     args.add("folds", "0", "lesion-grouped k-fold cross-validation: one run per fold (2 to 20)");
     args.add("seed", "0", "with --folds: the seed of the fold assignment and the runs");
     args.add("out", "", "folder of the runs");
-    args.add_bool("summarize", "only print the table of the finished run folders given as arguments");
+    args.add_bool("summarize", "only print the table of the finished run folders given as arguments (and, when they are the K folds of one cross-validation, the pooled out-of-fold figure)");
     std::vector<std::string> train_args, positional;
     std::vector<char*> own = {argv[0]};
     bool after_dashes = false;
@@ -239,6 +266,8 @@ int main(int argc, char** argv) {
       std::vector<RunResult> rs;
       for (auto& d : positional) rs.push_back(read_result(d));
       summarize(rs);
+      if (const std::string why = not_one_cross_validation(rs); why.empty()) pooled_out_of_fold(rs);
+      else if (rs.front().folds >= 2) fmt::print("not pooled over folds: {}\n", why);
       return 0;
     }
     DERMIS_CHECK(positional.empty(), "unexpected argument '{}'; train's flags go after --", positional.front());
