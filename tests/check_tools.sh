@@ -8,7 +8,7 @@ work=$2
 rm -rf "$work" && mkdir -p "$work"
 fail=0
 source "$(dirname "$0")/expect.sh"
-for t in train evaluate predict make_synthetic repeat compare; do expect 0 "usage:" -- "$build/tools/$t" --help; done
+for t in train evaluate predict make_synthetic repeat compare_predictions; do expect 0 "usage:" -- "$build/tools/$t" --help; done
 [ -x "$build/tools/export" ] && expect 0 "usage:" -- "$build/tools/export" --help
 for b in cbam model_cost loader_throughput pipeline train_throughput ops; do expect 0 "usage:" -- "$build/bench/$b" --help; done
 T=$build/tools/train
@@ -77,10 +77,10 @@ case "$preds" in
   ok*) echo "ok: evaluate --predictions rows give evaluate's figures: $preds" ;;
   *) echo "FAIL: evaluate --predictions: $preds"; fail=1 ;;
 esac
-# compare: a file against itself differs by nothing; against a copy with rows changed, by what a
+# compare_predictions: a file against itself differs by nothing; against a copy with rows changed, by what a
 # direct count of those rows gives; images missing on one side, given twice, or files that are
 # not evaluate --predictions output are errors naming the file or image.
-C=$build/tools/compare
+C=$build/tools/compare_predictions
 expect 0 "balanced accuracy +0.0000  SE 0.0000" -- $C --a "$work/pred.csv" --b "$work/pred.csv"
 cmp=$(/usr/bin/env python3 -c "
 import csv, json, subprocess, sys
@@ -104,8 +104,8 @@ ok = abs(d['difference'] - (bal(rows) - bal(b))) < 1e-9 and o['only_a_right'] ==
 ok = ok and oa + ob > 0 and d['se'] > 0 and d['low_95'] <= d['difference'] <= d['high_95'] and o['images'] == len(rows)
 print('ok' if ok else 'mismatch', d, bal(rows) - bal(b), oa, ob)" "$work/pred.csv" "$work/pred_b.csv" "$C" "$work/cmp.json" 2>&1)
 case "$cmp" in
-  ok*) echo "ok: compare's paired difference is the rows' own: $cmp" ;;
-  *) echo "FAIL: compare: $cmp"; fail=1 ;;
+  ok*) echo "ok: compare_predictions' paired difference is the rows' own: $cmp" ;;
+  *) echo "FAIL: compare_predictions: $cmp"; fail=1 ;;
 esac
 head -n -1 "$work/pred.csv" > "$work/pred_short.csv"
 expect 2 "has no row in --a" -- $C --a "$work/pred_short.csv" --b "$work/pred.csv"

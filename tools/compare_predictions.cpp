@@ -1,4 +1,4 @@
-// tools/compare: the paired difference between two classifiers scored on the same images, from
+// tools/compare_predictions: the paired difference between two classifiers scored on the same images, from
 // the per-image rows `evaluate --predictions` writes. Paired by image, the difference in balanced
 // accuracy has a much smaller error than the two figures' own errors suggest, since both
 // classifiers see the same hard and easy images; a bootstrap over the images (resampled within
@@ -6,8 +6,8 @@
 //
 //   evaluate --checkpoint runs/a/model.safetensors --data DIR --split test --predictions a.csv
 //   evaluate --checkpoint runs/b/model.safetensors --data DIR --split test --predictions b.csv
-//   compare --a a.csv --b b.csv
-//   compare --a a/fold-0.csv,a/fold-1.csv,a/fold-2.csv --b b/fold-0.csv,...   # folds pooled
+//   compare_predictions --a a.csv --b b.csv
+//   compare_predictions --a a/fold-0.csv,a/fold-1.csv,a/fold-2.csv --b b/fold-0.csv,...   # folds pooled
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -113,9 +113,9 @@ json::Object to_json(const Interval& i) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return cli::run_main("compare", [&]() -> int {
+  return cli::run_main("compare_predictions", [&]() -> int {
     cli::Args args(
-        "usage: compare --a FILE[,FILE...] --b FILE[,FILE...] [flags]\n"
+        "usage: compare_predictions --a FILE[,FILE...] --b FILE[,FILE...] [flags]\n"
         "The paired difference A - B in balanced accuracy and accuracy between two classifiers scored on the\n"
         "same images, from evaluate --predictions files (several per side, comma-separated: e.g. the folds\n"
         "of a cross-validation, pooled). Its standard error and 95% interval come from a bootstrap over the\n"
