@@ -113,7 +113,8 @@ expect 2 "is also at" -- $C --a "$work/pred.csv,$work/pred.csv" --b "$work/pred.
 /usr/bin/env python3 -c "
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1])))
-rows[1][1] = next(r[1] for r in rows[2:] if r[1] != rows[1][1])  # another class's label
+L = rows[0].index('label')
+rows[1][L] = next(r[L] for r in rows[2:] if r[L] != rows[1][L])  # another class's label
 with open(sys.argv[2], 'w', newline='') as f: csv.writer(f).writerows(rows)" "$work/pred.csv" "$work/pred_relabel.csv"
 expect 2 "$(sed -n 2p "$work/pred.csv" | cut -d, -f1): label" -- $C --a "$work/pred.csv" --b "$work/pred_relabel.csv"
 expect 2 "HAM10000_metadata.csv:1: not a file of evaluate --predictions" -- $C --a "$work/flat/HAM10000_metadata.csv" --b "$work/pred.csv"
@@ -180,16 +181,20 @@ case "$pooled" in
   ok*) echo "ok: repeat --folds 2 pooled figure = evaluate --split val of the folds added up: $pooled" ;;
   *) echo "FAIL: repeat --folds 2 pooled figure: $pooled"; fail=1 ;;
 esac
-# repeat --summarize pools the folds when they are all the folds of one split, and says why not
-# when they are not (a fold missing or given twice, or a fold of another split).
+# repeat --summarize pools the folds when their validation sides split one set of images with each
+# image once (checked in their split.csv files), and says why not otherwise: a fold missing or given
+# twice, a fold of another fold seed, a fold trained on other images.
 pooled_line=$(grep "^pooled over" "$work/cv.out")
 [ -n "$pooled_line" ] || { echo "FAIL: repeat --folds 2 printed no 'pooled over' line"; fail=1; }
 expect 0 "$pooled_line" -- $R --summarize "$work/cv/fold-1" "$work/cv/fold-0"
-expect 0 "not pooled over folds: fold 1 of 2 is missing" -- $R --summarize "$work/cv/fold-0"
-expect 0 "not pooled over folds: fold 0 is given twice" -- $R --summarize "$work/cv/fold-0" "$work/cv/fold-0"
-$R --folds 2 --seed 1 --out "$work/cv1" -- --synthetic-count 80 --epochs 1 --size 32x32 --report-images 0 \
-  > "$work/cv1.log" 2>&1 || { echo "FAIL: repeat --folds 2 --seed 1"; cat "$work/cv1.log"; fail=1; }
-expect 0 "are not folds of one split" -- $R --summarize "$work/cv/fold-0" "$work/cv1/fold-1"
+expect 0 "images are in no run's validation fold" -- $R --summarize "$work/cv/fold-0"
+expect 0 "is validated by both" -- $R --summarize "$work/cv/fold-0" "$work/cv/fold-0"
+for v in "1 80" "0 120"; do read -r fs n <<< "$v"
+  $R --folds 2 --seed $fs --out "$work/cv-$fs-$n" -- --synthetic-count $n --epochs 1 --size 32x32 --report-images 0 \
+    > "$work/cv-$fs-$n.log" 2>&1 || { echo "FAIL: repeat --folds 2 --seed $fs (--synthetic-count $n)"; cat "$work/cv-$fs-$n.log"; fail=1; }
+done
+expect 0 "not pooled over folds: " -- $R --summarize "$work/cv/fold-0" "$work/cv-1-80/fold-1"
+expect 0 "trained on different images" -- $R --summarize "$work/cv/fold-0" "$work/cv-0-120/fold-1"
 # Nothing half-written: no temporary files left in the run folder.
 if compgen -G "$work/run/*.tmp.*" > /dev/null; then echo "FAIL: temporary files left behind"; fail=1; fi
 exit $fail

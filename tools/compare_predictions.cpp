@@ -1,8 +1,9 @@
 // tools/compare_predictions: the paired difference between two classifiers scored on the same images, from
 // the per-image rows `evaluate --predictions` writes. Paired by image, the difference in balanced
 // accuracy has a much smaller error than the two figures' own errors suggest, since both
-// classifiers see the same hard and easy images; a bootstrap over the images (resampled within
-// each class, so every class keeps its count) gives that error and a percentile interval.
+// classifiers see the same hard and easy images; a bootstrap gives that error and a percentile
+// interval. It resamples lesions (the files' lesion_id: HAM10000 has several images of many
+// lesions, which are not independent draws) within each class, so every class keeps its lesions.
 //
 //   evaluate --checkpoint runs/a/model.safetensors --data DIR --split test --predictions a.csv
 //   evaluate --checkpoint runs/b/model.safetensors --data DIR --split test --predictions b.csv
@@ -13,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <random>
 #include <sstream>
 #include <string>
@@ -34,6 +36,8 @@ struct Side {
   std::string first_file;
   std::vector<std::string> ids;  // in reading order
   std::unordered_map<std::string, std::pair<int, int>> rows;  // image_id -> (label, predicted)
+  std::unordered_map<std::string, std::string> lesion;        // image_id -> lesion_id (files with the column)
+  bool lesions = true;                                        // every file has lesion_id
   std::unordered_map<std::string, std::string> where;         // image_id -> "file:line"
 };
 
@@ -42,8 +46,12 @@ Side read_side(const std::string& list, const char* flag) {
   std::stringstream ss(list);
   for (std::string path; std::getline(ss, path, ',');) {
     DERMIS_CHECK(!path.empty(), "flag --{}: an empty file name in '{}'", flag, list);
+    DERMIS_CHECK(!std::filesystem::is_directory(path), "flag --{}: {} is a folder; give evaluate --predictions files",
+                 flag, path);
     const datasets::CsvTable t = datasets::read_csv(path);
     const int id = t.column("image_id"), label = t.column("label"), pred = t.column("predicted");
+    const int lesion = t.column("lesion_id");
+    s.lesions = s.lesions && lesion >= 0;
     DERMIS_CHECK(id >= 0 && label >= 0 && pred >= 0,
                  "{}:{}: not a file of evaluate --predictions (it needs the columns image_id, label, predicted and "
                  "p_<class>)",
@@ -69,6 +77,7 @@ Side read_side(const std::string& list, const char* flag) {
                    image, it->second);
       s.rows[image] = {index(r.fields[static_cast<size_t>(label)], r.line),
                        index(r.fields[static_cast<size_t>(pred)], r.line)};
+      if (lesion >= 0) s.lesion[image] = r.fields[static_cast<size_t>(lesion)];
       s.ids.push_back(image);
     }
   }
@@ -119,13 +128,19 @@ int main(int argc, char** argv) {
         "The paired difference A - B in balanced accuracy and accuracy between two classifiers scored on the\n"
         "same images, from evaluate --predictions files (several per side, comma-separated: e.g. the folds\n"
         "of a cross-validation, pooled). Its standard error and 95% interval come from a bootstrap over the\n"
-        "images, resampled within each class; also the images only A or only B gets right.");
+        "lesions (lesion_id; images without it), resampled within each class; also the images only A or only\n"
+        "B gets right.");
     args.add("a", "", "classifier A: evaluate --predictions CSV file(s)");
     args.add("b", "", "classifier B: the same images' rows, in any order");
     args.add("draws", "2000", "bootstrap draws");
     args.add("seed", "0", "seed of the bootstrap draws");
     args.add("out", "", "also write the figures as JSON to this file");
     if (!args.parse(argc, argv)) return 0;
+    if (const std::string out = args.str("out"); !out.empty()) {
+      const std::filesystem::path dir = std::filesystem::path(out).parent_path();
+      DERMIS_CHECK(dir.empty() || std::filesystem::is_directory(dir),
+                   "flag --out: the folder {} does not exist; create it or give another path", dir.string());
+    }
     DERMIS_CHECK(!args.str("a").empty() && !args.str("b").empty(), "flags --a and --b are required (see --help)");
     const long draws = args.integer("draws", 100, 1000000);
     const long seed = args.integer("seed", 0, 2147483647);
@@ -152,17 +167,37 @@ int main(int argc, char** argv) {
     std::vector<size_t> all(N);
     for (size_t i = 0; i < N; ++i) all[i] = i;
     const Figures fa = figures(label, pa, all, K), fb = figures(label, pb, all, K);
-    std::vector<std::vector<size_t>> by_class(K);
-    for (size_t i = 0; i < N; ++i) by_class[static_cast<size_t>(label[i])].push_back(i);
+    // The units drawn: each lesion's images of one class (each image alone without lesion ids).
+    const bool lesions = A.lesions && B.lesions;
+    std::vector<std::vector<std::vector<size_t>>> by_class(K);  // class -> units -> images
+    {
+      std::unordered_map<std::string, size_t> unit_of;
+      for (size_t i = 0; i < N; ++i) {
+        const auto& id = A.ids[i];
+        if (lesions)
+          DERMIS_CHECK(A.lesion.at(id) == B.lesion.at(id), "image {}: lesion {} at {} but {} at {}", id, A.lesion.at(id),
+                       A.where.at(id), B.lesion.at(id), B.where.at(id));
+        auto& units = by_class[static_cast<size_t>(label[i])];
+        const auto [it, fresh] = unit_of.emplace(lesions ? A.lesion.at(id) + '\x1f' + std::to_string(label[i]) : id,
+                                                 units.size());
+        if (fresh) units.emplace_back();
+        units[it->second].push_back(i);
+      }
+    }
+    size_t units = 0;
+    for (const auto& u : by_class) units += u.size();
     std::mt19937_64 rng(static_cast<uint64_t>(seed));
     std::vector<double> d_bal, d_acc;
-    std::vector<size_t> idx(N);
+    std::vector<size_t> idx;
     for (long d = 0; d < draws; ++d) {
-      size_t j = 0;
+      idx.clear();
       for (const auto& members : by_class) {
         if (members.empty()) continue;
         std::uniform_int_distribution<size_t> pick(0, members.size() - 1);
-        for (size_t m = 0; m < members.size(); ++m) idx[j++] = members[pick(rng)];
+        for (size_t m = 0; m < members.size(); ++m) {
+          const auto& unit = members[pick(rng)];
+          idx.insert(idx.end(), unit.begin(), unit.end());
+        }
       }
       const Figures ra = figures(label, pa, idx, K), rb = figures(label, pb, idx, K);
       d_bal.push_back(ra.balanced - rb.balanced), d_acc.push_back(ra.accuracy - rb.accuracy);
@@ -170,7 +205,8 @@ int main(int argc, char** argv) {
     const Interval bal = interval(fa.balanced - fb.balanced, d_bal), acc = interval(fa.accuracy - fb.accuracy, d_acc);
     fmt::print("A: {}: balanced accuracy {:.4f}, accuracy {:.4f}\n", args.str("a"), fa.balanced, fa.accuracy);
     fmt::print("B: {}: balanced accuracy {:.4f}, accuracy {:.4f}\n", args.str("b"), fb.balanced, fb.accuracy);
-    fmt::print("A - B, paired over {} images ({} bootstrap draws within each class, seed {}):\n", N, draws, seed);
+    fmt::print("A - B, paired over {} images ({} bootstrap draws of the {} {} within each class, seed {}):\n", N, draws,
+               units, lesions ? "lesions" : "images (no lesion_id column)", seed);
     fmt::print("  balanced accuracy {:+.4f}  SE {:.4f}  95% interval {:+.4f} to {:+.4f}\n", bal.diff, bal.se, bal.lo,
                bal.hi);
     fmt::print("  accuracy          {:+.4f}  SE {:.4f}  95% interval {:+.4f} to {:+.4f}\n", acc.diff, acc.se, acc.lo,
@@ -181,6 +217,8 @@ int main(int argc, char** argv) {
                            {"b", args.str("b")},
                            {"images", static_cast<int64_t>(N)},
                            {"draws", static_cast<int64_t>(draws)},
+                           {"resampled", lesions ? "lesions" : "images"},
+                           {"units", static_cast<int64_t>(units)},
                            {"a_balanced_accuracy", fa.balanced},
                            {"b_balanced_accuracy", fb.balanced},
                            {"a_accuracy", fa.accuracy},

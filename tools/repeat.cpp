@@ -15,10 +15,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "datasets/csv.h"
 #include "framework/cli.h"
 #include "framework/io/atomic_file.h"
 #include "framework/io/json.h"
@@ -36,9 +39,7 @@ struct RunResult {
   double bal = NAN, acc = NAN, bal_prior = NAN, acc_prior = NAN, best = NAN, auc = NAN;
   std::vector<std::vector<int64_t>> val_confusion;  // the handed-out checkpoint's on the validation split
   int64_t epochs = 0;
-  // Which k-fold split the run validated on (folds 0: a --val-fraction split), and what else fixes it.
-  int64_t folds = 0, fold = 0;
-  std::string split_key;  // data, images, fold seed, test set: runs of one cross-validation share it
+  int64_t folds = 0;  // train --folds of the run (0: a --val-fraction split)
   // The held-out test set (train --test-fraction), when the run had one: the handed-out checkpoint
   // (balanced accuracy, accuracy, both with the training set's prior) and best, last, swa.
   bool has_test = false;
@@ -65,12 +66,8 @@ RunResult read_result(const std::string& dir) {
     r.bal_prior = v.at("val_train_prior").at("balanced_accuracy").number();
     r.acc_prior = v.at("val_train_prior").at("accuracy").number();
     r.best = v.at("best_val_balanced_accuracy").number(), r.epochs = v.at("epochs").integer();
-    if (const json::Value* c = v.find("config")) {
+    if (const json::Value* c = v.find("config"))
       if (const json::Value* f = c->find("folds")) r.folds = f->integer();
-      if (const json::Value* f = c->find("fold")) r.fold = f->integer();
-      for (const char* key : {"data", "images", "seed", "test_fraction", "test_seed"})
-        if (const json::Value* x = c->find(key)) r.split_key += std::string(key) + "=" + json::dump(*x) + " ";
-    }
     if (const json::Value* t = v.find("test")) {
       r.has_test = true, r.test_images = t->at("images").integer();
       r.t_bal = t->at("selected").at("balanced_accuracy").number(), r.t_acc = t->at("selected").at("accuracy").number();
@@ -184,21 +181,44 @@ json::Object pooled_out_of_fold(const std::vector<RunResult>& rs) {
   return json::Object{{"balanced_accuracy", bal}, {"balanced_accuracy_se", se}, {"images", images}};
 }
 
-// Empty when the runs are the K folds of one cross-validation (same K, data and fold seed, each
-// fold once), so that pooled_out_of_fold covers every image once; else why not.
+// Empty when the runs' validation sides split one set of images with each image once (the folds
+// of one cross-validation: same images, same test set), read from the split.csv every run writes,
+// so that pooled_out_of_fold covers every image once; else why not.
 std::string not_one_cross_validation(const std::vector<RunResult>& rs) {
-  const RunResult& a = rs.front();
-  if (a.folds < 2) return fmt::format("{} was not a --folds run", a.dir);
-  std::vector<int> seen(static_cast<size_t>(a.folds), 0);
-  for (const auto& r : rs) {
-    if (r.folds != a.folds || r.split_key != a.split_key)
-      return fmt::format("{} and {} are not folds of one split (--folds, --data, --images, --seed or the test set "
-                         "differ)", a.dir, r.dir);
-    if (r.fold < 0 || r.fold >= a.folds || seen[static_cast<size_t>(r.fold)]++)
-      return fmt::format("fold {} is given twice", r.fold);
+  if (rs.front().folds < 2) return fmt::format("{} was not a --folds run", rs.front().dir);
+  std::map<std::string, std::string> val_of;  // image_id -> the run that validated it
+  std::set<std::string> images;                // the first run's images outside its test set
+  std::string test;                            // the first run's test images, in file order
+  for (size_t r = 0; r < rs.size(); ++r) {
+    const std::string path = (fs::path(rs[r].dir) / "split.csv").string();
+    DERMIS_CHECK(fs::exists(path), "{}: no split.csv (written by train at the start of every run)", rs[r].dir);
+    const datasets::CsvTable t = datasets::read_csv(path);
+    const int id = t.column("image_id"), side = t.column("split");
+    DERMIS_CHECK(id >= 0 && side >= 0, "{}: not a split.csv of train (it needs image_id and split)", path);
+    std::set<std::string> mine;
+    std::string my_test;
+    std::vector<std::string> val;
+    for (const auto& row : t.rows) {
+      const std::string& image = row.fields[static_cast<size_t>(id)];
+      const std::string& s = row.fields[static_cast<size_t>(side)];
+      if (s == "test") my_test += image + ",";
+      else mine.insert(image);
+      if (s == "val") val.push_back(image);
+    }
+    if (r == 0) images = std::move(mine), test = std::move(my_test);
+    else if (mine != images || my_test != test)
+      return fmt::format("{} and {} were trained on different images or test sets (another --data, --images, "
+                         "--synthetic-count or --test-fraction/--test-seed), so they are not folds of one split",
+                         rs.front().dir, rs[r].dir);
+    for (const auto& image : val)
+      if (const auto [it, fresh] = val_of.emplace(image, rs[r].dir); !fresh)
+        return fmt::format("image {} is validated by both {} and {} (a fold given twice?)", image, it->second,
+                           rs[r].dir);
   }
-  for (int64_t k = 0; k < a.folds; ++k)
-    if (!seen[static_cast<size_t>(k)]) return fmt::format("fold {} of {} is missing", k, a.folds);
+  if (val_of.size() != images.size())
+    return fmt::format("{} of the {} images are in no run's validation fold (a fold is missing, or the folds are of "
+                       "different splits: another --folds or --seed)",
+                       images.size() - val_of.size(), images.size());
   return {};
 }
 
@@ -319,7 +339,11 @@ int main(int argc, char** argv) {
       rs.push_back(read_result(dir));
     }
     json::Object out = summarize(rs);
-    if (folds >= 2) out["pooled"] = pooled_out_of_fold(rs);
+    if (folds >= 2) {
+      // Runs kept from an earlier command may be of other settings; pool only one split's folds.
+      if (const std::string why = not_one_cross_validation(rs); why.empty()) out["pooled"] = pooled_out_of_fold(rs);
+      else fmt::print("not pooled over folds: {}\n", why);
+    }
     std::string cmd = "repeat";
     for (int i = 1; i < argc; ++i) cmd += std::string(" ") + argv[i];
     out["command"] = cmd;

@@ -122,14 +122,15 @@ std::string predictions_csv(const datasets::Dataset& ds, const std::vector<int64
                             const std::vector<int>& labels, const std::vector<float>& probs,
                             const std::vector<std::string>& classes) {
   const size_t K = classes.size();
-  std::string csv = "image_id,label,predicted";
+  std::string csv = "image_id,lesion_id,label,predicted";
   for (const auto& c : classes) csv += ",p_" + c;
   csv += '\n';
   for (size_t i = 0; i < labels.size(); ++i) {
     const float* p = &probs[i * K];
     const size_t top = static_cast<size_t>(std::max_element(p, p + K) - p);
-    csv += fmt::format("{},{},{}", ds.samples[static_cast<size_t>(items[i])].image_id,
-                       classes[static_cast<size_t>(labels[i])], classes[top]);
+    const datasets::Sample& sample = ds.samples[static_cast<size_t>(items[i])];
+    csv += fmt::format("{},{},{},{}", sample.image_id, sample.lesion_id, classes[static_cast<size_t>(labels[i])],
+                       classes[top]);
     for (size_t k = 0; k < K; ++k) csv += fmt::format(",{:.9g}", p[k]);  // round-trips the float
     csv += '\n';
   }
@@ -165,7 +166,7 @@ int evaluate_main(int argc, char** argv) {
     args.add("prior", "auto", kPriorFlagHelp);
     args.add("decode", "standard", kDecodeFlagHelp);
     args.add("out", "", "also write the JSON to this file");
-    args.add("predictions", "", "also write a CSV with one row per image: image_id, label, predicted (class names) "
+    args.add("predictions", "", "also write a CSV with one row per image: image_id, lesion_id, label, predicted (class names) "
              "and each class's probability under --prior, for paired comparisons and your own analyses");
     args.add("threads", "0", "OpenMP threads (0: all cores)");
     args.add("batch", "64", "batch size");
