@@ -25,6 +25,7 @@
 #include "framework/cli.h"
 #include "framework/io/atomic_file.h"
 #include "framework/io/json.h"
+#include "framework/metrics.h"
 
 using namespace dermis;
 
@@ -85,20 +86,19 @@ Side read_side(const std::string& list, const char* flag) {
   return s;
 }
 
-// Balanced accuracy (mean recall over the classes present) and accuracy of the rows `idx`.
+// Balanced accuracy (metrics' mean recall over the classes present) and accuracy of the rows `idx`.
 struct Figures {
   double balanced = 0, accuracy = 0;
 };
 Figures figures(const std::vector<int>& label, const std::vector<int>& pred, const std::vector<size_t>& idx, size_t K) {
-  std::vector<int64_t> n(K, 0), hit(K, 0);
-  for (size_t i : idx) n[static_cast<size_t>(label[i])]++, hit[static_cast<size_t>(label[i])] += pred[i] == label[i];
-  Figures f;
-  int64_t present = 0, right = 0;
-  for (size_t k = 0; k < K; ++k)
-    if (n[k] > 0) f.balanced += static_cast<double>(hit[k]) / static_cast<double>(n[k]), ++present, right += hit[k];
-  f.balanced /= static_cast<double>(present);
-  f.accuracy = static_cast<double>(right) / static_cast<double>(idx.size());
-  return f;
+  std::vector<std::vector<int64_t>> confusion(K, std::vector<int64_t>(K, 0));
+  int64_t right = 0;
+  for (size_t i : idx) {
+    confusion[static_cast<size_t>(label[i])][static_cast<size_t>(pred[i])]++;
+    right += pred[i] == label[i];
+  }
+  return {metrics::balanced_accuracy_from_confusion(confusion).first,
+          static_cast<double>(right) / static_cast<double>(idx.size())};
 }
 
 struct Interval {
@@ -136,11 +136,7 @@ int main(int argc, char** argv) {
     args.add("seed", "0", "seed of the bootstrap draws");
     args.add("out", "", "also write the figures as JSON to this file");
     if (!args.parse(argc, argv)) return 0;
-    if (const std::string out = args.str("out"); !out.empty()) {
-      const std::filesystem::path dir = std::filesystem::path(out).parent_path();
-      DERMIS_CHECK(dir.empty() || std::filesystem::is_directory(dir),
-                   "flag --out: the folder {} does not exist; create it or give another path", dir.string());
-    }
+    io::check_output_path("out", args.str("out"));
     DERMIS_CHECK(!args.str("a").empty() && !args.str("b").empty(), "flags --a and --b are required (see --help)");
     const long draws = args.integer("draws", 100, 1000000);
     const long seed = args.integer("seed", 0, 2147483647);

@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "../error.h"
 
@@ -67,6 +68,19 @@ void write_file_atomic(const std::string& path, const std::vector<uint8_t>& byte
   AtomicFile f(path);
   f.write(bytes.data(), bytes.size());
   f.commit();
+}
+
+void check_output_path(const char* flag, const std::string& path) {
+  namespace fs = std::filesystem;
+  if (path.empty()) return;
+  const fs::path dir = fs::path(path).parent_path();
+  DERMIS_CHECK(!fs::is_directory(path), "flag --{}: {} is a folder; give a file name", flag, path);
+  DERMIS_CHECK(dir.empty() || fs::exists(dir), "flag --{}: the folder {} does not exist; create it or give another path",
+               flag, dir.string());
+  DERMIS_CHECK(dir.empty() || fs::is_directory(dir), "flag --{}: {} is not a folder; give another path", flag,
+               dir.string());
+  DERMIS_CHECK(::access(dir.empty() ? "." : dir.c_str(), W_OK) == 0,
+               "flag --{}: the folder {} is not writable; give another path", flag, dir.empty() ? "." : dir.string());
 }
 
 }  // namespace dermis::io

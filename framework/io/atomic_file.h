@@ -36,4 +36,8 @@ class AtomicFile {
 // The whole file at once.
 void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes);
 
+// For a tool's output-file flag --`flag`: fails, naming the flag, unless `path` (when not empty) is
+// a file name whose folder exists and is writable, so that a typo stops the tool before its work.
+void check_output_path(const char* flag, const std::string& path);
+
 }  // namespace dermis::io

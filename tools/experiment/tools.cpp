@@ -12,8 +12,6 @@
 #include <numeric>
 #include <string>
 
-#include <unistd.h>
-
 #include "datasets/ham10000.h"
 #include "datasets/split.h"
 #include "framework/cli.h"
@@ -103,20 +101,6 @@ double mean_log_loss(const std::vector<int>& labels, const std::vector<float>& p
   return labels.empty() ? 0 : s / static_cast<double>(labels.size());
 }
 
-// An output file flag's folder must exist before the work starts, so a typo costs nothing.
-void check_output_file(const char* flag, const std::string& path) {
-  namespace fs = std::filesystem;
-  if (path.empty()) return;
-  const fs::path dir = fs::path(path).parent_path();
-  DERMIS_CHECK(!fs::is_directory(path), "flag --{}: {} is a folder; give a file name", flag, path);
-  DERMIS_CHECK(dir.empty() || fs::exists(dir), "flag --{}: the folder {} does not exist; create it or give another path",
-               flag, dir.string());
-  DERMIS_CHECK(dir.empty() || fs::is_directory(dir), "flag --{}: {} is not a folder; give another path", flag,
-               dir.string());
-  DERMIS_CHECK(::access(dir.empty() ? "." : dir.c_str(), W_OK) == 0,
-               "flag --{}: the folder {} is not writable; give another path", flag, dir.empty() ? "." : dir.string());
-}
-
 // evaluate --predictions: one row per scored image (items: the rows of ds the predictions are of).
 std::string predictions_csv(const datasets::Dataset& ds, const std::vector<int64_t>& items,
                             const std::vector<int>& labels, const std::vector<float>& probs,
@@ -172,7 +156,7 @@ int evaluate_main(int argc, char** argv) {
     args.add("batch", "64", "batch size");
     if (!args.parse(argc, argv)) return 0;
     DERMIS_CHECK(!args.str("checkpoint").empty(), "flag --checkpoint is required");
-    for (const char* f : {"out", "predictions"}) check_output_file(f, args.str(f));
+    for (const char* f : {"out", "predictions"}) io::check_output_path(f, args.str(f));
     DERMIS_CHECK(args.str("predictions").empty() || args.str("out") != args.str("predictions"),
                  "flags --out and --predictions name the same file {}; give two", args.str("out"));
     DERMIS_CHECK(!args.str("data").empty(), "flag --data is required");
