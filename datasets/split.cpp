@@ -4,8 +4,11 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <unordered_map>
+
+#include <fmt/format.h>
 
 #include "framework/data/loader.h"
 #include "framework/error.h"
@@ -195,6 +198,27 @@ std::string split_csv(const Dataset& d, const Split& s) {
            csv_field(x.path) + '\n';
   }
   return out;
+}
+
+std::string images_fingerprint(const Dataset& d, const std::vector<size_t>& indices) {
+  std::vector<std::string_view> ids;
+  ids.reserve(indices.size());
+  for (size_t i : indices) {
+    DERMIS_CHECK(i < d.samples.size(), "images_fingerprint: index {} is outside the dataset of {} images", i,
+                 d.samples.size());
+    ids.emplace_back(d.samples[i].image_id);
+  }
+  return images_fingerprint(std::move(ids));
+}
+
+std::string images_fingerprint(std::vector<std::string_view> ids) {
+  std::sort(ids.begin(), ids.end());
+  uint64_t h = 14695981039346656037ull;  // FNV-1a, 64 bits
+  for (std::string_view id : ids) {
+    for (unsigned char ch : id) h = (h ^ ch) * 1099511628211ull;
+    h = (h ^ 0x0a) * 1099511628211ull;  // a separator: "ab","c" differs from "a","bc"
+  }
+  return fmt::format("{}:{:016x}", ids.size(), h);
 }
 
 std::vector<float> class_weights(const std::array<int64_t, kNumClasses>& counts, double exponent) {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "datasets/dataset.h"
@@ -52,6 +53,15 @@ Split with_test_set(const Dataset& d, double test_fraction, uint64_t test_seed,
 // with split "train", "val" or "test" (fields holding a comma or quote are quoted as RFC 4180). Runs write
 // it as split.csv so that other programs can train and score on exactly the same images.
 std::string split_csv(const Dataset& d, const Split& s);
+
+// A fingerprint of the images at `indices`: "<count>:<16 hex digits>", the count and a 64-bit FNV-1a
+// hash of their image_ids sorted (so independent of the order of the rows or of `indices`). Two
+// sides with the same fingerprint hold the same images. Checkpoints record it for each side of
+// their split, so that evaluate and train --resume can tell whether the metadata and images they
+// are given split the same way as the run's.
+std::string images_fingerprint(const Dataset& d, const std::vector<size_t>& indices);
+// The same from the image_ids themselves (e.g. the rows of a split.csv), in any order.
+std::string images_fingerprint(std::vector<std::string_view> image_ids);
 
 // The samples at `indices`, in that order (e.g. subset(d, split.train)).
 Dataset subset(const Dataset& d, const std::vector<size_t>& indices);

@@ -246,6 +246,44 @@ case_ "flag: --test-fraction 0.6" 2 "flag --test-fraction" -- "$T" --test-fracti
 case_ "flag: evaluate --batch 0" 2 "flag --batch" -- "$E" --checkpoint "$ck" --data "$work/ds" --images imgs --batch 0
 case_ "flag: predict --top 0" 2 "flag --top" -- "$P" --checkpoint "$ck" --top 0 "$keep"
 
+# ---- run folders, resuming, outputs ---------------------------------------------------------------
+run=$work/run
+cp "$run/metrics.jsonl" "$work/metrics.keep"
+case_ "train: --out of a finished run" 2 "already holds a run (last.safetensors); continue it with --resume" -- "$T" --synthetic-count 80 --epochs 1 --size 32x32 --report-images 0 --out "$run"
+cmp -s "$run/metrics.jsonl" "$work/metrics.keep" || { echo "FAIL: a refused --out changed the run's metrics.jsonl"; fail=1; }
+case_ "train: --resume from best.safetensors" 2 "holds no optimiser state" -- "$T" --resume "$run/best.safetensors"
+cp -r "$run" "$work/moved"
+cp "$run/result.json" "$work/result.keep"
+case_ "train: --resume of a copied run folder writes there (accepted)" 0 "writing to $work/moved" -- "$T" --resume "$work/moved/last.safetensors"
+cmp -s "$run/result.json" "$work/result.keep" || { echo "FAIL: resuming a copy rewrote the original run's result.json"; fail=1; }
+[ "$work/moved/result.json" -nt "$work/result.keep" ] || { echo "FAIL: resuming a copy did not write the copy's result.json"; fail=1; }
+# A run on its own copy of the synthetic images, stopped after one epoch, then its metadata's rows
+# reversed: the same settings split other images, which resuming and evaluate --split must refuse.
+cp -r "$syn" "$work/syn"
+"$T" --data "$work/syn" --epochs 2 --stop-after 1 --size 32x32 --report-images 0 --out "$work/synrun" > "$work/synrun.log" 2>&1 ||
+  { echo "FAIL: tiny run on a copied dataset"; cat "$work/synrun.log"; fail=1; }
+m=$work/syn/HAM10000_metadata.csv
+cp "$m" "$work/meta.keep"
+{ head -1 "$work/meta.keep"; tail -n +2 "$work/meta.keep" | tac; } > "$m"
+case_ "train: --resume after the metadata's rows were reordered" 2 "split into other" -- "$T" --resume "$work/synrun/last.safetensors"
+case_ "evaluate: --split val after the metadata's rows were reordered" 2 "is not the run's" -- "$E" --checkpoint "$work/synrun/best.safetensors" --data "$work/syn" --split val
+rm "$work/synrun/split.csv"  # the checkpoint's own record suffices
+case_ "evaluate: --split val, reordered, without split.csv" 2 "is not the run's" -- "$E" --checkpoint "$work/synrun/best.safetensors" --data "$work/syn" --split val
+cp "$work/meta.keep" "$m"
+case_ "evaluate: --split val on the run's data (accepted)" 0 '"split":"val"' -- "$E" --checkpoint "$work/synrun/best.safetensors" --data "$work/syn" --split val
+craft "$work/nan.safetensors" 'd = bytearray(d); d[0:4] = struct.pack("<f", float("nan")); d = bytes(d)'
+case_ "checkpoint: a NaN weight" 2 "holds a non-finite value" -- "$P" --checkpoint "$work/nan.safetensors" "$keep"
+case_ "checkpoint: a folder" 2 "is a folder, not a checkpoint file" -- "$E" --checkpoint "$run" --data "$work/ds" --images imgs
+case_ "evaluate: --out and --predictions one file by two names" 2 "name the same file" -- "$E" --checkpoint "$ck" --data "$work/ds" --images imgs --out "$work/./same.csv" --predictions "$work/same.csv"
+case_ "predict: a folder as the image" 2 "is a folder, not an image file" -- "$P" --checkpoint "$ck" "$work/ds/imgs"
+mkdir -p "$work/other" && cp "$keep" "$work/other/"
+case_ "predict: two heatmaps on one file" 2 "would both write" -- "$P" --checkpoint "$ck" --heatmap "$work/hm" "$keep" "$work/other/victim.jpg"
+[ -z "$(ls -A "$work/hm" 2>/dev/null)" ] || { echo "FAIL: a refused predict wrote heatmaps"; fail=1; }
+R=$build/tools/repeat
+case_ "repeat: a seed listed twice" 2 "0 is listed twice" -- "$R" --seeds 0,0 --out "$work/rep" -- --synthetic-count 80 --epochs 1
+[ ! -e "$work/rep" ] || { echo "FAIL: a refused repeat created $work/rep"; fail=1; }
+case_ "repeat: --summarize of one run twice" 2 "are the same run folder" -- "$R" --summarize "$run" "$work/./run"
+
 # ---- ONNX export ---------------------------------------------------------------------------------
 X=$build/tools/export
 if [ -x "$X" ]; then
@@ -258,6 +296,10 @@ if [ -x "$X" ]; then
   case_ "export: two checkpoints (an ensemble)" 2 "export takes one checkpoint" -- "$X" --checkpoint "$ck,$ck" --onnx "$work/x.onnx"
   case_ "export: --prior nonsense" 2 "flag --prior: expected auto, none, train or uniform" -- "$X" --checkpoint "$ck" --onnx "$work/x.onnx" --prior sometimes
   case_ "export: output folder missing" 2 "nofolder" -- "$X" --checkpoint "$ck" --onnx "$work/nofolder/x.onnx"
+  case_ "export: --onnx a folder" 2 "is a folder; give a file name" -- "$X" --checkpoint "$ck" --onnx "$work"
+  cp "$ck" "$work/ck.keep"
+  case_ "export: --onnx naming the checkpoint" 2 "is the checkpoint itself" -- "$X" --checkpoint "$ck" --onnx "$work/run/../run/best.safetensors"
+  cmp -s "$ck" "$work/ck.keep" || { echo "FAIL: a refused export changed the checkpoint"; fail=1; }
   [ -e "$work/x.onnx" ] && { echo "FAIL: a failed export left $work/x.onnx"; fail=1; }
   printf 'keep' > "$work/keep.onnx"
   case_ "export: a damaged checkpoint over an existing file" 2 "truncated" -- "$X" --checkpoint "$work/truncated.safetensors" --onnx "$work/keep.onnx"

@@ -188,7 +188,9 @@ pooled_line=$(grep "^pooled over" "$work/cv.out")
 [ -n "$pooled_line" ] || { echo "FAIL: repeat --folds 2 printed no 'pooled over' line"; fail=1; }
 expect 0 "$pooled_line" -- $R --summarize "$work/cv/fold-1" "$work/cv/fold-0"
 expect 0 "images are in no run's validation fold" -- $R --summarize "$work/cv/fold-0"
-expect 0 "is validated by both" -- $R --summarize "$work/cv/fold-0" "$work/cv/fold-0"
+rm -rf "$work/cv/fold-0-copy" && cp -r "$work/cv/fold-0" "$work/cv/fold-0-copy"  # one fold in two folders
+expect 0 "is validated by both" -- $R --summarize "$work/cv/fold-0" "$work/cv/fold-0-copy"
+expect 2 "are the same run folder" -- $R --summarize "$work/cv/fold-0" "$work/cv/./fold-0"
 for v in "1 80" "0 120"; do read -r fs n <<< "$v"
   $R --folds 2 --seed $fs --out "$work/cv-$fs-$n" -- --synthetic-count $n --epochs 1 --size 32x32 --report-images 0 \
     > "$work/cv-$fs-$n.log" 2>&1 || { echo "FAIL: repeat --folds 2 --seed $fs (--synthetic-count $n)"; cat "$work/cv-$fs-$n.log"; fail=1; }

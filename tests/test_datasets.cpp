@@ -294,6 +294,24 @@ BOOST_AUTO_TEST_CASE(isic_ground_truth) {
   expect_error([&] { read_isic_ground_truth((t.path / "none.csv").string(), t.str()); }, {"none.csv", "not found"});
 }
 
+BOOST_AUTO_TEST_CASE(images_fingerprint_depends_on_the_set_of_images_only) {
+  Dataset d;
+  d.samples = {{"ab", "L0", "x/ab.jpg", 5}, {"c", "L1", "x/c.jpg", 3}, {"a", "L2", "x/a.jpg", 5}, {"bc", "L3", "x/bc.jpg", 0}};
+  const std::string fp = images_fingerprint(d, {0, 1});
+  BOOST_TEST(fp.starts_with("2:"));
+  BOOST_TEST(fp.size() == 2 + 16);
+  BOOST_TEST(images_fingerprint(d, {1, 0}) == fp);                   // order of the indices
+  BOOST_TEST(images_fingerprint({"c", "ab"}) == fp);                 // from the ids themselves
+  BOOST_TEST(images_fingerprint(d, {2, 3}) != fp);                   // "a","bc" against "ab","c": same letters
+  BOOST_TEST(images_fingerprint(d, {0}) != fp);                      // a subset
+  BOOST_TEST(images_fingerprint(d, {0, 1, 2}) != fp);                // a superset
+  BOOST_TEST(images_fingerprint(d, {}) == "0:cbf29ce484222325");     // FNV-1a's offset basis: nothing hashed
+  Dataset reordered = d;                                              // rows of the metadata in another order
+  std::swap(reordered.samples[0], reordered.samples[1]);
+  BOOST_TEST(images_fingerprint(reordered, {0, 1}) == fp);
+  expect_error([&] { images_fingerprint(d, {4}); }, {"index 4", "4 images"});
+}
+
 BOOST_AUTO_TEST_CASE(split_csv_lists_each_image_with_its_side) {
   Dataset d;
   d.samples = {{"I0", "L0", "imgs/I0.jpg", 5}, {"I1", "L1", "a,b/I1.jpg", 3}, {"I2", "L0", "imgs/I2.jpg", 5},

@@ -11,6 +11,7 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -244,6 +245,8 @@ std::vector<long> parse_list(const std::string& s, const char* flag) {
     char* end = nullptr;
     const long v = std::strtol(t.c_str(), &end, 10);
     DERMIS_CHECK(!t.empty() && *end == '\0' && v >= 0, "flag --{}: '{}' is not a non-negative integer", flag, t);
+    DERMIS_CHECK(std::find(out.begin(), out.end(), v) == out.end(),
+                 "flag --{}: {} is listed twice; each run counts once in the mean", flag, v);
     out.push_back(v);
   }
   DERMIS_CHECK(!out.empty(), "flag --{}: give a comma-separated list, e.g. 0,1,2", flag);
@@ -283,6 +286,14 @@ int main(int argc, char** argv) {
     if (!args.parse(static_cast<int>(own.size()), own.data())) return 0;
     if (args.flag("summarize")) {
       DERMIS_CHECK(!positional.empty(), "--summarize needs run folders (each with result.json)");
+      for (const char* f : {"out", "seeds", "folds", "seed"})
+        args.reject_unless(f, false, "does not apply with --summarize (which reads finished runs)");
+      for (size_t i = 0; i < positional.size(); ++i)
+        for (size_t j = 0; j < i; ++j)
+          DERMIS_CHECK(!(fs::exists(positional[i]) && fs::exists(positional[j]) &&
+                         fs::equivalent(positional[i], positional[j])),
+                       "--summarize: {} and {} are the same run folder; give each run once", positional[j],
+                       positional[i]);
       std::vector<RunResult> rs;
       for (auto& d : positional) rs.push_back(read_result(d));
       summarize(rs);
@@ -334,7 +345,9 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
         const int rc = run_train(train_bin, a);
         if (rc != 0)
-          DERMIS_FAIL("run {} stopped (train exit code {}); the same repeat command continues it", dir, rc);
+          DERMIS_FAIL("run {} stopped (train exit code {}; train's message is above): once that is dealt with, the "
+                      "same repeat command continues (finished runs are kept, an interrupted one resumes)",
+                      dir, rc);
       }
       rs.push_back(read_result(dir));
     }

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 
@@ -54,6 +55,7 @@ void check_signature(const std::vector<uint8_t>& d, const std::string& name) {
 }  // namespace
 
 std::vector<uint8_t> read_file(const std::string& path) {
+  DERMIS_CHECK(!std::filesystem::is_directory(path), "{}: is a folder, not an image file; give the image files in it", path);
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   DERMIS_CHECK(f.good(), "{}: cannot open the file ({})", path, std::strerror(errno));
   const std::streamsize n = f.tellg();

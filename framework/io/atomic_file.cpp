@@ -83,4 +83,12 @@ void check_output_path(const char* flag, const std::string& path) {
                "flag --{}: the folder {} is not writable; give another path", flag, dir.empty() ? "." : dir.string());
 }
 
+bool same_file(const std::string& a, const std::string& b) {
+  namespace fs = std::filesystem;
+  std::error_code ea, eb;
+  if (fs::exists(a, ea) && fs::exists(b, eb)) return fs::equivalent(a, b, ea);
+  const fs::path ca = fs::weakly_canonical(fs::absolute(a), ea), cb = fs::weakly_canonical(fs::absolute(b), eb);
+  return !ea && !eb ? ca == cb : fs::absolute(a).lexically_normal() == fs::absolute(b).lexically_normal();
+}
+
 }  // namespace dermis::io

@@ -40,4 +40,7 @@ void write_file_atomic(const std::string& path, const std::vector<uint8_t>& byte
 // a file name whose folder exists and is writable, so that a typo stops the tool before its work.
 void check_output_path(const char* flag, const std::string& path);
 
+// Whether two paths name one file ("a.csv" and "./a.csv", or two links to it), whether or not it exists yet.
+bool same_file(const std::string& a, const std::string& b);
+
 }  // namespace dermis::io

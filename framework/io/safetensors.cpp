@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -87,6 +88,8 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
 }
 
 TensorFile load_safetensors(const std::string& path) {
+  DERMIS_CHECK(!std::filesystem::is_directory(path), "{} is a folder, not a checkpoint file; give a .safetensors file in it",
+               path);
   std::ifstream f(path, std::ios::binary);
   DERMIS_CHECK(f.good(), "cannot open {}: {}", path, std::strerror(errno));
   f.seekg(0, std::ios::end);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <unordered_map>
@@ -568,6 +569,8 @@ TensorFile load_torch(const std::string& path) {
 }
 
 TensorFile load_weights_file(const std::string& path) {
+  DERMIS_CHECK(!std::filesystem::is_directory(path), "{} is a folder, not a weights file; give the .pth, .pt or "
+               ".safetensors file in it", path);
   std::ifstream f(path, std::ios::binary);
   DERMIS_CHECK(f.good(), "cannot open {}: {}", path, std::strerror(errno));
   unsigned char m[2] = {};

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string_view>
 
@@ -70,6 +71,11 @@ void save_checkpoint(const std::string& path, models::Classifier& model, const C
     for (double v : info.trained_prior) mp.push_back(v);
     meta["priors"] = json::dump(json::Object{{"train", tp}, {"trained", mp}});
   }
+  if (!info.split.empty()) {
+    json::Object sides;
+    for (auto& [side, fp] : info.split) sides[side] = fp;
+    meta["split"] = json::dump(sides);
+  }
   io::save_safetensors(path, tensors, meta);
 }
 
@@ -125,6 +131,11 @@ Checkpoint load_checkpoint(const std::string& path) {
       for (auto& v : p.at("train").array("train")) in.train_prior.push_back(v.number("train prior"));
       for (auto& v : p.at("trained").array("trained")) in.trained_prior.push_back(v.number("trained prior"));
     }
+    if (m.count("split")) {  // absent in older checkpoints
+      const json::Value sp = json::parse(m.at("split"), "split");
+      for (const char* side : {"train", "val", "test"})
+        if (auto* v = sp.find(side)) in.split[side] = v->string(side);
+    }
     const json::Value r = json::parse(get("rng"), "rng");
     in.rng_seed = std::stoull(r.at("seed").string());
     in.rng_counter = std::stoull(r.at("counter").string());
@@ -140,11 +151,25 @@ Checkpoint load_checkpoint(const std::string& path) {
     DERMIS_CHECK(ok, "{}: damaged checkpoint metadata: the class priors are not {} probabilities", path,
                  in.classes.size());
   }
-  ck.model = models::create(in.model, static_cast<int>(in.classes.size()));
+  try {
+    ck.model = models::create(in.model, static_cast<int>(in.classes.size()));
+  } catch (const Error& e) {
+    DERMIS_FAIL("{}: {} (a checkpoint of another dermis version, or damaged)", path, e.what());
+  }
   std::vector<std::pair<std::string, Tensor>> weights;
   for (auto& [n, t] : ck.file.tensors)
     if (!has_prefix(n, kOptimizerPrefix) && !has_prefix(n, kAveragePrefix) && !has_prefix(n, kSwaPrefix))
       weights.emplace_back(n, t);
+  // A run that diverged, or a damaged file, would otherwise give NaN probabilities and a class.
+  for (auto& [n, t] : ck.file.tensors) {
+    if (t.dtype() != DType::f32) continue;
+    const auto v = t.values();
+    const auto bad = std::find_if(v.begin(), v.end(), [](float x) { return !std::isfinite(x); });
+    DERMIS_CHECK(bad == v.end(),
+                 "{}: tensor {} holds a non-finite value ({} at element {}): the checkpoint is damaged or its run "
+                 "diverged; use an earlier checkpoint of the run",
+                 path, n, *bad, bad - v.begin());
+  }
   try {
     ck.model->load_state(weights);
   } catch (const Error& e) {

@@ -5,6 +5,7 @@
 // training exactly (epoch, step, schedule state, generator state, elapsed time, the run's config).
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +44,9 @@ struct CheckpointInfo {
   // uniform for class-balanced training).
   std::vector<double> train_prior, trained_prior;
   int64_t swa_count = 0;  // epochs averaged into the stochastic weight average so far
+  // The images of each side of the run's split ("train", "val", "test" when held out), as
+  // datasets::images_fingerprint; empty in checkpoints of older versions.
+  std::map<std::string, std::string> split;
 };
 
 // Writes atomically. With `opt`, the momentum buffers are included (for --resume); with `average`,

@@ -367,7 +367,7 @@ const std::vector<Option>& options() {
                "shades-of-grey colour constancy with this Minkowski power (6 is usual; 0: off), on every training "
                "image and, recorded in the checkpoint, in evaluate and predict"),
         choice("decision-prior", "decision_prior", FIELD(decision_prior),
-               "the class prior evaluate and predict apply to this model's probabilities by default (their --prior): "
+               "the class prior evaluate and predict apply to this model's probabilities unless told otherwise (their --prior): "
                "none (as trained), train (shifted to the training set's class frequencies: with class-balanced "
                "training, the deployment prior of HAM10000-like data) or uniform (with natural sampling: a balanced "
                "decision); train validates, picks the best epoch and reports with it too"),

@@ -48,8 +48,11 @@ int export_main(int argc, char** argv) {
     if (!args.parse(argc, argv)) return 0;
     DERMIS_CHECK(!args.str("checkpoint").empty(), "flag --checkpoint is required (a checkpoint written by train)");
     DERMIS_CHECK(!args.str("onnx").empty(), "flag --onnx is required (the file to write, e.g. model.onnx)");
+    io::check_output_path("onnx", args.str("onnx"));
     std::vector<Member> members = load_members(args.str("checkpoint"), args.str("weights"));
     DERMIS_CHECK(members.size() == 1, "flag --checkpoint: export takes one checkpoint, not an ensemble");
+    DERMIS_CHECK(!io::same_file(args.str("onnx"), members.front().path),
+                 "flag --onnx: {} is the checkpoint itself; give another file name for the ONNX model", args.str("onnx"));
     Member& m = members.front();
     const CheckpointInfo& info = m.ck.info;
     const DecisionPrior prior = resolve_prior(args.str("prior"), m);

@@ -4,14 +4,17 @@
 #include "tools.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <numeric>
 #include <string>
 
+#include "datasets/csv.h"
 #include "datasets/ham10000.h"
 #include "datasets/split.h"
 #include "framework/cli.h"
@@ -82,6 +85,45 @@ void fill_priors(Member& m, const datasets::Dataset& ds) {
     w = datasets::class_weights(ca, m.cfg.class_weights == ClassWeights::inverse ? 1.0 : 0.5);
   m.ck.info.train_prior = frequency_prior(counts);
   m.ck.info.trained_prior = trained_class_prior(counts, m.cfg.class_power(), w, m.cfg.logit_adjust);
+}
+
+// Stops when `rows`, side `split` of m's split recomputed from the data given, are not the images
+// the run had on that side: by the checkpoint's record, or for a checkpoint of an older version by
+// the split.csv beside it. Other metadata (rows added, removed or reordered) or missing images give
+// another split, whose validation or test side would hold training images.
+void check_same_split(const Member& m, const datasets::Dataset& ds, const std::vector<size_t>& rows,
+                      const std::string& split, const std::string& data) {
+  std::string recorded, where = "the checkpoint";
+  if (auto it = m.ck.info.split.find(split); it != m.ck.info.split.end()) {
+    recorded = it->second;
+  } else {
+    const std::string csv = (std::filesystem::path(m.path).parent_path() / "split.csv").string();
+    if (!std::filesystem::is_regular_file(csv)) {
+      fmt::print(stderr,
+                 "evaluate: note: {} (an older version's) records no split and has no split.csv beside it, so its {} "
+                 "images are not checked against the run's\n",
+                 m.path, split);
+      return;
+    }
+    const datasets::CsvTable t = datasets::read_csv(csv);
+    const int id = t.column("image_id"), side = t.column("split");
+    DERMIS_CHECK(id >= 0 && side >= 0, "{}: not a split.csv of train (it needs image_id and split)", csv);
+    std::vector<std::string_view> ids;
+    for (const auto& row : t.rows)
+      if (row.fields[static_cast<size_t>(side)] == split) ids.emplace_back(row.fields[static_cast<size_t>(id)]);
+    recorded = datasets::images_fingerprint(std::move(ids)), where = csv;
+  }
+  const std::string now = datasets::images_fingerprint(ds, rows);
+  auto said = [](const std::string& fp) {  // "count:hash" -> "N images (fingerprint H)"
+    const size_t c = fp.find(':');
+    return c == std::string::npos ? fp : fmt::format("{} images (fingerprint {})", fp.substr(0, c), fp.substr(c + 1));
+  };
+  DERMIS_CHECK(now == recorded,
+               "flag --split {}: with the data in {}, the {} side of {} is {}, not the run's {} according to {}: the "
+               "metadata CSV or the image folder is not the run's (rows added, removed or reordered, images missing "
+               "or skipped), so it would mix in training images; evaluate with the data the run was trained on, or "
+               "score every image with --split all",
+               split, data, split, m.path, said(now), said(recorded), where);
 }
 
 // The members' probabilities for rule `prior` (each moved from its own trained prior), averaged.
@@ -157,7 +199,8 @@ int evaluate_main(int argc, char** argv) {
     if (!args.parse(argc, argv)) return 0;
     DERMIS_CHECK(!args.str("checkpoint").empty(), "flag --checkpoint is required");
     for (const char* f : {"out", "predictions"}) io::check_output_path(f, args.str(f));
-    DERMIS_CHECK(args.str("predictions").empty() || args.str("out") != args.str("predictions"),
+    DERMIS_CHECK(args.str("predictions").empty() || args.str("out").empty() ||
+                     !io::same_file(args.str("out"), args.str("predictions")),
                  "flags --out and --predictions name the same file {}; give two", args.str("out"));
     DERMIS_CHECK(!args.str("data").empty(), "flag --data is required");
     const bool ground_truth = !args.str("ground-truth").empty();
@@ -209,6 +252,7 @@ int evaluate_main(int argc, char** argv) {
                      "such an ensemble on a held-out test set they share (train --test-fraction, same --test-seed: "
                      "--split test) or score the checkpoints one at a time",
                      split, first.path, members[m].path, split);
+      for (const auto& m : members) check_same_split(m, ds, rows, split, args.str("data"));
       ds = datasets::subset(ds, rows);
     }
     const std::vector<data::Item> items = ds.items();
@@ -216,6 +260,7 @@ int evaluate_main(int argc, char** argv) {
     std::vector<Predictions> preds;
     int64_t bad = 0;
     std::string input_size;
+    const bool tty = isatty(fileno(stderr));
     for (size_t m = 0; m < members.size(); ++m) {
       data::LoaderOptions o = members[m].eval_options(decode);
       o.batch = args.integer("batch", 1, 4096), o.skip_bad_images = skip;
@@ -223,14 +268,15 @@ int evaluate_main(int argc, char** argv) {
       input_size += fmt::format("{}{}x{}", m ? "," : "", o.height, o.width);
       data::Loader loader(items, o);
       preds.push_back(predict(*members[m].ck.model, loader, args.flag("tta"), [&](int64_t done, int64_t total) {
-        std::fprintf(stderr, "\revaluating %s%ld/%ld images",
+        if (!tty && done < total) return;  // a log file gets one line per model, not a line of updates
+        std::fprintf(stderr, "%sevaluating %s%ld/%ld images%s", tty ? "\r" : "",
                      members.size() > 1 ? fmt::format("model {}/{}: ", m + 1, members.size()).c_str() : "",
-                     static_cast<long>(done), static_cast<long>(total));
+                     static_cast<long>(done), static_cast<long>(total), tty ? "" : "\n");
       }));
       DERMIS_CHECK(preds.back().items == preds.front().items, "the ensemble's members read different images");
       bad = std::max(bad, loader.bad_images());
     }
-    std::fprintf(stderr, "\n");
+    if (tty) std::fprintf(stderr, "\n");
     const std::vector<int>& labels = preds.front().labels;
     const std::vector<float> probs = combine(members, preds, prior);
     auto r = metrics::evaluate(labels, probs, static_cast<int>(K));
@@ -319,7 +365,23 @@ int predict_main(int argc, char** argv) {
     for (auto& m : members) targets.push_back(target_prior(m.ck.info, prior, m.path));
     const auto& classes = members.front().ck.info.classes;
     const std::string hdir = args.str("heatmap");
-    if (!hdir.empty()) fs::create_directories(hdir);
+    // Every image readable, and no two heatmaps on one file, before the first result is printed.
+    std::map<std::string, std::string> heat_of;  // heatmap file -> image
+    for (const auto& p : images) {
+      DERMIS_CHECK(fs::is_regular_file(p), "{}: {}; give existing image files", p,
+                   fs::is_directory(p) ? "is a folder, not an image file" : "no such file");
+      if (hdir.empty()) continue;
+      const std::string name = fs::path(p).stem().string() + "_heatmap.jpg";
+      const auto [it, fresh] = heat_of.emplace(name, p);
+      DERMIS_CHECK(fresh, "flag --heatmap: {} and {} would both write {}/{}; run predict on them separately (or with "
+                   "separate --heatmap folders)", it->second, p, hdir, name);
+    }
+    if (!hdir.empty()) {
+      std::error_code ec;
+      fs::create_directories(hdir, ec);
+      DERMIS_CHECK(!ec && fs::is_directory(hdir), "flag --heatmap: cannot create the folder {}: {}; give another folder",
+                   hdir, ec ? ec.message() : "a file of that name exists");
+    }
     std::vector<data::Item> items;
     for (auto& p : images) items.push_back({p, 0});
     std::vector<std::unique_ptr<data::Loader>> loaders;

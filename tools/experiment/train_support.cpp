@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <set>
 #include <filesystem>
 #include <fstream>
 
@@ -106,7 +107,15 @@ void remove_stale_temporaries(const std::string& dir) {
   std::error_code ec;
   for (auto& e : fs::directory_iterator(dir, ec)) {
     const std::string n = e.path().filename().string();
-    if (n.find(".tmp.") != std::string::npos) fs::remove(e.path(), ec);
+    const size_t at = n.find(".tmp.");
+    if (at == std::string::npos) continue;
+    // Only train's own files: another program's temporaries in the folder are not ours to remove.
+    static const std::set<std::string> ours{"last.safetensors", "best.safetensors", "swa.safetensors",
+                                            "model.safetensors", "metrics.jsonl",    "split.csv",
+                                            "result.json",       "report.html"};
+    const std::string pid = n.substr(at + 5);
+    if (ours.count(n.substr(0, at)) && !pid.empty() && pid.find_first_not_of("0123456789") == std::string::npos)
+      fs::remove(e.path(), ec);
   }
 }
 

@@ -51,7 +51,8 @@ std::string first_nonfinite(const Var& logits, float loss, models::Classifier& m
 // Checks before training that the run folder takes files and has room for two checkpoints (the
 // new one is written beside the old before replacing it).
 void check_output_folder(const std::string& dir, uint64_t checkpoint_bytes);
-// Removes the temporary files of atomic writes (NAME.tmp.PID) that a killed process left behind.
+// Removes the temporary files of atomic writes (NAME.tmp.PID) of train's own files (checkpoints,
+// metrics, split, result, report) that a killed process left behind.
 void remove_stale_temporaries(const std::string& dir);
 void append_line(const std::string& path, const std::string& line);
 

@@ -122,6 +122,7 @@ class Trainer {
   std::unique_ptr<data::Loader> bn_loader_;  // training batches for its BatchNorm statistics
   std::optional<metrics::Report> swa_report_, last_report_;
   std::vector<int64_t> class_counts_;
+  std::map<std::string, std::string> split_;  // images_fingerprint of each side, recorded in checkpoints
   // --init: which optimiser parameters came from the file, and which of those --freeze-epochs holds.
   std::vector<char> pretrained_, frozen_;
   std::optional<io::TensorFile> init_file_;  // read in resolve_config, loaded in setup_model

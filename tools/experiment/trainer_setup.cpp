@@ -58,9 +58,20 @@ void Trainer::resolve_config() {
     stored.stop_after = c_.stop_after;
     if (c_.threads > 0) stored.threads = c_.threads;  // run settings: how, not what, the run computes
     if (c_.loader_threads > 0) stored.loader_threads = c_.loader_threads;
-    if (stored.out.empty()) stored.out = fs::path(path).parent_path().string();
+    // The run continues in the folder that holds the checkpoint (a copied or moved run folder
+    // continues where it is now, not where it was first written).
+    const fs::path folder = fs::path(path).parent_path();
+    stored.out = folder.empty() ? std::string(".") : folder.string();
+    // Only last.safetensors carries the optimiser state (momentum) a run continues with; best, swa
+    // and model.safetensors are weights for evaluate and predict.
+    bool has_optimizer = false;
+    for (auto& [name, t] : ck_->file.tensors) has_optimizer = has_optimizer || name.starts_with("optimizer.");
+    DERMIS_CHECK(has_optimizer || stored.momentum == 0 || ck_->info.step == 0,
+                 "flag --resume: {} holds no optimiser state, so a run cannot continue from it (best, swa and "
+                 "model.safetensors hold weights for evaluate and predict); resume from the run's last.safetensors",
+                 path);
     c_ = stored;
-    fmt::print("resuming {} from {} (epoch {} done)\n", c_.model, path, ck_->info.epoch);
+    fmt::print("resuming {} from {} (epoch {} done), writing to {}\n", c_.model, path, ck_->info.epoch, c_.out);
   }
   synthetic_ = c_.data.empty();
   if (c_.height == 0) c_.height = synthetic_ ? 72 : 112, c_.width = synthetic_ ? 96 : 150;
@@ -97,6 +108,14 @@ void Trainer::prepare_run_folder() {
     fs::create_directories(c_.out, ec);
     DERMIS_CHECK(!ec && fs::is_directory(c_.out), "cannot create the run folder {}: {}; choose another with --out",
                  c_.out, ec ? ec.message() : "a file of that name exists");
+    // A new run does not replace a run that has finished an epoch there (a folder holding only
+    // what an interrupted first epoch leaves, split.csv or a log, is reused).
+    if (!ck_)
+      for (const char* f : {"last.safetensors", "metrics.jsonl", "result.json"})
+        DERMIS_CHECK(!fs::exists(fs::path(c_.out) / f),
+                     "flag --out: {} already holds a run ({}); continue it with --resume {}, or choose another "
+                     "--out (or delete the folder to start it again)",
+                     c_.out, f, (fs::path(c_.out) / "last.safetensors").string());
     remove_stale_temporaries(c_.out);
   }
   metrics_path_ = (fs::path(c_.out) / "metrics.jsonl").string();
@@ -125,6 +144,18 @@ void Trainer::setup_data() {
   dist::barrier();
   const datasets::Dataset ds = datasets::read_ham10000(root_, {c_.images, c_.skip_bad_images});
   const datasets::Split split = run_split(ds, c_);
+  split_["train"] = datasets::images_fingerprint(ds, split.train);
+  split_["val"] = datasets::images_fingerprint(ds, split.val);
+  if (!split.test.empty()) split_["test"] = datasets::images_fingerprint(ds, split.test);
+  // A resumed run must train and validate on the images it started with: another metadata CSV (rows
+  // added, removed or reordered) or missing images give another split.
+  if (ck_ && !ck_->info.split.empty())
+    for (auto& [side, fp] : split_)
+      DERMIS_CHECK(ck_->info.split.count(side) && ck_->info.split.at(side) == fp,
+                   "{}: the data in {} split into other {} images than the run's (now count:fingerprint {}, in the "
+                   "checkpoint {}): the metadata CSV or the image folder has changed since the run started (rows "
+                   "added, removed or reordered, images missing); resume with the data the run started with",
+                   c_.resume, root_, side, fp, ck_->info.split.count(side) ? ck_->info.split.at(side) : "none");
   train_items_ = ds.items(split.train), val_items_ = ds.items(split.val), test_items_ = ds.items(split.test);
   if (writer_) {  // the exact images of each side, for other programs (e.g. a PyTorch reference run)
     const std::string text = datasets::split_csv(ds, split);
@@ -265,7 +296,7 @@ void Trainer::setup_model() {
   }
   sched_ = std::make_unique<optim::Schedule>(c_.schedule_options());
   state_.model = c_.model, state_.classes = class_list(), state_.height = c_.height, state_.width = c_.width;
-  state_.norm = norm_, state_.config = c_.to_json();
+  state_.norm = norm_, state_.config = c_.to_json(), state_.split = split_;
   state_.train_prior = frequency_prior(class_counts_);
   state_.trained_prior = trained_class_prior(class_counts_, c_.class_power(), class_weights_, c_.logit_adjust);
   if (!ck_) return;
