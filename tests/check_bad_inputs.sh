@@ -269,7 +269,12 @@ case_ "train: --resume after the metadata's rows were reordered" 2 "split into o
 case_ "evaluate: --split val after the metadata's rows were reordered" 2 "is not the run's" -- "$E" --checkpoint "$work/synrun/best.safetensors" --data "$work/syn" --split val
 rm "$work/synrun/split.csv"  # the checkpoint's own record suffices
 case_ "evaluate: --split val, reordered, without split.csv" 2 "is not the run's" -- "$E" --checkpoint "$work/synrun/best.safetensors" --data "$work/syn" --split val
-cp "$work/meta.keep" "$m"
+mv "$work/syn" "$work/syn-moved"
+case_ "train: --resume after the run's data moved" 2 "the run's data folder $work/syn does not exist here" -- "$T" --resume "$work/synrun/last.safetensors"
+case_ "train: --resume --data with the moved data, rows reordered" 2 "split into other" -- "$T" --resume "$work/synrun/last.safetensors" --data "$work/syn-moved"
+cp "$work/meta.keep" "$work/syn-moved/HAM10000_metadata.csv"
+case_ "train: --resume --data with where the data is now (accepted)" 0 "epoch 2" -- "$T" --resume "$work/synrun/last.safetensors" --data "$work/syn-moved"
+mv "$work/syn-moved" "$work/syn"
 case_ "evaluate: --split val on the run's data (accepted)" 0 '"split":"val"' -- "$E" --checkpoint "$work/synrun/best.safetensors" --data "$work/syn" --split val
 craft "$work/nan.safetensors" 'd = bytearray(d); d[0:4] = struct.pack("<f", float("nan")); d = bytes(d)'
 case_ "checkpoint: a NaN weight" 2 "holds a non-finite value" -- "$P" --checkpoint "$work/nan.safetensors" "$keep"

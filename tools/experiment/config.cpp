@@ -249,10 +249,12 @@ const std::vector<Option>& options() {
     const auto synthetic = [](const TrainConfig& c) { return c.data.empty(); };
     return std::vector<Option>{
         recipe(),
-        text("data", "data", FIELD(data), "HAM10000 folder (metadata CSV + images); default: the built-in synthetic dataset"),
-        when(text("images", "images", FIELD(images),
-                  "image subfolder of --data (default: HAM10000_images_part_1 and _part_2)"),
-             data, "--data"),
+        run_setting(text("data", "data", FIELD(data),
+                         "HAM10000 folder (metadata CSV + images); default: the built-in synthetic dataset; with "
+                         "--resume: where the run's data is now, if it moved (it must split into the same images)")),
+        run_setting(when(text("images", "images", FIELD(images),
+                              "image subfolder of --data (default: HAM10000_images_part_1 and _part_2)"),
+                         data, "--data")),
         when(boolean("skip-bad-images", "skip_bad_images", FIELD(skip_bad_images),
                      "warn about and skip missing or unreadable images instead of stopping"),
              data, "--data"),
@@ -486,8 +488,8 @@ TrainConfig train_config_from_flags(const cli::Args& a) {
     if (!c.resume.empty() && !o.with_resume)
       a.reject_unless(o.flag, false,
                       "cannot be given with --resume: a resumed run continues with the settings stored in its "
-                      "checkpoint (only --stop-after, --threads and --loader-threads may change); to change settings, "
-                      "start a new run");
+                      "checkpoint (only --stop-after, --threads, --loader-threads, and --data/--images for data that has "
+                      "moved, may change); to change settings, start a new run");
     a.reject_unless(o.flag, o.applies(c), "applies only with " + o.applies_when);
   }
   c.validate();

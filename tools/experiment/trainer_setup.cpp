@@ -58,6 +58,14 @@ void Trainer::resolve_config() {
     stored.stop_after = c_.stop_after;
     if (c_.threads > 0) stored.threads = c_.threads;  // run settings: how, not what, the run computes
     if (c_.loader_threads > 0) stored.loader_threads = c_.loader_threads;
+    DERMIS_CHECK(c_.data.empty() || fs::is_directory(c_.data), "flag --data: {} is not a folder", c_.data);
+    if (!c_.data.empty()) stored.data = c_.data, stored.images = c_.images.empty() ? stored.images : c_.images;
+    DERMIS_CHECK(stored.data.empty() || fs::is_directory(stored.data),
+                 "{}: the run's data folder {} does not exist here{}; run from the folder the run was started in, or "
+                 "give --data with where the data is now",
+                 path, stored.data,
+                 c_.data.empty() && fs::path(stored.data).is_relative() ? " (a path relative to where the run started)"
+                                                                         : "");
     // The run continues in the folder that holds the checkpoint (a copied or moved run folder
     // continues where it is now, not where it was first written).
     const fs::path folder = fs::path(path).parent_path();
