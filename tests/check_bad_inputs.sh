@@ -249,9 +249,17 @@ case_ "flag: predict --top 0" 2 "flag --top" -- "$P" --checkpoint "$ck" --top 0 
 # ---- run folders, resuming, outputs ---------------------------------------------------------------
 run=$work/run
 cp "$run/metrics.jsonl" "$work/metrics.keep"
-case_ "train: --out of a finished run" 2 "already holds a run (last.safetensors); continue it with --resume" -- "$T" --synthetic-count 80 --epochs 1 --size 32x32 --report-images 0 --out "$run"
+case_ "train: --out of a finished run" 2 "already holds a run; continue it with --resume" -- "$T" --synthetic-count 80 --epochs 1 --size 32x32 --report-images 0 --out "$run"
 cmp -s "$run/metrics.jsonl" "$work/metrics.keep" || { echo "FAIL: a refused --out changed the run's metrics.jsonl"; fail=1; }
 case_ "train: --resume from best.safetensors" 2 "holds no optimiser state" -- "$T" --resume "$run/best.safetensors"
+case_ "train: --resume from model.safetensors" 2 "holds no optimiser state" -- "$T" --resume "$run/model.safetensors"
+mkdir -p "$work/lonely" && cp "$run/last.safetensors" "$work/lonely/"
+case_ "train: --resume of a last.safetensors copied alone" 2 "is not beside $work/lonely/last.safetensors" -- "$T" --resume "$work/lonely/last.safetensors"
+# A run killed while saving its first epoch leaves metrics.jsonl without last.safetensors: started again.
+mkdir -p "$work/half" && echo '{"epoch":1}' > "$work/half/metrics.jsonl"
+case_ "train: --out of a run killed in its first save (accepted)" 0 "checkpoint:" -- "$T" --synthetic-count 80 --epochs 1 --size 32x32 --report-images 0 --out "$work/half"
+[ "$(grep -c epoch "$work/half/metrics.jsonl")" -eq 1 ] && ! grep -q '^{"epoch":1}$' "$work/half/metrics.jsonl" ||
+  { echo "FAIL: the restarted run kept the killed run's metrics.jsonl line"; fail=1; }
 cp -r "$run" "$work/moved"
 cp "$run/result.json" "$work/result.keep"
 case_ "train: --resume of a copied run folder writes there (accepted)" 0 "writing to $work/moved" -- "$T" --resume "$work/moved/last.safetensors"
@@ -267,6 +275,13 @@ cp "$m" "$work/meta.keep"
 { head -1 "$work/meta.keep"; tail -n +2 "$work/meta.keep" | tac; } > "$m"
 case_ "train: --resume after the metadata's rows were reordered" 2 "split into other" -- "$T" --resume "$work/synrun/last.safetensors"
 case_ "evaluate: --split val after the metadata's rows were reordered" 2 "is not the run's" -- "$E" --checkpoint "$work/synrun/best.safetensors" --data "$work/syn" --split val
+# Checkpoints of older versions record no split: they are checked against the run's split.csv.
+old_style='del h["__metadata__"]["split"]; del h["__metadata__"]["resumable"]'
+ck=$work/synrun/best.safetensors craft "$work/synrun/old-best.safetensors" "$old_style"
+ck=$work/synrun/last.safetensors craft "$work/synrun/old-last.safetensors" "$old_style"
+case_ "evaluate: --split val of an older checkpoint, reordered" 2 "according to $work/synrun/split.csv" -- "$E" --checkpoint "$work/synrun/old-best.safetensors" --data "$work/syn" --split val
+case_ "train: --resume of an older checkpoint, reordered" 2 "in $work/synrun/split.csv" -- "$T" --resume "$work/synrun/old-last.safetensors"
+rm "$work/synrun/old-best.safetensors" "$work/synrun/old-last.safetensors"
 rm "$work/synrun/split.csv"  # the checkpoint's own record suffices
 case_ "evaluate: --split val, reordered, without split.csv" 2 "is not the run's" -- "$E" --checkpoint "$work/synrun/best.safetensors" --data "$work/syn" --split val
 mv "$work/syn" "$work/syn-moved"

@@ -71,6 +71,7 @@ void save_checkpoint(const std::string& path, models::Classifier& model, const C
     for (double v : info.trained_prior) mp.push_back(v);
     meta["priors"] = json::dump(json::Object{{"train", tp}, {"trained", mp}});
   }
+  meta["resumable"] = opt ? "true" : "false";
   if (!info.split.empty()) {
     json::Object sides;
     for (auto& [side, fp] : info.split) sides[side] = fp;
@@ -130,6 +131,10 @@ Checkpoint load_checkpoint(const std::string& path) {
       const json::Value p = json::parse(m.at("priors"), "priors");
       for (auto& v : p.at("train").array("train")) in.train_prior.push_back(v.number("train prior"));
       for (auto& v : p.at("trained").array("trained")) in.trained_prior.push_back(v.number("trained prior"));
+    }
+    if (m.count("resumable")) {  // absent in older checkpoints
+      DERMIS_CHECK(m.at("resumable") == "true" || m.at("resumable") == "false", "bad resumable '{}'", m.at("resumable"));
+      in.resumable = m.at("resumable") == "true";
     }
     if (m.count("split")) {  // absent in older checkpoints
       const json::Value sp = json::parse(m.at("split"), "split");

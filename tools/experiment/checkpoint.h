@@ -7,6 +7,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,9 @@ struct CheckpointInfo {
   // The images of each side of the run's split ("train", "val", "test" when held out), as
   // datasets::images_fingerprint; empty in checkpoints of older versions.
   std::map<std::string, std::string> split;
+  // Whether the file can be resumed from (written with the optimiser state: last.safetensors);
+  // unknown in checkpoints of older versions. Set by save_checkpoint.
+  std::optional<bool> resumable;
 };
 
 // Writes atomically. With `opt`, the momentum buffers are included (for --resume); with `average`,

@@ -98,20 +98,15 @@ void check_same_split(const Member& m, const datasets::Dataset& ds, const std::v
     recorded = it->second;
   } else {
     const std::string csv = (std::filesystem::path(m.path).parent_path() / "split.csv").string();
-    if (!std::filesystem::is_regular_file(csv)) {
+    const auto sides = split_csv_fingerprints(csv);
+    if (sides.empty()) {
       fmt::print(stderr,
                  "evaluate: note: {} (an older version's) records no split and has no split.csv beside it, so its {} "
                  "images are not checked against the run's\n",
                  m.path, split);
       return;
     }
-    const datasets::CsvTable t = datasets::read_csv(csv);
-    const int id = t.column("image_id"), side = t.column("split");
-    DERMIS_CHECK(id >= 0 && side >= 0, "{}: not a split.csv of train (it needs image_id and split)", csv);
-    std::vector<std::string_view> ids;
-    for (const auto& row : t.rows)
-      if (row.fields[static_cast<size_t>(side)] == split) ids.emplace_back(row.fields[static_cast<size_t>(id)]);
-    recorded = datasets::images_fingerprint(std::move(ids)), where = csv;
+    recorded = sides.count(split) ? sides.at(split) : "0:cbf29ce484222325", where = csv;  // none: the empty set's
   }
   const std::string now = datasets::images_fingerprint(ds, rows);
   auto said = [](const std::string& fp) {  // "count:hash" -> "N images (fingerprint H)"
@@ -268,11 +263,15 @@ int evaluate_main(int argc, char** argv) {
       input_size += fmt::format("{}{}x{}", m ? "," : "", o.height, o.width);
       data::Loader loader(items, o);
       preds.push_back(predict(*members[m].ck.model, loader, args.flag("tta"), [&](int64_t done, int64_t total) {
-        if (!tty && done < total) return;  // a log file gets one line per model, not a line of updates
-        std::fprintf(stderr, "%sevaluating %s%ld/%ld images%s", tty ? "\r" : "",
+        if (!tty) return;  // a log file gets one line per model, below
+        std::fprintf(stderr, "\revaluating %s%ld/%ld images",
                      members.size() > 1 ? fmt::format("model {}/{}: ", m + 1, members.size()).c_str() : "",
-                     static_cast<long>(done), static_cast<long>(total), tty ? "" : "\n");
+                     static_cast<long>(done), static_cast<long>(total));
       }));
+      if (!tty)
+        fmt::print(stderr, "evaluated {}{} images\n",
+                   members.size() > 1 ? fmt::format("model {}/{}: ", m + 1, members.size()) : "",
+                   preds.back().labels.size());
       DERMIS_CHECK(preds.back().items == preds.front().items, "the ensemble's members read different images");
       bad = std::max(bad, loader.bad_images());
     }

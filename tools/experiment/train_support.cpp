@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "datasets/csv.h"
 #include "framework/error.h"
 
 namespace dermis::experiment {
@@ -131,6 +132,19 @@ void reverse_batch(data::Batch& b) {
   for (int64_t i = 0, j = n - 1; i < j; ++i, --j) std::swap_ranges(p + i * per, p + (i + 1) * per, p + j * per);
   std::reverse(b.labels.begin(), b.labels.end());
   std::reverse(b.items.begin(), b.items.end());
+}
+
+std::map<std::string, std::string> split_csv_fingerprints(const std::string& path) {
+  if (!fs::is_regular_file(path)) return {};
+  const datasets::CsvTable t = datasets::read_csv(path);
+  const int id = t.column("image_id"), side = t.column("split");
+  DERMIS_CHECK(id >= 0 && side >= 0, "{}: not a split.csv of train (it needs image_id and split)", path);
+  std::map<std::string, std::vector<std::string_view>> ids;
+  for (const auto& row : t.rows)
+    ids[row.fields[static_cast<size_t>(side)]].emplace_back(row.fields[static_cast<size_t>(id)]);
+  std::map<std::string, std::string> out;
+  for (auto& [name, v] : ids) out[name] = datasets::images_fingerprint(std::move(v));
+  return out;
 }
 
 datasets::Split run_split(const datasets::Dataset& ds, const TrainConfig& cfg) {

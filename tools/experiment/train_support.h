@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,9 @@ std::vector<std::string> class_list();  // HAM10000's classes in label order
 // lesion-grouped val_fraction split, seeded by cfg.seed; with --test-fraction both divide what is
 // left after the held-out test set (datasets::with_test_set, seeded by cfg.test_seed).
 datasets::Split run_split(const datasets::Dataset& ds, const TrainConfig& cfg);
+// The images_fingerprint of each side ("train", "val", "test") listed in a run's split.csv; empty
+// when there is no such file. The record of checkpoints of versions that did not store one.
+std::map<std::string, std::string> split_csv_fingerprints(const std::string& path);
 
 // While one lives, SIGINT/SIGTERM ask the training loop to stop after its step (received() turns
 // non-zero); a second signal takes the default action (the process ends; checkpoints are never

@@ -59,7 +59,10 @@ void Trainer::resolve_config() {
     if (c_.threads > 0) stored.threads = c_.threads;  // run settings: how, not what, the run computes
     if (c_.loader_threads > 0) stored.loader_threads = c_.loader_threads;
     DERMIS_CHECK(c_.data.empty() || fs::is_directory(c_.data), "flag --data: {} is not a folder", c_.data);
-    if (!c_.data.empty()) stored.data = c_.data, stored.images = c_.images.empty() ? stored.images : c_.images;
+    // Stored as an absolute path: the next resume may run from another folder.
+    if (!c_.data.empty())
+      stored.data = fs::absolute(c_.data).lexically_normal().string(),
+      stored.images = c_.images.empty() ? stored.images : c_.images;
     DERMIS_CHECK(stored.data.empty() || fs::is_directory(stored.data),
                  "{}: the run's data folder {} does not exist here{}; run from the folder the run was started in, or "
                  "give --data with where the data is now",
@@ -74,10 +77,17 @@ void Trainer::resolve_config() {
     // and model.safetensors are weights for evaluate and predict.
     bool has_optimizer = false;
     for (auto& [name, t] : ck_->file.tensors) has_optimizer = has_optimizer || name.starts_with("optimizer.");
-    DERMIS_CHECK(has_optimizer || stored.momentum == 0 || ck_->info.step == 0,
+    const bool resumable = ck_->info.resumable ? *ck_->info.resumable  // recorded since the split fingerprints
+                                               : has_optimizer || stored.momentum == 0 || ck_->info.step == 0;
+    DERMIS_CHECK(resumable,
                  "flag --resume: {} holds no optimiser state, so a run cannot continue from it (best, swa and "
                  "model.safetensors hold weights for evaluate and predict); resume from the run's last.safetensors",
                  path);
+    // The run's best epoch so far is kept beside it (the hand-out and --select best need that file).
+    DERMIS_CHECK(ck_->info.best_epoch <= 0 || fs::is_regular_file(folder / "best.safetensors"),
+                 "flag --resume: the run's best.safetensors (epoch {}) is not beside {}; resume from a copy of the "
+                 "whole run folder, not of the checkpoint alone",
+                 ck_->info.best_epoch, path);
     c_ = stored;
     fmt::print("resuming {} from {} (epoch {} done), writing to {}\n", c_.model, path, ck_->info.epoch, c_.out);
   }
@@ -118,12 +128,17 @@ void Trainer::prepare_run_folder() {
                  c_.out, ec ? ec.message() : "a file of that name exists");
     // A new run does not replace a run that has finished an epoch there (a folder holding only
     // what an interrupted first epoch leaves, split.csv or a log, is reused).
-    if (!ck_)
-      for (const char* f : {"last.safetensors", "metrics.jsonl", "result.json"})
-        DERMIS_CHECK(!fs::exists(fs::path(c_.out) / f),
-                     "flag --out: {} already holds a run ({}); continue it with --resume {}, or choose another "
-                     "--out (or delete the folder to start it again)",
-                     c_.out, f, (fs::path(c_.out) / "last.safetensors").string());
+    if (!ck_) {
+      const fs::path last = fs::path(c_.out) / "last.safetensors";
+      DERMIS_CHECK(!fs::exists(last),
+                   "flag --out: {} already holds a run; continue it with --resume {}, or choose another --out (or "
+                   "delete the folder to start it again)",
+                   c_.out, last.string());
+      DERMIS_CHECK(!fs::exists(fs::path(c_.out) / "result.json"),
+                   "flag --out: {} already holds a finished run (result.json); choose another --out (or delete the "
+                   "folder to start it again)",
+                   c_.out);
+    }
     remove_stale_temporaries(c_.out);
   }
   metrics_path_ = (fs::path(c_.out) / "metrics.jsonl").string();
@@ -157,13 +172,19 @@ void Trainer::setup_data() {
   if (!split.test.empty()) split_["test"] = datasets::images_fingerprint(ds, split.test);
   // A resumed run must train and validate on the images it started with: another metadata CSV (rows
   // added, removed or reordered) or missing images give another split.
-  if (ck_ && !ck_->info.split.empty())
-    for (auto& [side, fp] : split_)
-      DERMIS_CHECK(ck_->info.split.count(side) && ck_->info.split.at(side) == fp,
-                   "{}: the data in {} split into other {} images than the run's (now count:fingerprint {}, in the "
-                   "checkpoint {}): the metadata CSV or the image folder has changed since the run started (rows "
-                   "added, removed or reordered, images missing); resume with the data the run started with",
-                   c_.resume, root_, side, fp, ck_->info.split.count(side) ? ck_->info.split.at(side) : "none");
+  // A checkpoint of an older version is checked against the split.csv its run wrote.
+  if (ck_) {
+    const std::string csv = (fs::path(c_.out) / "split.csv").string();
+    const auto recorded = !ck_->info.split.empty() ? ck_->info.split : split_csv_fingerprints(csv);
+    const std::string where = !ck_->info.split.empty() ? "the checkpoint" : csv;
+    if (!recorded.empty())
+      for (auto& [side, fp] : split_)
+        DERMIS_CHECK(recorded.count(side) && recorded.at(side) == fp,
+                     "{}: the data in {} split into other {} images than the run's (now count:fingerprint {}, in {} "
+                     "{}): the metadata CSV or the image folder has changed since the run started (rows added, "
+                     "removed or reordered, images missing); resume with the data the run started with",
+                     c_.resume, root_, side, fp, where, recorded.count(side) ? recorded.at(side) : "none");
+  }
   train_items_ = ds.items(split.train), val_items_ = ds.items(split.val), test_items_ = ds.items(split.test);
   if (writer_) {  // the exact images of each side, for other programs (e.g. a PyTorch reference run)
     const std::string text = datasets::split_csv(ds, split);
