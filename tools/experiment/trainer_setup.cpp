@@ -126,8 +126,9 @@ void Trainer::prepare_run_folder() {
     fs::create_directories(c_.out, ec);
     DERMIS_CHECK(!ec && fs::is_directory(c_.out), "cannot create the run folder {}: {}; choose another with --out",
                  c_.out, ec ? ec.message() : "a file of that name exists");
-    // A new run does not replace a run that has finished an epoch there (a folder holding only
-    // what an interrupted first epoch leaves, split.csv or a log, is reused).
+    // A new run does not replace a run there: a folder with last.safetensors or result.json is
+    // refused; one that a run killed before its first checkpoint left (split.csv, a log, a
+    // metrics.jsonl line) is reused.
     if (!ck_) {
       const fs::path last = fs::path(c_.out) / "last.safetensors";
       DERMIS_CHECK(!fs::exists(last),
@@ -171,8 +172,8 @@ void Trainer::setup_data() {
   split_["val"] = datasets::images_fingerprint(ds, split.val);
   if (!split.test.empty()) split_["test"] = datasets::images_fingerprint(ds, split.test);
   // A resumed run must train and validate on the images it started with: another metadata CSV (rows
-  // added, removed or reordered) or missing images give another split.
-  // A checkpoint of an older version is checked against the split.csv its run wrote.
+  // added, removed or reordered) or missing images give another split. A checkpoint of an older
+  // version, which records no split, is checked against the split.csv its run wrote.
   if (ck_) {
     const std::string csv = (fs::path(c_.out) / "split.csv").string();
     const auto recorded = !ck_->info.split.empty() ? ck_->info.split : split_csv_fingerprints(csv);
