@@ -106,7 +106,7 @@ void check_same_split(const Member& m, const datasets::Dataset& ds, const std::v
                  m.path, split);
       return;
     }
-    recorded = sides.count(split) ? sides.at(split) : "0:cbf29ce484222325", where = csv;  // none: the empty set's
+    recorded = sides.count(split) ? sides.at(split) : datasets::images_fingerprint({}), where = csv;  // none listed
   }
   const std::string now = datasets::images_fingerprint(ds, rows);
   auto said = [](const std::string& fp) {  // "count:hash" -> "N images (fingerprint H)"
