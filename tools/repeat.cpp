@@ -290,8 +290,7 @@ int main(int argc, char** argv) {
         args.reject_unless(f, false, "does not apply with --summarize (which reads finished runs)");
       for (size_t i = 0; i < positional.size(); ++i)
         for (size_t j = 0; j < i; ++j)
-          DERMIS_CHECK(!(fs::exists(positional[i]) && fs::exists(positional[j]) &&
-                         fs::equivalent(positional[i], positional[j])),
+          DERMIS_CHECK(!io::same_file(positional[i], positional[j]),
                        "--summarize: {} and {} are the same run folder; give each run once", positional[j],
                        positional[i]);
       std::vector<RunResult> rs;

@@ -93,21 +93,16 @@ void fill_priors(Member& m, const datasets::Dataset& ds) {
 // another split, whose validation or test side would hold training images.
 void check_same_split(const Member& m, const datasets::Dataset& ds, const std::vector<size_t>& rows,
                       const std::string& split, const std::string& data) {
-  std::string recorded, where = "the checkpoint";
-  if (auto it = m.ck.info.split.find(split); it != m.ck.info.split.end()) {
-    recorded = it->second;
-  } else {
-    const std::string csv = (std::filesystem::path(m.path).parent_path() / "split.csv").string();
-    const auto sides = split_csv_fingerprints(csv);
-    if (sides.empty()) {
-      fmt::print(stderr,
-                 "evaluate: note: {} (an older version's) records no split and has no split.csv beside it, so its {} "
-                 "images are not checked against the run's\n",
-                 m.path, split);
-      return;
-    }
-    recorded = sides.count(split) ? sides.at(split) : datasets::images_fingerprint({}), where = csv;  // none listed
+  std::string where;
+  const auto sides = recorded_split(m.ck.info.split, std::filesystem::path(m.path).parent_path().string(), where);
+  if (sides.empty()) {
+    fmt::print(stderr,
+               "evaluate: note: {} (an older version's) records no split and has no split.csv beside it, so its {} "
+               "images are not checked against the run's\n",
+               m.path, split);
+    return;
   }
+  const std::string recorded = sides.count(split) ? sides.at(split) : datasets::images_fingerprint({});  // none listed
   const std::string now = datasets::images_fingerprint(ds, rows);
   auto said = [](const std::string& fp) {  // "count:hash" -> "N images (fingerprint H)"
     const size_t c = fp.find(':');

@@ -147,6 +147,16 @@ std::map<std::string, std::string> split_csv_fingerprints(const std::string& pat
   return out;
 }
 
+std::map<std::string, std::string> recorded_split(const std::map<std::string, std::string>& checkpoint_split,
+                                                  const std::string& run_folder, std::string& where) {
+  if (!checkpoint_split.empty()) {
+    where = "the checkpoint";
+    return checkpoint_split;
+  }
+  where = (fs::path(run_folder) / "split.csv").string();
+  return split_csv_fingerprints(where);
+}
+
 datasets::Split run_split(const datasets::Dataset& ds, const TrainConfig& cfg) {
   auto split = [&cfg](const datasets::Dataset& d) {
     return cfg.folds > 0 ? datasets::grouped_kfold(d, static_cast<int>(cfg.folds), static_cast<int>(cfg.fold), cfg.seed)

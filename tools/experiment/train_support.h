@@ -31,6 +31,10 @@ datasets::Split run_split(const datasets::Dataset& ds, const TrainConfig& cfg);
 // The images_fingerprint of each side ("train", "val", "test") listed in a run's split.csv; empty
 // when there is no such file. The record of checkpoints of versions that did not store one.
 std::map<std::string, std::string> split_csv_fingerprints(const std::string& path);
+// The split a checkpoint's run had: its own record, or for a checkpoint of an older version the
+// split.csv in `run_folder` (empty when neither exists). `where` names the source, for messages.
+std::map<std::string, std::string> recorded_split(const std::map<std::string, std::string>& checkpoint_split,
+                                                  const std::string& run_folder, std::string& where);
 
 // While one lives, SIGINT/SIGTERM ask the training loop to stop after its step (received() turns
 // non-zero); a second signal takes the default action (the process ends; checkpoints are never

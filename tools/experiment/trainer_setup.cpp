@@ -175,9 +175,8 @@ void Trainer::setup_data() {
   // added, removed or reordered) or missing images give another split. A checkpoint of an older
   // version, which records no split, is checked against the split.csv its run wrote.
   if (ck_) {
-    const std::string csv = (fs::path(c_.out) / "split.csv").string();
-    const auto recorded = !ck_->info.split.empty() ? ck_->info.split : split_csv_fingerprints(csv);
-    const std::string where = !ck_->info.split.empty() ? "the checkpoint" : csv;
+    std::string where;
+    const auto recorded = recorded_split(ck_->info.split, c_.out, where);
     if (!recorded.empty())
       for (auto& [side, fp] : split_)
         DERMIS_CHECK(recorded.count(side) && recorded.at(side) == fp,
