@@ -29,6 +29,8 @@ namespace {
 constexpr int kGeneratorVersion = 1;  // bump when the drawing or the plan changes
 constexpr int64_t kFirstImageNumber = 24306;  // HAM10000's ids run ISIC_0024306 .. ISIC_0034320
 const char* const kMarker = "dermis_synthetic.txt";
+// Written first into DIR.partial, so that a leftover of an interrupted run is known to be ours.
+const char* const kPartialMarker = "dermis_synthetic_partial.txt";
 
 struct PlannedImage {
   std::string image_id, part;  // part: "HAM10000_images_part_1" or "..._2"
@@ -243,8 +245,22 @@ void write_synthetic_ham10000(const std::string& root_arg, const SyntheticOption
     fs::create_directories(root.parent_path(), ec);
     DERMIS_CHECK(!ec, "cannot create folder '{}': {}", root.parent_path().string(), ec.message());
   }
-  fs::remove_all(partial, ec);  // a leftover from an interrupted run
+  // DIR.partial and DIR.old are removed only when they are this generator's own leftovers.
+  const auto leftover = [&](const fs::path& p, const char* marker) {
+    if (!fs::exists(p, ec)) return;
+    DERMIS_CHECK(fs::is_regular_file(p / marker, ec),
+                 "'{}' exists and is not a leftover of an interrupted synthetic dataset; move it away or choose "
+                 "another output folder (it is never removed)",
+                 p.string());
+    fs::remove_all(p, ec);
+    DERMIS_CHECK(!ec, "cannot remove the leftover '{}': {}", p.string(), ec.message());
+  };
+  leftover(partial, kPartialMarker);
+  if (replace) leftover(old, kMarker);
   try {
+    fs::create_directories(partial, ec);
+    DERMIS_CHECK(!ec, "cannot create folder '{}': {}; check the permissions", partial.string(), ec.message());
+    write_file(partial / kPartialMarker, "", 0);
     for (const char* part : {"HAM10000_images_part_1", "HAM10000_images_part_2"}) {
       fs::create_directories(partial / part, ec);
       DERMIS_CHECK(!ec, "cannot create folder '{}': {}; check the permissions", (partial / part).string(), ec.message());
@@ -259,8 +275,8 @@ void write_synthetic_ham10000(const std::string& root_arg, const SyntheticOption
     const std::string marker = marker_text(o);
     write_file(partial / kMarker, marker.data(), marker.size());
     write_file(partial / "HAM10000_metadata.csv", csv.data(), csv.size());  // last: the CSV means "complete"
+    fs::remove(partial / kPartialMarker, ec);
     if (replace) {
-      fs::remove_all(old, ec);
       fs::rename(root, old, ec);
       DERMIS_CHECK(!ec, "cannot move the old '{}' aside: {}", root.string(), ec.message());
     }

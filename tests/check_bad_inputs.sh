@@ -251,6 +251,10 @@ run=$work/run
 cp "$run/metrics.jsonl" "$work/metrics.keep"
 case_ "train: --out of a finished run" 2 "already holds a run; continue it with --resume" -- "$T" --synthetic-count 80 --epochs 1 --size 32x32 --report-images 0 --out "$run"
 cmp -s "$run/metrics.jsonl" "$work/metrics.keep" || { echo "FAIL: a refused --out changed the run's metrics.jsonl"; fail=1; }
+# Bad data stops a new run before its folder exists (no empty run folder left behind).
+mkdir -p "$work/nometa"
+case_ "train: --data without a metadata CSV" 2 "HAM10000_metadata.csv" -- "$T" --data "$work/nometa" --epochs 1 --size 32x32 --out "$work/nometa-run"
+[ ! -e "$work/nometa-run" ] || { echo "FAIL: train on bad data left its run folder behind"; fail=1; }
 case_ "train: --resume from best.safetensors" 2 "holds no optimiser state" -- "$T" --resume "$run/best.safetensors"
 case_ "train: --resume from model.safetensors" 2 "holds no optimiser state" -- "$T" --resume "$run/model.safetensors"
 mkdir -p "$work/lonely" && cp "$run/last.safetensors" "$work/lonely/"

@@ -588,6 +588,24 @@ BOOST_AUTO_TEST_CASE(synthetic_ham10000_round_trip) {
   expect_error([&] { write_synthetic_ham10000((t.path / "mine").string(), {.count = 20, .overwrite = true}); },
                {"not a dermis synthetic dataset"});
   BOOST_TEST(read_text(t.path / "mine" / "notes.txt") == "keep");
+  // DIR.partial and DIR.old are removed only when the generator left them: an interrupted run's
+  // DIR.partial is replaced; a folder of the user's that happens to be named so is refused and kept.
+  write_text(t.path / "cut.partial" / "dermis_synthetic_partial.txt", "");
+  write_text(t.path / "cut.partial" / "HAM10000_images_part_1" / "half.jpg", "x");
+  write_synthetic_ham10000((t.path / "cut").string(), {.count = 20, .width = 32, .height = 32});
+  BOOST_TEST(!fs::exists(t.path / "cut.partial"));
+  BOOST_TEST(read_ham10000((t.path / "cut").string()).samples.size() == 20u);
+  BOOST_TEST(!fs::exists(t.path / "cut" / "dermis_synthetic_partial.txt"));
+  write_text(t.path / "notes.partial" / "notes.txt", "keep");
+  expect_error([&] { write_synthetic_ham10000((t.path / "notes").string(), {.count = 20}); },
+               {"notes.partial' exists and is not a leftover", "move it away"});
+  BOOST_TEST(read_text(t.path / "notes.partial" / "notes.txt") == "keep");
+  BOOST_TEST(!fs::exists(t.path / "notes"));
+  write_text(t.path / "cut.old" / "notes.txt", "keep");
+  expect_error([&] { write_synthetic_ham10000((t.path / "cut").string(), {.count = 20, .overwrite = true}); },
+               {"cut.old' exists and is not a leftover"});
+  BOOST_TEST(read_text(t.path / "cut.old" / "notes.txt") == "keep");
+  BOOST_TEST(read_ham10000((t.path / "cut").string()).samples.size() == 20u);
   expect_error([&] { write_synthetic_ham10000((t.path / "x").string(), {.count = 3}); }, {"count 3"});
   expect_error([&] { write_synthetic_ham10000((t.path / "x").string(), {.count = 10, .width = 8}); }, {"8x450"});
 }

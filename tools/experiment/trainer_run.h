@@ -55,6 +55,7 @@ class Trainer {
   // Set-up.
   void resolve_config();
   void prepare_run_folder();
+  void create_run_folder();
   void setup_data();
   void setup_loaders();
   void setup_model();

@@ -117,15 +117,16 @@ void Trainer::resolve_config() {
   tty_ = isatty(fileno(stdout));
 }
 
-// Data-parallel: rank 0 alone writes files (run folder, checkpoints, metrics, report).
+// Data-parallel: rank 0 alone writes files (run folder, checkpoints, metrics, report). The folder is
+// checked here and created only once the data has been read (create_run_folder), so that bad data
+// leaves no empty run folder behind.
 void Trainer::prepare_run_folder() {
   ranks_ = dist::size();
   writer_ = dist::is_root();
   if (writer_) {
     std::error_code ec;
-    fs::create_directories(c_.out, ec);
-    DERMIS_CHECK(!ec && fs::is_directory(c_.out), "cannot create the run folder {}: {}; choose another with --out",
-                 c_.out, ec ? ec.message() : "a file of that name exists");
+    DERMIS_CHECK(!fs::exists(c_.out, ec) || fs::is_directory(c_.out, ec),
+                 "cannot create the run folder {}: a file of that name exists; choose another with --out", c_.out);
     // A new run does not replace a run there: a folder with last.safetensors or result.json is
     // refused; one that a run killed before its first checkpoint left (split.csv, a log, a
     // metrics.jsonl line) is reused.
@@ -140,20 +141,27 @@ void Trainer::prepare_run_folder() {
                    "folder to start it again)",
                    c_.out);
     }
-    remove_stale_temporaries(c_.out);
   }
   metrics_path_ = (fs::path(c_.out) / "metrics.jsonl").string();
   best_path_ = (fs::path(c_.out) / "best.safetensors").string();
   last_path_ = (fs::path(c_.out) / "last.safetensors").string();
   swa_path_ = (fs::path(c_.out) / "swa.safetensors").string();
   model_path_ = (fs::path(c_.out) / "model.safetensors").string();
-  if (!ck_ && writer_) std::remove(metrics_path_.c_str());
   // Threads: oneDNN's OpenMP threads on every core; the loader's workers mostly sleep (bounded
   // prefetch), so one per two cores keeps the model fed (bench/pipeline).
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   set_num_threads(c_.threads > 0 ? c_.threads : cores);
   set_conv_algorithm(c_.conv);
   loader_threads_ = c_.loader_threads > 0 ? c_.loader_threads : data::default_loader_threads(cores);
+}
+
+void Trainer::create_run_folder() {
+  std::error_code ec;
+  fs::create_directories(c_.out, ec);
+  DERMIS_CHECK(!ec && fs::is_directory(c_.out), "cannot create the run folder {}: {}; choose another with --out",
+               c_.out, ec ? ec.message() : "a file of that name exists");
+  remove_stale_temporaries(c_.out);
+  if (!ck_) std::remove(metrics_path_.c_str());
 }
 
 // The data set, its lesion-grouped stratified split, class weights or logit offsets, and the
@@ -187,6 +195,7 @@ void Trainer::setup_data() {
   }
   train_items_ = ds.items(split.train), val_items_ = ds.items(split.val), test_items_ = ds.items(split.test);
   if (writer_) {  // the exact images of each side, for other programs (e.g. a PyTorch reference run)
+    create_run_folder();
     const std::string text = datasets::split_csv(ds, split);
     io::write_file_atomic((fs::path(c_.out) / "split.csv").string(), std::vector<uint8_t>(text.begin(), text.end()));
   }
