@@ -84,6 +84,13 @@ case_ "image: CMYK JPEG (accepted)" 0 "probabilities" -- "$P" --checkpoint "$ck"
 case_ "image: progressive JPEG (accepted)" 0 "probabilities" -- "$P" --checkpoint "$ck" --json "$work/progressive.jpg"
 : > "$work/empty.jpg"
 case_ "image: empty file to predict" 2 "empty.jpg" -- "$P" --checkpoint "$ck" "$work/empty.jpg"
+case_ "image: empty file to predict, --skip-bad-images (others predicted)" 0 "1 of 3 images skipped" -- "$P" --checkpoint "$ck" --json --skip-bad-images "$work/gray.jpg" "$work/empty.jpg" "$work/cmyk.jpg"
+[ "$(grep -c '"prediction"' "$work/out")" -eq 2 ] && grep -q 'gray.jpg' "$work/out" && grep -q 'cmyk.jpg' "$work/out" &&
+  [ "$(grep -c 'empty.jpg' "$work/err")" -eq 1 ] || { echo "FAIL: predict --skip-bad-images: want the two good images predicted and one warning"; fail=1; }
+case_ "image: a missing and an empty file, ensemble, --skip-bad-images" 0 "2 of 3 images skipped" -- "$P" --checkpoint "$ck,$ck" --skip-bad-images "$work/nosuch.jpg" "$work/empty.jpg" "$work/gray.jpg"
+[ "$(grep -c 'empty.jpg' "$work/err")" -eq 1 ] && grep -q 'gray.jpg:' "$work/out" || { echo "FAIL: predict ensemble --skip-bad-images: want one warning per bad image and the good one predicted"; fail=1; }
+case_ "image: only bad files, --skip-bad-images" 2 "none of the 2 image(s) given could be read" -- "$P" --checkpoint "$ck" --skip-bad-images "$work/empty.jpg" "$work/empty.jpg"
+case_ "image: a missing file to predict" 2 "or --skip-bad-images to go on without it" -- "$P" --checkpoint "$ck" "$work/gray.jpg" "$work/nosuch.jpg"
 
 # ---- metadata CSV --------------------------------------------------------------------------------
 meta=$work/ds/HAM10000_metadata.csv

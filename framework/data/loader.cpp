@@ -215,7 +215,7 @@ struct Loader::Epoch::State {
         L->bad_.fetch_add(1);
         ++out.skipped;
         std::lock_guard<std::mutex> lk(*L->report_mu_);
-        if (!L->reported_[item]) {
+        if (o.warn_skipped && !L->reported_[item]) {
           L->reported_[item] = true;
           std::fprintf(stderr, "warning: skipping a bad image: %s\n", e.what());
         }

@@ -45,6 +45,7 @@ struct LoaderOptions {
   int num_classes = 0;                // labels lie in [0, num_classes); 0: one more than the largest label
   bool cache = false;                 // keep decoded images in memory after the first epoch
   bool skip_bad_images = false;
+  bool warn_skipped = true;           // with skip_bad_images: one stderr line per skipped image
   AugmentOptions augment{};
   Normalization norm{};
   // Shades-of-grey colour constancy (shades_of_grey_gains in augment.h): the Minkowski power p,

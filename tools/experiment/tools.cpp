@@ -254,6 +254,7 @@ int evaluate_main(int argc, char** argv) {
     for (size_t m = 0; m < members.size(); ++m) {
       data::LoaderOptions o = members[m].eval_options(decode);
       o.batch = args.integer("batch", 1, 4096), o.skip_bad_images = skip;
+      o.warn_skipped = m == 0;  // the first model's loader warns; the others skip the same images
       if (!args.str("size").empty()) parse_size(args.str("size"), "size", o.height, o.width);
       input_size += fmt::format("{}{}x{}", m ? "," : "", o.height, o.width);
       data::Loader loader(items, o);
@@ -331,6 +332,8 @@ int predict_main(int argc, char** argv) {
     args.add("weights", "auto", kWeightsFlagHelp);
     args.add("prior", "auto", kPriorFlagHelp);
     args.add("decode", "standard", kDecodeFlagHelp);
+    args.add_bool("skip-bad-images", "warn on stderr about a missing or unreadable image and go on with the others "
+                  "(exit 0 when at least one image was read); without it the first such image stops predict");
     args.add("threads", "0", "OpenMP threads (0: all cores)");
     std::vector<std::string> images;
     std::vector<char*> flags = {argv[0]};
@@ -338,7 +341,8 @@ int predict_main(int argc, char** argv) {
       const std::string a = argv[i];
       if (a.rfind("--", 0) == 0 || a == "-h") {
         flags.push_back(argv[i]);
-        const bool boolean = a == "--json" || a == "--help" || a == "-h" || a.find('=') != std::string::npos;
+        const bool boolean = a == "--json" || a == "--skip-bad-images" || a == "--help" || a == "-h" ||
+                             a.find('=') != std::string::npos;
         if (!boolean && i + 1 < argc) flags.push_back(argv[++i]);
       } else {
         images.push_back(a);
@@ -359,17 +363,29 @@ int predict_main(int argc, char** argv) {
     for (auto& m : members) targets.push_back(target_prior(m.ck.info, prior, m.path));
     const auto& classes = members.front().ck.info.classes;
     const std::string hdir = args.str("heatmap");
-    // Every image readable, and no two heatmaps on one file, before the first result is printed.
+    const bool skip = args.flag("skip-bad-images");
+    const size_t given = images.size();
+    // Every image present, and no two heatmaps on one file, before the first result is printed.
     std::map<std::string, std::string> heat_of;  // heatmap file -> image
+    std::vector<std::string> heat_files;
+    std::vector<std::string> present;
     for (const auto& p : images) {
-      DERMIS_CHECK(fs::is_regular_file(p), "{}: {}; give existing image files", p,
-                   fs::is_directory(p) ? "is a folder, not an image file" : "no such file");
+      if (!fs::is_regular_file(p)) {
+        const std::string why = fs::is_directory(p) ? "is a folder, not an image file" : "no such file";
+        DERMIS_CHECK(skip, "{}: {}; give existing image files (or --skip-bad-images to go on without it)", p, why);
+        std::fprintf(stderr, "warning: skipping a bad image: %s: %s\n", p.c_str(), why.c_str());
+        continue;
+      }
+      present.push_back(p);
       if (hdir.empty()) continue;
       const std::string name = fs::path(p).stem().string() + "_heatmap.jpg";
       const auto [it, fresh] = heat_of.emplace(name, p);
       DERMIS_CHECK(fresh, "flag --heatmap: {} and {} would both write {}/{}; run predict on them separately (or with "
                    "separate --heatmap folders)", it->second, p, hdir, name);
+      heat_files.push_back((fs::path(hdir) / name).string());
     }
+    images = std::move(present);
+    DERMIS_CHECK(!images.empty(), "none of the {} image(s) given exists", given);
     if (!hdir.empty()) {
       std::error_code ec;
       fs::create_directories(hdir, ec);
@@ -382,17 +398,28 @@ int predict_main(int argc, char** argv) {
     std::vector<data::Loader::Epoch> epochs;
     for (auto& m : members) {
       data::LoaderOptions o = m.eval_options(decode);
-      o.batch = 1;
+      o.batch = 1, o.skip_bad_images = skip;
+      o.warn_skipped = loaders.empty();  // the first model's loader warns; the others skip the same images
       loaders.push_back(std::make_unique<data::Loader>(items, o));
       epochs.push_back(loaders.back()->epoch(0));
     }
-    for (size_t k = 0; k < images.size(); ++k) {
+    // One image per batch; with --skip-bad-images an unreadable image's batch is passed over (and
+    // warned about) by every model's loader, so each batch says which image it holds.
+    size_t printed = 0;
+    while (true) {
+      auto first = epochs[0].next();
+      if (!first) break;
+      const size_t k = static_cast<size_t>(first->items.at(0));
       const std::string& path = images[k];
       Heatmap h;
       std::vector<float> probs(classes.size(), 0.f);
       for (size_t m = 0; m < members.size(); ++m) {
-        auto b = epochs[m].next();
-        DERMIS_CHECK(b.has_value(), "internal: the loader of model {} ended early", m + 1);
+        std::optional<data::Batch> b;
+        if (m == 0) b.swap(first);
+        else b = epochs[m].next();
+        while (b && static_cast<size_t>(b->items.at(0)) < k) b = epochs[m].next();  // an image model 1 could not read
+        DERMIS_CHECK(b && static_cast<size_t>(b->items.at(0)) == k, "{}: model {} of the ensemble could not read it",
+                     path, m + 1);
         std::vector<float> p;
         if (m == 0) {  // the first model draws the heatmap
           h = attention_heatmap(*members[m].ck.model, b->images, members[m].ck.info.norm, 2, method);
@@ -410,7 +437,7 @@ int predict_main(int argc, char** argv) {
       std::sort(order.begin(), order.end(), [&](int a, int c) { return probs[a] > probs[c]; });
       std::string heat_path;
       if (!hdir.empty()) {
-        heat_path = (fs::path(hdir) / (fs::path(path).stem().string() + "_heatmap.jpg")).string();
+        heat_path = heat_files[k];
         io::write_file_atomic(heat_path, data::encode_jpeg(h.overlay, 90));
       }
       if (args.flag("json")) {
@@ -427,7 +454,11 @@ int predict_main(int argc, char** argv) {
         if (!heat_path.empty()) std::printf("  (heatmap: %s)", heat_path.c_str());
         std::printf("\n");
       }
+      std::fflush(stdout);
+      ++printed;
     }
+    DERMIS_CHECK(printed > 0, "none of the {} image(s) given could be read", given);
+    if (printed < given) std::fprintf(stderr, "predict: %zu of %zu images skipped (missing or unreadable)\n", given - printed, given);
     return 0;
   });
 }
