@@ -258,6 +258,9 @@ run=$work/run
 cp "$run/metrics.jsonl" "$work/metrics.keep"
 case_ "train: --out of a finished run" 2 "already holds a run; continue it with --resume" -- "$T" --synthetic-count 80 --epochs 1 --size 32x32 --report-images 0 --out "$run"
 cmp -s "$run/metrics.jsonl" "$work/metrics.keep" || { echo "FAIL: a refused --out changed the run's metrics.jsonl"; fail=1; }
+mkdir -p "$work/handed" && cp "$run/model.safetensors" "$work/handed/" && cp "$run/model.safetensors" "$work/handed.keep"
+case_ "train: --out of a folder holding a model.safetensors" 2 "already holds a finished run or a model (model.safetensors)" -- "$T" --synthetic-count 80 --epochs 1 --size 32x32 --report-images 0 --out "$work/handed"
+cmp -s "$work/handed/model.safetensors" "$work/handed.keep" || { echo "FAIL: a refused --out changed model.safetensors"; fail=1; }
 # Bad data stops a new run before its folder exists (no empty run folder left behind).
 mkdir -p "$work/nometa"
 case_ "train: --data without a metadata CSV" 2 "HAM10000_metadata.csv" -- "$T" --data "$work/nometa" --epochs 1 --size 32x32 --out "$work/nometa-run"

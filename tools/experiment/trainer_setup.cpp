@@ -127,19 +127,20 @@ void Trainer::prepare_run_folder() {
     std::error_code ec;
     DERMIS_CHECK(!fs::exists(c_.out, ec) || fs::is_directory(c_.out, ec),
                  "cannot create the run folder {}: a file of that name exists; choose another with --out", c_.out);
-    // A new run does not replace a run there: a folder with last.safetensors or result.json is
-    // refused; one that a run killed before its first checkpoint left (split.csv, a log, a
-    // metrics.jsonl line) is reused.
+    // A new run does not replace a run there: a folder with last.safetensors, result.json or
+    // model.safetensors is refused; one that a run killed before its first checkpoint left
+    // (split.csv, a log, a metrics.jsonl line, a first best or swa.safetensors) is reused.
     if (!ck_) {
       const fs::path last = fs::path(c_.out) / "last.safetensors";
       DERMIS_CHECK(!fs::exists(last),
                    "flag --out: {} already holds a run; continue it with --resume {}, or choose another --out (or "
                    "delete the folder to start it again)",
                    c_.out, last.string());
-      DERMIS_CHECK(!fs::exists(fs::path(c_.out) / "result.json"),
-                   "flag --out: {} already holds a finished run (result.json); choose another --out (or delete the "
-                   "folder to start it again)",
-                   c_.out);
+      for (const char* done : {"result.json", "model.safetensors"})  // written when a run finishes
+        DERMIS_CHECK(!fs::exists(fs::path(c_.out) / done),
+                     "flag --out: {} already holds a finished run or a model ({}); choose another --out (or delete "
+                     "the folder to start it again)",
+                     c_.out, done);
     }
   }
   metrics_path_ = (fs::path(c_.out) / "metrics.jsonl").string();
