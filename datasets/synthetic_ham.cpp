@@ -239,24 +239,32 @@ void write_synthetic_ham10000(const std::string& root_arg, const SyntheticOption
                  ours ? "pass overwrite (--force) to replace it, or choose another folder"
                       : "choose another output folder (it is never replaced)");
     replace = !empty_dir;
-    if (empty_dir) fs::remove(root, ec);
   }
-  if (root.has_parent_path()) {
-    fs::create_directories(root.parent_path(), ec);
-    DERMIS_CHECK(!ec, "cannot create folder '{}': {}", root.parent_path().string(), ec.message());
-  }
-  // DIR.partial and DIR.old are removed only when they are this generator's own leftovers.
-  const auto leftover = [&](const fs::path& p, const char* marker) {
+  // DIR.partial and DIR.old are removed only when they are this generator's own leftovers: a folder
+  // holding one of its markers, or nothing but the names it writes (an interrupted run of any
+  // version, killed before or after it wrote a marker).
+  const auto leftover = [&](const fs::path& p) {
     if (!fs::exists(p, ec)) return;
-    DERMIS_CHECK(fs::is_regular_file(p / marker, ec),
+    bool ours = fs::is_directory(p, ec);
+    if (ours && !fs::is_regular_file(p / kPartialMarker, ec) && !fs::is_regular_file(p / kMarker, ec))
+      for (const auto& e : fs::directory_iterator(p, ec)) {
+        const std::string n = e.path().filename().string();
+        ours = ours && (n == "HAM10000_images_part_1" || n == "HAM10000_images_part_2" || n == "HAM10000_metadata.csv");
+      }
+    DERMIS_CHECK(ours && !ec,
                  "'{}' exists and is not a leftover of an interrupted synthetic dataset; move it away or choose "
                  "another output folder (it is never removed)",
                  p.string());
     fs::remove_all(p, ec);
     DERMIS_CHECK(!ec, "cannot remove the leftover '{}': {}", p.string(), ec.message());
   };
-  leftover(partial, kPartialMarker);
-  if (replace) leftover(old, kMarker);
+  leftover(partial);
+  if (replace) leftover(old);
+  if (fs::exists(root, ec) && !replace) fs::remove(root, ec);  // an empty folder, refilled below
+  if (root.has_parent_path()) {
+    fs::create_directories(root.parent_path(), ec);
+    DERMIS_CHECK(!ec, "cannot create folder '{}': {}", root.parent_path().string(), ec.message());
+  }
   try {
     fs::create_directories(partial, ec);
     DERMIS_CHECK(!ec, "cannot create folder '{}': {}; check the permissions", partial.string(), ec.message());
@@ -275,13 +283,13 @@ void write_synthetic_ham10000(const std::string& root_arg, const SyntheticOption
     const std::string marker = marker_text(o);
     write_file(partial / kMarker, marker.data(), marker.size());
     write_file(partial / "HAM10000_metadata.csv", csv.data(), csv.size());  // last: the CSV means "complete"
-    fs::remove(partial / kPartialMarker, ec);
     if (replace) {
       fs::rename(root, old, ec);
       DERMIS_CHECK(!ec, "cannot move the old '{}' aside: {}", root.string(), ec.message());
     }
     fs::rename(partial, root, ec);
     DERMIS_CHECK(!ec, "cannot rename '{}' to '{}': {}", partial.string(), root.string(), ec.message());
+    fs::remove(root / kPartialMarker, ec);
     if (replace) fs::remove_all(old, ec);
   } catch (...) {
     fs::remove_all(partial, ec);

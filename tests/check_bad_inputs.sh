@@ -89,6 +89,17 @@ case_ "image: empty file to predict, --skip-bad-images (others predicted)" 0 "1 
   [ "$(grep -c 'empty.jpg' "$work/err")" -eq 1 ] || { echo "FAIL: predict --skip-bad-images: want the two good images predicted and one warning"; fail=1; }
 case_ "image: a missing and an empty file, ensemble, --skip-bad-images" 0 "2 of 3 images skipped" -- "$P" --checkpoint "$ck,$ck" --skip-bad-images "$work/nosuch.jpg" "$work/empty.jpg" "$work/gray.jpg"
 [ "$(grep -c 'empty.jpg' "$work/err")" -eq 1 ] && grep -q 'gray.jpg:' "$work/out" || { echo "FAIL: predict ensemble --skip-bad-images: want one warning per bad image and the good one predicted"; fail=1; }
+# Heatmaps stay with their images when a missing one comes first; an ensemble in evaluate warns once.
+case_ "image: a missing file before two with heatmaps, --skip-bad-images" 0 "1 of 3 images skipped" -- "$P" --checkpoint "$ck" --json --skip-bad-images --heatmap "$work/hmskip" "$work/nosuch.jpg" "$work/gray.jpg" "$work/cmyk.jpg"
+grep -q '"heatmap":"'"$work"'/hmskip/gray_heatmap.jpg".*"image":"'"$work"'/gray.jpg"' "$work/out" &&
+  grep -q '"heatmap":"'"$work"'/hmskip/cmyk_heatmap.jpg".*"image":"'"$work"'/cmyk.jpg"' "$work/out" &&
+  [ "$(ls "$work/hmskip" | wc -l)" -eq 2 ] || { echo "FAIL: predict --skip-bad-images --heatmap: heatmaps not with their images"; cat "$work/out"; fail=1; }
+case_ "image: only bad files with --heatmap, --skip-bad-images (no folder left)" 2 "none of the 1 image(s) given could be read" -- "$P" --checkpoint "$ck" --skip-bad-images --heatmap "$work/hmnone" "$work/empty.jpg"
+[ ! -e "$work/hmnone" ] || { echo "FAIL: predict left an empty --heatmap folder when no image was read"; fail=1; }
+echo "not an image" > "$victim"
+case_ "image: text file, ensemble in evaluate, --skip-bad-images" 0 '"skipped_images":1' -- "$E" --checkpoint "$ck,$ck" --data "$work/ds" --images imgs --skip-bad-images
+[ "$(grep -c "${ids[2]}" "$work/err")" -eq 1 ] || { echo "FAIL: evaluate's ensemble warned more than once about one bad image"; cat "$work/err"; fail=1; }
+cp "$keep" "$victim"
 case_ "image: only bad files, --skip-bad-images" 2 "none of the 2 image(s) given could be read" -- "$P" --checkpoint "$ck" --skip-bad-images "$work/empty.jpg" "$work/empty.jpg"
 case_ "image: a missing file to predict" 2 "or --skip-bad-images to go on without it" -- "$P" --checkpoint "$ck" "$work/gray.jpg" "$work/nosuch.jpg"
 

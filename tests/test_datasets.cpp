@@ -596,16 +596,35 @@ BOOST_AUTO_TEST_CASE(synthetic_ham10000_round_trip) {
   BOOST_TEST(!fs::exists(t.path / "cut.partial"));
   BOOST_TEST(read_ham10000((t.path / "cut").string()).samples.size() == 20u);
   BOOST_TEST(!fs::exists(t.path / "cut" / "dermis_synthetic_partial.txt"));
+  // A leftover without a marker (killed before writing it, or by an older version): only the
+  // generator's own names, so replaced too; an empty DIR.partial as well.
+  write_text(t.path / "cut2.partial" / "HAM10000_images_part_2" / "half.jpg", "x");
+  write_synthetic_ham10000((t.path / "cut2").string(), {.count = 20, .width = 32, .height = 32});
+  BOOST_TEST(!fs::exists(t.path / "cut2.partial"));
+  fs::create_directories(t.path / "cut3.partial");
+  write_synthetic_ham10000((t.path / "cut3").string(), {.count = 20, .width = 32, .height = 32});
+  BOOST_TEST(read_ham10000((t.path / "cut3").string()).samples.size() == 20u);
   write_text(t.path / "notes.partial" / "notes.txt", "keep");
   expect_error([&] { write_synthetic_ham10000((t.path / "notes").string(), {.count = 20}); },
                {"notes.partial' exists and is not a leftover", "move it away"});
   BOOST_TEST(read_text(t.path / "notes.partial" / "notes.txt") == "keep");
   BOOST_TEST(!fs::exists(t.path / "notes"));
+  // An empty output folder is kept when the refusal comes before anything is written.
+  fs::create_directories(t.path / "notes");
+  expect_error([&] { write_synthetic_ham10000((t.path / "notes").string(), {.count = 20}); }, {"notes.partial' exists"});
+  BOOST_TEST(fs::is_directory(t.path / "notes"));
+  fs::remove(t.path / "notes");
   write_text(t.path / "cut.old" / "notes.txt", "keep");
   expect_error([&] { write_synthetic_ham10000((t.path / "cut").string(), {.count = 20, .overwrite = true}); },
                {"cut.old' exists and is not a leftover"});
   BOOST_TEST(read_text(t.path / "cut.old" / "notes.txt") == "keep");
   BOOST_TEST(read_ham10000((t.path / "cut").string()).samples.size() == 20u);
+  // The earlier dataset moved aside by an interrupted --force run (it holds the marker) is removed.
+  fs::remove_all(t.path / "cut.old");
+  fs::copy(t.path / "cut", t.path / "cut.old", fs::copy_options::recursive);
+  write_synthetic_ham10000((t.path / "cut").string(), {.count = 21, .width = 32, .height = 32, .overwrite = true});
+  BOOST_TEST(!fs::exists(t.path / "cut.old"));
+  BOOST_TEST(read_ham10000((t.path / "cut").string()).samples.size() == 21u);
   expect_error([&] { write_synthetic_ham10000((t.path / "x").string(), {.count = 3}); }, {"count 3"});
   expect_error([&] { write_synthetic_ham10000((t.path / "x").string(), {.count = 10, .width = 8}); }, {"8x450"});
 }

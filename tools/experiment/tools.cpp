@@ -370,8 +370,11 @@ int predict_main(int argc, char** argv) {
     std::vector<std::string> heat_files;
     std::vector<std::string> present;
     for (const auto& p : images) {
-      if (!fs::is_regular_file(p)) {
-        const std::string why = fs::is_directory(p) ? "is a folder, not an image file" : "no such file";
+      std::error_code ec;
+      if (!fs::is_regular_file(p, ec)) {
+        const std::string why = fs::is_directory(p, ec) ? "is a folder, not an image file"
+                                : ec && ec != std::errc::no_such_file_or_directory ? ec.message()
+                                                                                    : "no such file";
         DERMIS_CHECK(skip, "{}: {}; give existing image files (or --skip-bad-images to go on without it)", p, why);
         std::fprintf(stderr, "warning: skipping a bad image: %s: %s\n", p.c_str(), why.c_str());
         continue;
@@ -386,6 +389,7 @@ int predict_main(int argc, char** argv) {
     }
     images = std::move(present);
     DERMIS_CHECK(!images.empty(), "none of the {} image(s) given exists", given);
+    const bool new_hdir = !hdir.empty() && !fs::exists(hdir);
     if (!hdir.empty()) {
       std::error_code ec;
       fs::create_directories(hdir, ec);
@@ -403,23 +407,34 @@ int predict_main(int argc, char** argv) {
       loaders.push_back(std::make_unique<data::Loader>(items, o));
       epochs.push_back(loaders.back()->epoch(0));
     }
-    // One image per batch; with --skip-bad-images an unreadable image's batch is passed over (and
-    // warned about) by every model's loader, so each batch says which image it holds.
+    // One image per batch; with --skip-bad-images an unreadable image's batch is passed over by
+    // every model's loader (the first one warns), so each batch says which image it holds. A batch
+    // a model read ahead of the others waits in `pending`.
     size_t printed = 0;
+    std::vector<std::optional<data::Batch>> pending(members.size());
+    const auto index = [](const data::Batch& b) { return static_cast<size_t>(b.items.at(0)); };
     while (true) {
-      auto first = epochs[0].next();
-      if (!first) break;
-      const size_t k = static_cast<size_t>(first->items.at(0));
+      pending[0] = epochs[0].next();
+      if (!pending[0]) break;
+      const size_t k = index(*pending[0]);
       const std::string& path = images[k];
+      size_t unread = 0;  // a model (1-based) that could not read the image, 0 if all did
+      for (size_t m = 1; m < members.size() && !unread; ++m) {
+        if (!pending[m] || index(*pending[m]) < k) pending[m] = epochs[m].next();
+        while (pending[m] && index(*pending[m]) < k) pending[m] = epochs[m].next();  // skipped by the first model
+        if (!pending[m] || index(*pending[m]) != k) unread = m + 1;
+      }
+      if (unread) {  // only with --skip-bad-images: without it that model's loader stopped with the reason
+        std::fprintf(stderr, "warning: skipping a bad image: %s: model %zu of the ensemble (%s) could not read it; "
+                     "predict with that checkpoint alone for the reason\n", path.c_str(), unread,
+                     members[unread - 1].path.c_str());
+        continue;
+      }
       Heatmap h;
       std::vector<float> probs(classes.size(), 0.f);
       for (size_t m = 0; m < members.size(); ++m) {
         std::optional<data::Batch> b;
-        if (m == 0) b.swap(first);
-        else b = epochs[m].next();
-        while (b && static_cast<size_t>(b->items.at(0)) < k) b = epochs[m].next();  // an image model 1 could not read
-        DERMIS_CHECK(b && static_cast<size_t>(b->items.at(0)) == k, "{}: model {} of the ensemble could not read it",
-                     path, m + 1);
+        b.swap(pending[m]);
         std::vector<float> p;
         if (m == 0) {  // the first model draws the heatmap
           h = attention_heatmap(*members[m].ck.model, b->images, members[m].ck.info.norm, 2, method);
@@ -456,6 +471,10 @@ int predict_main(int argc, char** argv) {
       }
       std::fflush(stdout);
       ++printed;
+    }
+    if (printed == 0 && new_hdir) {
+      std::error_code ec;
+      fs::remove(hdir, ec);  // only if still empty
     }
     DERMIS_CHECK(printed > 0, "none of the {} image(s) given could be read", given);
     if (printed < given) std::fprintf(stderr, "predict: %zu of %zu images skipped (missing or unreadable)\n", given - printed, given);

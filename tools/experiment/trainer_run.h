@@ -124,6 +124,7 @@ class Trainer {
   std::optional<metrics::Report> swa_report_, last_report_;
   std::vector<int64_t> class_counts_;
   std::map<std::string, std::string> split_;  // images_fingerprint of each side, recorded in checkpoints
+  std::string split_csv_;                     // split.csv, written once the run folder is created
   // --init: which optimiser parameters came from the file, and which of those --freeze-epochs holds.
   std::vector<char> pretrained_, frozen_;
   std::optional<io::TensorFile> init_file_;  // read in resolve_config, loaded in setup_model

@@ -118,8 +118,8 @@ void Trainer::resolve_config() {
 }
 
 // Data-parallel: rank 0 alone writes files (run folder, checkpoints, metrics, report). The folder is
-// checked here and created only once the data has been read (create_run_folder), so that bad data
-// leaves no empty run folder behind.
+// checked here and created only once the data has been read, its normalisation computed and the
+// model built (create_run_folder), so that bad data or flags leave no run folder behind.
 void Trainer::prepare_run_folder() {
   ranks_ = dist::size();
   writer_ = dist::is_root();
@@ -127,6 +127,12 @@ void Trainer::prepare_run_folder() {
     std::error_code ec;
     DERMIS_CHECK(!fs::exists(c_.out, ec) || fs::is_directory(c_.out, ec),
                  "cannot create the run folder {}: a file of that name exists; choose another with --out", c_.out);
+    // Where the folder will be created: its nearest existing ancestor must be a writable folder.
+    fs::path up = fs::absolute(c_.out, ec).lexically_normal();
+    while (up.has_relative_path() && !fs::exists(up, ec)) up = up.parent_path();
+    DERMIS_CHECK(fs::is_directory(up, ec) && ::access(up.c_str(), W_OK) == 0,
+                 "cannot create the run folder {}: {} {}; choose another with --out", c_.out, up.string(),
+                 fs::is_directory(up, ec) ? "is not writable" : "is a file, not a folder");
     // A new run does not replace a run there: a folder with last.safetensors, result.json or
     // model.safetensors is refused; one that a run killed before its first checkpoint left
     // (split.csv, a log, a metrics.jsonl line, a first best or swa.safetensors) is reused.
@@ -163,6 +169,8 @@ void Trainer::create_run_folder() {
                c_.out, ec ? ec.message() : "a file of that name exists");
   remove_stale_temporaries(c_.out);
   if (!ck_) std::remove(metrics_path_.c_str());
+  io::write_file_atomic((fs::path(c_.out) / "split.csv").string(),
+                        std::vector<uint8_t>(split_csv_.begin(), split_csv_.end()));
 }
 
 // The data set, its lesion-grouped stratified split, class weights or logit offsets, and the
@@ -195,11 +203,8 @@ void Trainer::setup_data() {
                      c_.resume, root_, side, fp, where, recorded.count(side) ? recorded.at(side) : "none");
   }
   train_items_ = ds.items(split.train), val_items_ = ds.items(split.val), test_items_ = ds.items(split.test);
-  if (writer_) {  // the exact images of each side, for other programs (e.g. a PyTorch reference run)
-    create_run_folder();
-    const std::string text = datasets::split_csv(ds, split);
-    io::write_file_atomic((fs::path(c_.out) / "split.csv").string(), std::vector<uint8_t>(text.begin(), text.end()));
-  }
+  // The exact images of each side, for other programs (e.g. a PyTorch reference run): split.csv.
+  if (writer_) split_csv_ = datasets::split_csv(ds, split);
   std::array<int64_t, datasets::kNumClasses> counts{};
   for (auto& it : train_items_) counts[it.label]++;
   if (c_.class_weights != ClassWeights::none)
@@ -282,6 +287,7 @@ void Trainer::setup_model() {
                                                                               .weight_decay = static_cast<float>(c_.weight_decay),
                                                                               .nesterov = c_.nesterov && c_.momentum > 0});
   if (writer_) {
+    create_run_folder();
     uint64_t bytes = 0;
     for (auto& [n, t] : model_->state()) bytes += static_cast<uint64_t>(t.numel()) * 4;
     check_output_folder(c_.out, bytes * (2 + (c_.ema > 0) + (c_.swa_start > 0)));  // weights, momentum, averages
