@@ -29,7 +29,8 @@ int run(int argc, char** argv) {
   args.add("threads", "2", "OpenMP threads");
   args.add("steps", "5", "timed steps (after one warm-up step), as the peer");
   args.add("dtype", "f32", "f32, or bf16 (mixed precision: AutocastBF16 around forward and loss, f32 weights)");
-  args.add("conv", "auto", "convolution algorithm: auto (Winograd for f32 3x3 stride-1 convolutions) or direct");
+  args.add("conv", "auto", "convolution algorithm: auto (Winograd for f32 3x3 stride-1 convolutions), fastest, direct, winograd "
+           "(dermis's) or onednn-winograd");
   args.add("phase", "both", "train, infer or both (train only, for profiling the training step)");
   args.add_bool("cpu-info", "print what this CPU runs (model, cores, oneDNN ISA, bf16, Winograd) as JSON and exit");
   if (!args.parse(argc, argv)) return 0;

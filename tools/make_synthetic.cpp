@@ -13,7 +13,7 @@ int run(int argc, char** argv) {
       "usage: make_synthetic --out DIR [flags]\n"
       "Writes a synthetic 7-class skin-lesion dataset in HAM10000's layout: DIR/HAM10000_metadata.csv and JPEGs\n"
       "in DIR/HAM10000_images_part_1/ and DIR/HAM10000_images_part_2/ (read it like the real data). DIR must\n"
-      "not exist yet (--force replaces an earlier synthetic dataset, never other folders).");
+      "not exist yet or be empty (--force replaces an earlier synthetic dataset, never other folders).");
   args.add("out", "", "output folder (required)");
   args.add("count", "2000", "number of images (>= 7)");
   args.add("width", "600", "image width in pixels (HAM10000: 600)");
