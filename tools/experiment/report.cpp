@@ -274,8 +274,11 @@ void write_report(const std::string& path, const ReportInput& in) {
                                          {{"recall", f.recall}, {"precision", f.precision}}) + "</div>";
   if (in.clinical) h += clinical_section(*in.clinical, in.classes);
   if (!in.images.empty()) {
-    h += "<h2>Validation images: attention heatmaps and predictions</h2><p>Red marks where the model's last "
-         "attention map is highest.</p><div class='grid2'>";
+    const bool cam = in.images.front().method == "grad_cam";
+    h += cam ? "<h2>Validation images: Grad-CAM heatmaps and predictions</h2><p>Red marks the regions of the last "
+               "feature map that raised the predicted class's score most (Grad-CAM).</p><div class='grid2'>"
+             : "<h2>Validation images: attention heatmaps and predictions</h2><p>Red marks where the model's last "
+               "CBAM spatial attention map is highest.</p><div class='grid2'>";
     for (auto& im : in.images) {
       const int pred = static_cast<int>(std::max_element(im.probs.begin(), im.probs.end()) - im.probs.begin());
       const bool ok = pred == im.label;
