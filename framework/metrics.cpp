@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <numeric>
 #include <queue>
 #include <tuple>
@@ -226,6 +227,42 @@ std::pair<double, double> balanced_accuracy_from_confusion(const std::vector<std
   }
   if (present == 0) return {kNaN, kNaN};
   return {sum / present, std::sqrt(var) / present};
+}
+
+double balanced_accuracy_se_grouped(const std::vector<int>& labels, const std::vector<int>& predicted,
+                                    const std::vector<int64_t>& group, int num_classes) {
+  DERMIS_CHECK(labels.size() == predicted.size() && labels.size() == group.size(),
+               "metrics: {} labels, {} predictions and {} groups; give one of each per image", labels.size(),
+               predicted.size(), group.size());
+  DERMIS_CHECK(num_classes > 0, "metrics: num_classes {} must be positive", num_classes);
+  // Per class: each group's (images, correct).
+  std::vector<std::map<int64_t, std::pair<int64_t, int64_t>>> of_class(static_cast<size_t>(num_classes));
+  for (size_t i = 0; i < labels.size(); ++i) {
+    DERMIS_CHECK(labels[i] >= 0 && labels[i] < num_classes, "metrics: label {} outside [0, {})", labels[i], num_classes);
+    auto& g = of_class[static_cast<size_t>(labels[i])][group[i]];
+    g.first += 1, g.second += predicted[i] == labels[i];
+  }
+  double var = 0;
+  int present = 0;
+  for (const auto& groups : of_class) {
+    if (groups.empty()) continue;
+    double n = 0, c = 0;
+    for (const auto& [id, nc] : groups) n += static_cast<double>(nc.first), c += static_cast<double>(nc.second);
+    const double r = c / n, m = static_cast<double>(groups.size());
+    if (groups.size() == 1) {
+      var += r * (1 - r) / n;
+    } else {
+      double ss = 0;
+      for (const auto& [id, nc] : groups) {
+        const double d = static_cast<double>(nc.second) - r * static_cast<double>(nc.first);
+        ss += d * d;
+      }
+      var += m / (m - 1) * ss / (n * n);
+    }
+    ++present;
+  }
+  if (present == 0) return kNaN;
+  return std::sqrt(var) / present;
 }
 
 json::Object Report::to_json(const std::vector<std::string>& names) const {

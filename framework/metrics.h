@@ -38,6 +38,16 @@ Report evaluate(const std::vector<int>& labels, const std::vector<float>& probs,
 // gives the pooled figure over all of them.
 std::pair<double, double> balanced_accuracy_from_confusion(const std::vector<std::vector<int64_t>>& confusion);
 
+// The standard error of balanced accuracy when images come in groups (HAM10000's lesions: several
+// images of one lesion are not independent draws). Each class's recall is a ratio over the groups
+// holding images of that class, with the cluster-robust variance of a ratio estimator,
+// m / (m - 1) * sum_g (c_g - r n_g)^2 / (sum_g n_g)^2 over its m groups (n_g images, c_g of them
+// correct, r the recall); sqrt(sum_k var_k) / K over the classes present. With one image per group
+// it is the binomial r (1 - r) / (n - 1); a class with a single group takes the binomial
+// r (1 - r) / n. labels, predicted and group: one entry per image; NaN without images.
+double balanced_accuracy_se_grouped(const std::vector<int>& labels, const std::vector<int>& predicted,
+                                    const std::vector<int64_t>& group, int num_classes);
+
 // ROC AUC of scores for the positive class (Mann-Whitney U, ties counted as half); NaN without
 // both positives and negatives.
 double roc_auc(const std::vector<float>& scores, const std::vector<bool>& positive);

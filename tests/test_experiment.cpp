@@ -117,6 +117,31 @@ BOOST_AUTO_TEST_CASE(plateau_follows_pytorch) {
   expect_error([&] { optim::Schedule bad(nm); }, "milestones");
 }
 
+BOOST_AUTO_TEST_CASE(balanced_accuracy_se_over_lesions_by_hand) {
+  // Class 0 in three lesions: A (2 images, 1 correct), B (1, correct), C (1, wrong): r = 1/2,
+  // residuals 1 - 2r = 0, 1 - r = 1/2, -r = -1/2, variance 3/2 * (1/2) / 4^2. Class 1 in one lesion
+  // D (3 images, 2 correct): the binomial (2/3)(1/3)/3. Class 2 absent.
+  const std::vector<int> labels = {0, 0, 0, 0, 1, 1, 1};
+  const std::vector<int> predicted = {0, 1, 0, 2, 1, 1, 0};
+  const std::vector<int64_t> lesion = {10, 10, 11, 12, 13, 13, 13};
+  BOOST_TEST(metrics::balanced_accuracy_se_grouped(labels, predicted, lesion, 3) ==
+                 std::sqrt(1.5 * 0.5 / 16 + 2.0 / 27) / 2,
+             boost::test_tools::tolerance(1e-12));
+  // One image per lesion: r (1 - r) / (n - 1) per class (4 images, 3 correct: 0.0625), against the
+  // binomial r (1 - r) / n of metrics::evaluate; the same images as one lesion per class: binomial.
+  const std::vector<int> l4 = {0, 0, 0, 0}, p4 = {0, 0, 0, 1};
+  BOOST_TEST(metrics::balanced_accuracy_se_grouped(l4, p4, {1, 2, 3, 4}, 2) == 0.25,
+             boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(metrics::balanced_accuracy_se_grouped(l4, p4, {7, 7, 7, 7}, 2) == std::sqrt(0.75 * 0.25 / 4),
+             boost::test_tools::tolerance(1e-12));
+  // Whole lesions right or wrong weigh more than their images scattered over lesions.
+  const std::vector<int> l8(8, 0), p8 = {0, 0, 0, 0, 1, 1, 1, 1};
+  BOOST_TEST(metrics::balanced_accuracy_se_grouped(l8, p8, {1, 1, 1, 1, 2, 2, 2, 2}, 1) >
+             metrics::balanced_accuracy_se_grouped(l8, p8, {1, 2, 1, 2, 1, 2, 1, 2}, 1));
+  BOOST_TEST(std::isnan(metrics::balanced_accuracy_se_grouped({}, {}, {}, 3)));
+  expect_error([&] { metrics::balanced_accuracy_se_grouped({0}, {0, 1}, {1}, 2); }, {"1 labels, 2 predictions"});
+}
+
 BOOST_AUTO_TEST_CASE(metrics_against_hand_computed_matrices) {
   // 3 classes; labels and argmax predictions:
   //   true 0: pred 0, 0, 1      true 1: pred 1, 2      true 2: pred 2, 2, 2, 0

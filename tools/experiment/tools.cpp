@@ -289,6 +289,19 @@ int evaluate_main(int argc, char** argv) {
     o2["input_size"] = input_size;
     o2["tta"] = args.flag("tta");
     o2["skipped_images"] = bad;
+    if (!ground_truth) {  // HAM10000 names each image's lesion: the standard error over lesions
+      std::map<std::string, int64_t> lesion_index;
+      std::vector<int64_t> group;
+      std::vector<int> predicted;
+      for (size_t i = 0; i < labels.size(); ++i) {
+        const auto& s = ds.samples.at(static_cast<size_t>(preds.front().items[i]));
+        group.push_back(lesion_index.try_emplace(s.lesion_id, static_cast<int64_t>(lesion_index.size())).first->second);
+        const float* row = probs.data() + i * K;
+        predicted.push_back(static_cast<int>(std::max_element(row, row + K) - row));
+      }
+      const double se = metrics::balanced_accuracy_se_grouped(labels, predicted, group, static_cast<int>(K));
+      o2["balanced_accuracy_se_lesions"] = std::isnan(se) ? json::Value(nullptr) : json::Value(se);
+    }
     o2["clinical"] = clinical_report(labels, probs, first.ck.info.classes).to_json(first.ck.info.classes);
     bool have_priors = true;
     for (auto& m : members) have_priors = have_priors && !m.ck.info.train_prior.empty();
