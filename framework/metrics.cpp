@@ -229,18 +229,21 @@ std::pair<double, double> balanced_accuracy_from_confusion(const std::vector<std
   return {sum / present, std::sqrt(var) / present};
 }
 
-double balanced_accuracy_se_grouped(const std::vector<int>& labels, const std::vector<int>& predicted,
+double balanced_accuracy_se_grouped(const std::vector<int>& labels, const std::vector<float>& probs,
                                     const std::vector<int64_t>& group, int num_classes) {
-  DERMIS_CHECK(labels.size() == predicted.size() && labels.size() == group.size(),
-               "metrics: {} labels, {} predictions and {} groups; give one of each per image", labels.size(),
-               predicted.size(), group.size());
   DERMIS_CHECK(num_classes > 0, "metrics: num_classes {} must be positive", num_classes);
+  const size_t K = static_cast<size_t>(num_classes);
+  DERMIS_CHECK(probs.size() == labels.size() * K && labels.size() == group.size(),
+               "metrics: {} labels, {} scores and {} groups; give one label, {} scores and one group per image",
+               labels.size(), probs.size(), group.size(), K);
   // Per class: each group's (images, correct).
-  std::vector<std::map<int64_t, std::pair<int64_t, int64_t>>> of_class(static_cast<size_t>(num_classes));
+  std::vector<std::map<int64_t, std::pair<int64_t, int64_t>>> of_class(K);
   for (size_t i = 0; i < labels.size(); ++i) {
     DERMIS_CHECK(labels[i] >= 0 && labels[i] < num_classes, "metrics: label {} outside [0, {})", labels[i], num_classes);
+    const float* p = probs.data() + i * K;
+    const int pred = static_cast<int>(std::max_element(p, p + K) - p);  // as evaluate decides
     auto& g = of_class[static_cast<size_t>(labels[i])][group[i]];
-    g.first += 1, g.second += predicted[i] == labels[i];
+    g.first += 1, g.second += pred == labels[i];
   }
   double var = 0;
   int present = 0;

@@ -44,8 +44,9 @@ std::pair<double, double> balanced_accuracy_from_confusion(const std::vector<std
 // m / (m - 1) * sum_g (c_g - r n_g)^2 / (sum_g n_g)^2 over its m groups (n_g images, c_g of them
 // correct, r the recall); sqrt(sum_k var_k) / K over the classes present. With one image per group
 // it is the binomial r (1 - r) / (n - 1); a class with a single group takes the binomial
-// r (1 - r) / n. labels, predicted and group: one entry per image; NaN without images.
-double balanced_accuracy_se_grouped(const std::vector<int>& labels, const std::vector<int>& predicted,
+// r (1 - r) / n. labels and group: one entry per image, probs N x K as for evaluate (the same
+// argmax decision); NaN without images.
+double balanced_accuracy_se_grouped(const std::vector<int>& labels, const std::vector<float>& probs,
                                     const std::vector<int64_t>& group, int num_classes);
 
 // ROC AUC of scores for the positive class (Mann-Whitney U, ties counted as half); NaN without

@@ -118,28 +118,37 @@ BOOST_AUTO_TEST_CASE(plateau_follows_pytorch) {
 }
 
 BOOST_AUTO_TEST_CASE(balanced_accuracy_se_over_lesions_by_hand) {
+  // Scores whose argmax is `predicted` (0.8 on it, 0.1 elsewhere).
+  const auto scores = [](const std::vector<int>& predicted, int K) {
+    std::vector<float> probs(predicted.size() * static_cast<size_t>(K), 0.1f);
+    for (size_t i = 0; i < predicted.size(); ++i) probs[i * static_cast<size_t>(K) + static_cast<size_t>(predicted[i])] = 0.8f;
+    return probs;
+  };
   // Class 0 in three lesions: A (2 images, 1 correct), B (1, correct), C (1, wrong): r = 1/2,
   // residuals 1 - 2r = 0, 1 - r = 1/2, -r = -1/2, variance 3/2 * (1/2) / 4^2. Class 1 in one lesion
   // D (3 images, 2 correct): the binomial (2/3)(1/3)/3. Class 2 absent.
   const std::vector<int> labels = {0, 0, 0, 0, 1, 1, 1};
   const std::vector<int> predicted = {0, 1, 0, 2, 1, 1, 0};
   const std::vector<int64_t> lesion = {10, 10, 11, 12, 13, 13, 13};
-  BOOST_TEST(metrics::balanced_accuracy_se_grouped(labels, predicted, lesion, 3) ==
+  BOOST_TEST(metrics::balanced_accuracy_se_grouped(labels, scores(predicted, 3), lesion, 3) ==
                  std::sqrt(1.5 * 0.5 / 16 + 2.0 / 27) / 2,
              boost::test_tools::tolerance(1e-12));
   // One image per lesion: r (1 - r) / (n - 1) per class (4 images, 3 correct: 0.0625), against the
   // binomial r (1 - r) / n of metrics::evaluate; the same images as one lesion per class: binomial.
-  const std::vector<int> l4 = {0, 0, 0, 0}, p4 = {0, 0, 0, 1};
+  const std::vector<int> l4 = {0, 0, 0, 0};
+  const std::vector<float> p4 = scores({0, 0, 0, 1}, 2);
   BOOST_TEST(metrics::balanced_accuracy_se_grouped(l4, p4, {1, 2, 3, 4}, 2) == 0.25,
              boost::test_tools::tolerance(1e-12));
   BOOST_TEST(metrics::balanced_accuracy_se_grouped(l4, p4, {7, 7, 7, 7}, 2) == std::sqrt(0.75 * 0.25 / 4),
              boost::test_tools::tolerance(1e-12));
   // Whole lesions right or wrong weigh more than their images scattered over lesions.
-  const std::vector<int> l8(8, 0), p8 = {0, 0, 0, 0, 1, 1, 1, 1};
-  BOOST_TEST(metrics::balanced_accuracy_se_grouped(l8, p8, {1, 1, 1, 1, 2, 2, 2, 2}, 1) >
-             metrics::balanced_accuracy_se_grouped(l8, p8, {1, 2, 1, 2, 1, 2, 1, 2}, 1));
+  const std::vector<int> l8(8, 0);
+  const std::vector<float> p8 = scores({0, 0, 0, 0, 1, 1, 1, 1}, 2);
+  BOOST_TEST(metrics::balanced_accuracy_se_grouped(l8, p8, {1, 1, 1, 1, 2, 2, 2, 2}, 2) >
+             metrics::balanced_accuracy_se_grouped(l8, p8, {1, 2, 1, 2, 1, 2, 1, 2}, 2));
   BOOST_TEST(std::isnan(metrics::balanced_accuracy_se_grouped({}, {}, {}, 3)));
-  expect_error([&] { metrics::balanced_accuracy_se_grouped({0}, {0, 1}, {1}, 2); }, {"1 labels, 2 predictions"});
+  expect_error([&] { metrics::balanced_accuracy_se_grouped({0}, {0.5f, 0.5f, 0.1f, 0.9f}, {1}, 2); },
+               {"1 labels, 4 scores and 1 groups"});
 }
 
 BOOST_AUTO_TEST_CASE(metrics_against_hand_computed_matrices) {

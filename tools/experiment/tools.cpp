@@ -292,14 +292,11 @@ int evaluate_main(int argc, char** argv) {
     if (!ground_truth) {  // HAM10000 names each image's lesion: the standard error over lesions
       std::map<std::string, int64_t> lesion_index;
       std::vector<int64_t> group;
-      std::vector<int> predicted;
       for (size_t i = 0; i < labels.size(); ++i) {
         const auto& s = ds.samples.at(static_cast<size_t>(preds.front().items[i]));
         group.push_back(lesion_index.try_emplace(s.lesion_id, static_cast<int64_t>(lesion_index.size())).first->second);
-        const float* row = probs.data() + i * K;
-        predicted.push_back(static_cast<int>(std::max_element(row, row + K) - row));
       }
-      const double se = metrics::balanced_accuracy_se_grouped(labels, predicted, group, static_cast<int>(K));
+      const double se = metrics::balanced_accuracy_se_grouped(labels, probs, group, static_cast<int>(K));
       o2["balanced_accuracy_se_lesions"] = std::isnan(se) ? json::Value(nullptr) : json::Value(se);
     }
     o2["clinical"] = clinical_report(labels, probs, first.ck.info.classes).to_json(first.ck.info.classes);
@@ -446,16 +443,15 @@ int predict_main(int argc, char** argv) {
       Heatmap h;
       std::vector<float> probs(classes.size(), 0.f);
       for (size_t m = 0; m < members.size(); ++m) {
-        std::optional<data::Batch> b;
-        b.swap(pending[m]);
+        const data::Batch& b = *pending[m];  // image k, checked above
         std::vector<float> p;
         if (m == 0) {  // the first model draws the heatmap
-          h = attention_heatmap(*members[m].ck.model, b->images, members[m].ck.info.norm, 2, method);
+          h = attention_heatmap(*members[m].ck.model, b.images, members[m].ck.info.norm, 2, method);
           p = h.probs;
         } else {
           members[m].ck.model->freeze();
           NoGrad ng;
-          p = softmax_rows(members[m].ck.model->forward(Var(b->images)).value());
+          p = softmax_rows(members[m].ck.model->forward(Var(b.images)).value());
         }
         shift_prior(p, members[m].ck.info.trained_prior, targets[m]);
         for (size_t c = 0; c < p.size(); ++c) probs[c] += p[c] / static_cast<float>(members.size());
