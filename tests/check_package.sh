@@ -58,7 +58,7 @@ run=$work/run
 expect 0 "epoch 1" -- "$ex" train --model mobilenet_cbam --synthetic-count 210 --size 48x64 --epochs 3 --stop-after 2 \
   --batch 16 --report-images 2 --out "$run"
 expect 0 "epoch 3" -- "$ex" train --resume "$run/last.safetensors"
-for f in best.safetensors last.safetensors report.html metrics.jsonl split.csv; do
+for f in best.safetensors last.safetensors report.html metrics.jsonl split.csv val_predictions.csv; do
   [ -s "$run/$f" ] && echo "ok: $run/$f" || { echo "FAIL: the run wrote no $f"; fail=1; }
 done
 [ "$(wc -l < "$run/metrics.jsonl")" -eq 3 ] && echo "ok: 3 epochs in metrics.jsonl" ||

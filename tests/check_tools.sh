@@ -181,6 +181,48 @@ case "$pooled" in
   ok*) echo "ok: repeat --folds 2 pooled figure = evaluate --split val of the folds added up: $pooled" ;;
   *) echo "FAIL: repeat --folds 2 pooled figure: $pooled"; fail=1 ;;
 esac
+# Each fold's val_predictions.csv is evaluate --predictions of its handed-out checkpoint (same
+# images, same probabilities), and the pooled error over lesions is the cluster-robust formula of
+# metrics.h computed here from those files.
+for k in 0 1; do
+  $E --checkpoint "$work/cv/fold-$k/model.safetensors" --data "$data" --split val --prior none --decode fast \
+    --predictions "$work/cv-ev-$k.csv" > /dev/null 2>&1 || { echo "FAIL: evaluate --predictions of fold $k"; fail=1; }
+done
+lesion_check=$(/usr/bin/env python3 -c "
+import csv, json, math, sys
+w = sys.argv[1]
+rows = []
+for k in (0, 1):
+    mine = list(csv.DictReader(open(f'{w}/cv/fold-{k}/val_predictions.csv')))
+    ev = {r['image_id']: r for r in csv.DictReader(open(f'{w}/cv-ev-{k}.csv'))}
+    assert len(mine) == len(ev) and len(mine) > 0, (k, len(mine), len(ev))
+    for r in mine:
+        e = ev[r['image_id']]
+        assert (r['lesion_id'], r['label'], r['predicted']) == (e['lesion_id'], e['label'], e['predicted']), (r, e)
+        assert all(abs(float(r[c]) - float(e[c])) < 1e-5 for c in r if c.startswith('p_')), (r, e)
+    rows += mine
+by = {}
+for r in rows:
+    g = by.setdefault(r['label'], {}).setdefault(r['lesion_id'], [0, 0])
+    g[0] += 1; g[1] += r['label'] == r['predicted']
+var = 0
+for groups in by.values():
+    n = sum(g[0] for g in groups.values()); c = sum(g[1] for g in groups.values()); r = c / n; m = len(groups)
+    var += r * (1 - r) / n if m == 1 else m / (m - 1) * sum((g[1] - r * g[0]) ** 2 for g in groups.values()) / n ** 2
+se = math.sqrt(var) / len(by)
+rep = json.load(open(f'{w}/cv/summary.json'))['pooled']['balanced_accuracy_se_lesions']
+print('ok' if abs(rep - se) < 1e-9 else 'mismatch', rep, se, len(rows))" "$work" 2>&1)
+case "$lesion_check" in
+  ok*) echo "ok: val_predictions.csv = evaluate --predictions per fold; pooled error over lesions: $lesion_check" ;;
+  *) echo "FAIL: val_predictions.csv or the pooled error over lesions: $lesion_check"; fail=1 ;;
+esac
+grep -q "over the [0-9]* lesions" "$work/cv.out" || { echo "FAIL: repeat --folds printed no error over lesions"; fail=1; }
+# A fold's file that is not its run's (a row gone) is refused; without the file the binomial error stands alone.
+rm -rf "$work/cv-cut" && cp -r "$work/cv" "$work/cv-cut"
+sed -i '$d' "$work/cv-cut/fold-1/val_predictions.csv"
+expect 2 "rows, but the run's result.json validated" -- $R --summarize "$work/cv-cut/fold-0" "$work/cv-cut/fold-1"
+rm "$work/cv-cut/fold-1/val_predictions.csv"
+expect 0 "no error over lesions: a run has no val_predictions.csv" -- $R --summarize "$work/cv-cut/fold-0" "$work/cv-cut/fold-1"
 # repeat --summarize pools the folds when their validation sides split one set of images with each
 # image once (checked in their split.csv files), and says why not otherwise: a fold missing or given
 # twice, a fold of another fold seed, a fold trained on other images.

@@ -161,9 +161,57 @@ json::Object summarize(const std::vector<RunResult>& rs) {
   return out;
 }
 
+// A run's val_predictions.csv (train writes it beside result.json; runs of older versions have
+// none): every validation image's label, lesion and probabilities, appended to labels, probs and
+// lesions. False when the run has no such file.
+bool read_val_predictions(const RunResult& r, std::vector<int>& labels, std::vector<float>& probs,
+                          std::vector<std::string>& lesions, std::vector<std::string>& classes) {
+  const std::string path = (fs::path(r.dir) / "val_predictions.csv").string();
+  if (!fs::exists(path)) return false;
+  const datasets::CsvTable t = datasets::read_csv(path);
+  const int lesion = t.column("lesion_id"), label = t.column("label");
+  std::vector<std::string> names;
+  std::vector<int> pcol;
+  for (size_t c = 0; c < t.header.size(); ++c)
+    if (t.header[c].rfind("p_", 0) == 0) names.push_back(t.header[c].substr(2)), pcol.push_back(static_cast<int>(c));
+  DERMIS_CHECK(lesion >= 0 && label >= 0 && names.size() >= 2,
+               "{}:{}: not a val_predictions.csv of train (it needs lesion_id, label and p_<class> columns)", path,
+               t.header_line);
+  if (classes.empty()) classes = names;
+  DERMIS_CHECK(names == classes, "{}: its classes differ from the first fold's", path);
+  int64_t rows = 0;
+  for (const auto& row : t.rows) {
+    const auto it = std::find(names.begin(), names.end(), row.fields[static_cast<size_t>(label)]);
+    DERMIS_CHECK(it != names.end(), "{}:{}: label '{}' is not one of the file's classes", path, row.line,
+                 row.fields[static_cast<size_t>(label)]);
+    labels.push_back(static_cast<int>(it - names.begin()));
+    lesions.push_back(row.fields[static_cast<size_t>(lesion)]);
+    for (const int c : pcol) {
+      const std::string& f = row.fields[static_cast<size_t>(c)];
+      char* end = nullptr;
+      const float v = std::strtof(f.c_str(), &end);
+      DERMIS_CHECK(!f.empty() && *end == '\0' && std::isfinite(v), "{}:{}: '{}' is not a probability", path, row.line,
+                   f);
+      probs.push_back(v);
+    }
+    ++rows;
+  }
+  int64_t images = 0;
+  for (const auto& row : r.val_confusion)
+    for (const int64_t c : row) images += c;
+  DERMIS_CHECK(rows == images,
+               "{}: {} rows, but the run's result.json validated {} images; the file is not this run's (rerun the "
+               "run's last epoch with train --resume, or remove the file to pool without it)",
+               path, rows, images);
+  return true;
+}
+
 // Cross-validation: the folds validate disjoint images that together are the whole data set, so
 // their handed-out checkpoints' confusion matrices add up to one out-of-fold figure over every
-// image, with a standard error a single fold's (about 1/K of the images) cannot have.
+// image, with a standard error a single fold's (about 1/K of the images) cannot have. The binomial
+// error treats every image as independent; with every fold's val_predictions.csv the error over
+// lesions (metrics::balanced_accuracy_se_grouped) is given too, the honest one on HAM10000, whose
+// lesions often have several images.
 json::Object pooled_out_of_fold(const std::vector<RunResult>& rs) {
   std::vector<std::vector<int64_t>> sum;
   int64_t images = 0;
@@ -176,10 +224,35 @@ json::Object pooled_out_of_fold(const std::vector<RunResult>& rs) {
         sum[i][j] += r.val_confusion[i][j], images += r.val_confusion[i][j];
   }
   const auto [bal, se] = metrics::balanced_accuracy_from_confusion(sum);
+  std::vector<int> labels;
+  std::vector<float> probs;
+  std::vector<std::string> lesions, classes;
+  bool all = true;
+  for (auto& r : rs) all = read_val_predictions(r, labels, probs, lesions, classes) && all;
+  double se_lesions = NAN;
+  if (all) {
+    std::map<std::string, int64_t> index;
+    std::vector<int64_t> group;
+    for (const auto& l : lesions) group.push_back(index.try_emplace(l, static_cast<int64_t>(index.size())).first->second);
+    const int K = static_cast<int>(classes.size());
+    DERMIS_CHECK(static_cast<size_t>(K) == sum.size(), "{}: val_predictions.csv has {} classes, result.json {}",
+                 rs.front().dir, K, sum.size());
+    // The files must give the figure the confusion matrices give: else they are not the runs' own.
+    const double from_files = metrics::evaluate(labels, probs, K).balanced_accuracy;
+    DERMIS_CHECK(std::abs(from_files - bal) < 1e-6,
+                 "the folds' val_predictions.csv give balanced accuracy {:.6f}, their result.json {:.6f}: a file is "
+                 "not its run's",
+                 from_files, bal);
+    se_lesions = metrics::balanced_accuracy_se_grouped(labels, probs, group, K);
+  }
   fmt::print("pooled over the {} folds ({} validation images, each once): balanced accuracy {:.4f} +- {:.4f} "
-             "(binomial standard error)\n",
-             rs.size(), images, bal, se);
-  return json::Object{{"balanced_accuracy", bal}, {"balanced_accuracy_se", se}, {"images", images}};
+             "(binomial standard error){}\n",
+             rs.size(), images, bal, se,
+             all ? fmt::format("; +- {:.4f} over the {} lesions", se_lesions, std::set<std::string>(lesions.begin(), lesions.end()).size())
+                 : std::string("; no error over lesions: a run has no val_predictions.csv (runs of older versions)"));
+  json::Object out{{"balanced_accuracy", bal}, {"balanced_accuracy_se", se}, {"images", images}};
+  out["balanced_accuracy_se_lesions"] = all && std::isfinite(se_lesions) ? json::Value(se_lesions) : json::Value();
+  return out;
 }
 
 // Empty when the runs' validation sides split one set of images with each image once (the folds
@@ -264,7 +337,9 @@ int main(int argc, char** argv) {
         "(--folds K --fold k, folder DIR/fold-k), then prints the validation balanced accuracy and\n"
         "accuracy of each run's handed-out checkpoint (and with the training set's class prior), with\n"
         "mean +- sd, and writes DIR/summary.json; with --folds also the figure pooled over every image\n"
-        "(the folds' validation confusion matrices added up). Finished runs are kept; interrupted ones resume.");
+        "(the folds' validation confusion matrices added up), with its binomial standard error and, from\n"
+        "the folds' val_predictions.csv, its standard error over lesions. Finished runs are kept;\n"
+        "interrupted ones resume.");
     args.add("seeds", "", "comma-separated seeds (each changes the split, initialisation and order)");
     args.add("folds", "0", "lesion-grouped k-fold cross-validation: one run per fold (2 to 20)");
     args.add("seed", "0", "with --folds: the seed of the fold assignment and the runs");

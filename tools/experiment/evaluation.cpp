@@ -1,7 +1,11 @@
 // Prediction over a loader (see evaluation.h).
 #include "evaluation.h"
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "framework/ops.h"
 #include "models/classifier.h"
@@ -109,6 +113,35 @@ Predictions predict(models::Classifier& model, data::Loader& loader, bool tta,
   }
   out.loss = out.labels.empty() ? 0 : loss_sum / static_cast<double>(out.labels.size());
   return out;
+}
+
+std::string predictions_csv(const std::vector<ImageId>& ids, const std::vector<int>& labels,
+                            const std::vector<float>& probs, const std::vector<std::string>& classes) {
+  const size_t K = classes.size();
+  DERMIS_CHECK(ids.size() == labels.size() && probs.size() == labels.size() * K,
+               "predictions_csv: {} images, {} labels and {} probabilities for {} classes", ids.size(), labels.size(),
+               probs.size(), K);
+  std::string csv = "image_id,lesion_id,label,predicted";
+  for (const auto& c : classes) csv += ",p_" + c;
+  csv += '\n';
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const float* p = &probs[i * K];
+    const size_t top = static_cast<size_t>(std::max_element(p, p + K) - p);
+    csv += fmt::format("{},{},{},{}", ids[i].image_id, ids[i].lesion_id, classes.at(static_cast<size_t>(labels[i])),
+                       classes[top]);
+    for (size_t k = 0; k < K; ++k) csv += fmt::format(",{:.9g}", p[k]);
+    csv += '\n';
+  }
+  return csv;
+}
+
+std::vector<int64_t> lesion_groups(const std::vector<ImageId>& ids) {
+  std::map<std::string, int64_t> index;
+  std::vector<int64_t> group;
+  group.reserve(ids.size());
+  for (const ImageId& id : ids)
+    group.push_back(index.try_emplace(id.lesion_id, static_cast<int64_t>(index.size())).first->second);
+  return group;
 }
 
 }  // namespace dermis::experiment

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "checkpoint.h"
@@ -56,6 +57,23 @@ inline constexpr const char* kPriorFlagHelp =
     "prior the model was trained towards to this one): none leaves them as trained (class-balanced training: a "
     "balanced prior), train uses the training set's class frequencies, uniform equal classes; auto: the "
     "checkpoint's train --decision-prior";
+
+// Which image a row of predictions is, and the lesion it shows (HAM10000 has several images of many
+// lesions, which are not independent draws).
+struct ImageId {
+  std::string image_id, lesion_id;
+};
+
+// The per-image predictions file (evaluate --predictions, train's val_predictions.csv): a header
+// image_id,lesion_id,label,predicted,p_<class>... and one row per image, the class names of the
+// true and the argmax class, the probabilities to 9 significant digits (they round-trip the float).
+// tools/compare_predictions reads it.
+std::string predictions_csv(const std::vector<ImageId>& ids, const std::vector<int>& labels,
+                            const std::vector<float>& probs, const std::vector<std::string>& classes);
+
+// Each image's lesion as a group number (0, 1, ... in order of first appearance), the grouping
+// metrics::balanced_accuracy_se_grouped takes.
+std::vector<int64_t> lesion_groups(const std::vector<ImageId>& ids);
 
 // (N, 3, H, W) plain tensor flipped horizontally and/or vertically.
 Tensor flip_images(const Tensor& x, bool horizontal, bool vertical);

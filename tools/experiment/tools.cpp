@@ -133,26 +133,6 @@ double mean_log_loss(const std::vector<int>& labels, const std::vector<float>& p
   return labels.empty() ? 0 : s / static_cast<double>(labels.size());
 }
 
-// evaluate --predictions: one row per scored image (items: the rows of ds the predictions are of).
-std::string predictions_csv(const datasets::Dataset& ds, const std::vector<int64_t>& items,
-                            const std::vector<int>& labels, const std::vector<float>& probs,
-                            const std::vector<std::string>& classes) {
-  const size_t K = classes.size();
-  std::string csv = "image_id,lesion_id,label,predicted";
-  for (const auto& c : classes) csv += ",p_" + c;
-  csv += '\n';
-  for (size_t i = 0; i < labels.size(); ++i) {
-    const float* p = &probs[i * K];
-    const size_t top = static_cast<size_t>(std::max_element(p, p + K) - p);
-    const datasets::Sample& sample = ds.samples[static_cast<size_t>(items[i])];
-    csv += fmt::format("{},{},{},{}", sample.image_id, sample.lesion_id, classes[static_cast<size_t>(labels[i])],
-                       classes[top]);
-    for (size_t k = 0; k < K; ++k) csv += fmt::format(",{:.9g}", p[k]);  // round-trips the float
-    csv += '\n';
-  }
-  return csv;
-}
-
 }  // namespace
 
 int evaluate_main(int argc, char** argv) {
@@ -289,14 +269,13 @@ int evaluate_main(int argc, char** argv) {
     o2["input_size"] = input_size;
     o2["tta"] = args.flag("tta");
     o2["skipped_images"] = bad;
+    std::vector<ImageId> ids;
+    for (const int64_t item : preds.front().items) {
+      const datasets::Sample& s = ds.samples.at(static_cast<size_t>(item));
+      ids.push_back({s.image_id, s.lesion_id});
+    }
     if (!ground_truth) {  // HAM10000 names each image's lesion: the standard error over lesions
-      std::map<std::string, int64_t> lesion_index;
-      std::vector<int64_t> group;
-      for (size_t i = 0; i < labels.size(); ++i) {
-        const auto& s = ds.samples.at(static_cast<size_t>(preds.front().items[i]));
-        group.push_back(lesion_index.try_emplace(s.lesion_id, static_cast<int64_t>(lesion_index.size())).first->second);
-      }
-      const double se = metrics::balanced_accuracy_se_grouped(labels, probs, group, static_cast<int>(K));
+      const double se = metrics::balanced_accuracy_se_grouped(labels, probs, lesion_groups(ids), static_cast<int>(K));
       o2["balanced_accuracy_se_lesions"] = std::isnan(se) ? json::Value(nullptr) : json::Value(se);
     }
     o2["clinical"] = clinical_report(labels, probs, first.ck.info.classes).to_json(first.ck.info.classes);
@@ -319,7 +298,7 @@ int evaluate_main(int argc, char** argv) {
     if (!args.str("out").empty())
       io::write_file_atomic(args.str("out"), std::vector<uint8_t>(text.begin(), text.end()));
     if (!args.str("predictions").empty()) {
-      const std::string csv = predictions_csv(ds, preds.front().items, labels, probs, first.ck.info.classes);
+      const std::string csv = predictions_csv(ids, labels, probs, first.ck.info.classes);
       io::write_file_atomic(args.str("predictions"), std::vector<uint8_t>(csv.begin(), csv.end()));
     }
     return 0;

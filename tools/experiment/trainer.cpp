@@ -514,14 +514,28 @@ TrainResult Trainer::finish() {
   p.probs = decided(std::move(p.probs), c_.decision_prior);
   res.selected_val = metrics::evaluate(p.labels, p.probs, datasets::kNumClasses);
   res.selected_val.loss = p.loss;
+  // val_predictions.csv: the handed-out checkpoint's probabilities on every validation image, as
+  // decided for result.json's "val" (the run's --decision-prior), in evaluate --predictions' format,
+  // so that tools/compare_predictions pairs runs by image (the folds of two recipes, say) and
+  // repeat pools a cross-validation's folds with an error over lesions.
+  std::vector<ImageId> ids;
+  for (const int64_t item : p.items) ids.push_back(val_ids_.at(static_cast<size_t>(item)));
+  const std::string pred_csv = predictions_csv(ids, p.labels, p.probs, class_list());
+  const std::string pred_path = (fs::path(c_.out) / "val_predictions.csv").string();
+  io::write_file_atomic(pred_path, std::vector<uint8_t>(pred_csv.begin(), pred_csv.end()));
+  const double se_lesions =
+      metrics::balanced_accuracy_se_grouped(p.labels, p.probs, lesion_groups(ids), datasets::kNumClasses);
   // model.safetensors: the handed-out weights alone (no optimiser state), what users take.
   res.model_checkpoint = model_path_;
   save_checkpoint(model_path_, *handed.model, handed.info);
   res.result_json = (fs::path(c_.out) / "result.json").string();
+  json::Object val_json = res.selected_val.to_json(class_list());
+  val_json["balanced_accuracy_se_lesions"] = std::isnan(se_lesions) ? json::Value(nullptr) : json::Value(se_lesions);
   json::Object out{{"selected", res.selected},
                    {"checkpoint", res.selected_checkpoint},
                    {"model_checkpoint", res.model_checkpoint},
-                   {"val", res.selected_val.to_json(class_list())},
+                   {"val", val_json},
+                   {"val_predictions", pred_path},
                    {"val_train_prior", res.selected_val_train_prior.to_json(class_list())},
                    {"best_epoch", res.best_epoch},
                    {"best_val_balanced_accuracy", res.best_val.balanced_accuracy},

@@ -108,6 +108,7 @@ class Trainer {
   double budget_ = 0;  // seconds (--minutes)
   // Data.
   std::vector<data::Item> train_items_, val_items_, test_items_;  // test: --test-fraction, scored only at the end
+  std::vector<ImageId> val_ids_;  // which image and lesion each of val_items_ is (val_predictions.csv)
   std::vector<float> class_weights_, logit_offsets_;
   data::Normalization norm_;
   data::LoaderOptions val_options_;

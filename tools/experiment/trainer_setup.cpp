@@ -203,6 +203,8 @@ void Trainer::setup_data() {
                      c_.resume, root_, side, fp, where, recorded.count(side) ? recorded.at(side) : "none");
   }
   train_items_ = ds.items(split.train), val_items_ = ds.items(split.val), test_items_ = ds.items(split.test);
+  val_ids_.clear();
+  for (const size_t i : split.val) val_ids_.push_back({ds.samples[i].image_id, ds.samples[i].lesion_id});
   // The exact images of each side, for other programs (e.g. a PyTorch reference run): split.csv.
   if (writer_) split_csv_ = datasets::split_csv(ds, split);
   std::array<int64_t, datasets::kNumClasses> counts{};
