@@ -183,13 +183,14 @@ case "$pooled" in
 esac
 # Each fold's val_predictions.csv is evaluate --predictions of its handed-out checkpoint (same
 # images, same probabilities), and the pooled error over lesions is the cluster-robust formula of
-# metrics.h computed here from those files.
+# metrics.h computed here from those files (and compare_predictions' bootstrap of each side's own
+# error agrees with it).
 for k in 0 1; do
   $E --checkpoint "$work/cv/fold-$k/model.safetensors" --data "$data" --split val --prior none --decode fast \
     --predictions "$work/cv-ev-$k.csv" > /dev/null 2>&1 || { echo "FAIL: evaluate --predictions of fold $k"; fail=1; }
 done
 lesion_check=$(/usr/bin/env python3 -c "
-import csv, json, math, sys
+import csv, json, math, subprocess, sys
 w = sys.argv[1]
 rows = []
 for k in (0, 1):
@@ -211,7 +212,12 @@ for groups in by.values():
     var += r * (1 - r) / n if m == 1 else m / (m - 1) * sum((g[1] - r * g[0]) ** 2 for g in groups.values()) / n ** 2
 se = math.sqrt(var) / len(by)
 rep = json.load(open(f'{w}/cv/summary.json'))['pooled']['balanced_accuracy_se_lesions']
-print('ok' if abs(rep - se) < 1e-9 else 'mismatch', rep, se, len(rows))" "$work" 2>&1)
+# compare_predictions' bootstrap over the same lesions gives each side's own error near it.
+files = f'{w}/cv/fold-0/val_predictions.csv,{w}/cv/fold-1/val_predictions.csv'
+subprocess.run([sys.argv[2], '--a', files, '--b', files, '--out', f'{w}/cv-cmp.json'], check=True, capture_output=True)
+boot = json.load(open(f'{w}/cv-cmp.json'))['a_balanced_accuracy_se']
+ok = abs(rep - se) < 1e-9 and se > 0 and abs(boot - se) < 0.25 * se
+print('ok' if ok else 'mismatch', rep, se, boot, len(rows))" "$work" "$C" 2>&1)
 case "$lesion_check" in
   ok*) echo "ok: val_predictions.csv = evaluate --predictions per fold; pooled error over lesions: $lesion_check" ;;
   *) echo "FAIL: val_predictions.csv or the pooled error over lesions: $lesion_check"; fail=1 ;;

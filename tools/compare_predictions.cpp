@@ -128,8 +128,8 @@ int main(int argc, char** argv) {
         "The paired difference A - B in balanced accuracy and accuracy between two classifiers scored on the\n"
         "same images, from evaluate --predictions files (several per side, comma-separated: e.g. the folds\n"
         "of a cross-validation, pooled). Its standard error and 95% interval come from a bootstrap over the\n"
-        "lesions (lesion_id; images without it), resampled within each class; also the images only A or only\n"
-        "B gets right.");
+        "lesions (lesion_id; images without it), resampled within each class, as does each side's own\n"
+        "standard error; also the images only A or only B gets right.");
     args.add("a", "", "classifier A: evaluate --predictions CSV file(s)");
     args.add("b", "", "classifier B: the same images' rows, in any order");
     args.add("draws", "2000", "bootstrap draws");
@@ -183,7 +183,7 @@ int main(int argc, char** argv) {
     size_t units = 0;
     for (const auto& u : by_class) units += u.size();
     std::mt19937_64 rng(static_cast<uint64_t>(seed));
-    std::vector<double> d_bal, d_acc;
+    std::vector<double> d_bal, d_acc, a_bal, b_bal;  // the differences, and each side's own figure
     std::vector<size_t> idx;
     for (long d = 0; d < draws; ++d) {
       idx.clear();
@@ -197,10 +197,17 @@ int main(int argc, char** argv) {
       }
       const Figures ra = figures(label, pa, idx, K), rb = figures(label, pb, idx, K);
       d_bal.push_back(ra.balanced - rb.balanced), d_acc.push_back(ra.accuracy - rb.accuracy);
+      a_bal.push_back(ra.balanced), b_bal.push_back(rb.balanced);
     }
     const Interval bal = interval(fa.balanced - fb.balanced, d_bal), acc = interval(fa.accuracy - fb.accuracy, d_acc);
-    fmt::print("A: {}: balanced accuracy {:.4f}, accuracy {:.4f}\n", args.str("a"), fa.balanced, fa.accuracy);
-    fmt::print("B: {}: balanced accuracy {:.4f}, accuracy {:.4f}\n", args.str("b"), fb.balanced, fb.accuracy);
+    // Each side's own error: the same draws, one side at a time (unpaired, so much larger than the
+    // difference's when both classifiers find the same images hard).
+    const Interval own_a = interval(fa.balanced, a_bal), own_b = interval(fb.balanced, b_bal);
+    const char* unit_name = lesions ? "lesions" : "images";
+    fmt::print("A: {}: balanced accuracy {:.4f} (SE {:.4f} over {}), accuracy {:.4f}\n", args.str("a"), fa.balanced,
+               own_a.se, unit_name, fa.accuracy);
+    fmt::print("B: {}: balanced accuracy {:.4f} (SE {:.4f} over {}), accuracy {:.4f}\n", args.str("b"), fb.balanced,
+               own_b.se, unit_name, fb.accuracy);
     fmt::print("A - B, paired over {} images ({} bootstrap draws of the {} {} within each class, seed {}):\n", N, draws,
                units, lesions ? "lesions" : "images (no lesion_id column)", seed);
     fmt::print("  balanced accuracy {:+.4f}  SE {:.4f}  95% interval {:+.4f} to {:+.4f}\n", bal.diff, bal.se, bal.lo,
@@ -217,6 +224,8 @@ int main(int argc, char** argv) {
                            {"units", static_cast<int64_t>(units)},
                            {"a_balanced_accuracy", fa.balanced},
                            {"b_balanced_accuracy", fb.balanced},
+                           {"a_balanced_accuracy_se", own_a.se},
+                           {"b_balanced_accuracy_se", own_b.se},
                            {"a_accuracy", fa.accuracy},
                            {"b_accuracy", fb.accuracy},
                            {"balanced_accuracy", to_json(bal)},
