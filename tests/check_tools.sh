@@ -217,18 +217,38 @@ files = f'{w}/cv/fold-0/val_predictions.csv,{w}/cv/fold-1/val_predictions.csv'
 subprocess.run([sys.argv[2], '--a', files, '--b', files, '--out', f'{w}/cv-cmp.json'], check=True, capture_output=True)
 boot = json.load(open(f'{w}/cv-cmp.json'))['a_balanced_accuracy_se']
 ok = abs(rep - se) < 1e-9 and se > 0 and abs(boot - se) < 0.25 * se
-print('ok' if ok else 'mismatch', rep, se, boot, len(rows))" "$work" "$C" 2>&1)
+# result.json's own error over lesions is evaluate's for the same checkpoint and images.
+for k in (0, 1):
+    ev = json.loads(subprocess.run([sys.argv[3], '--checkpoint', f'{w}/cv/fold-{k}/model.safetensors', '--data', sys.argv[4],
+                                    '--split', 'val', '--prior', 'none', '--decode', 'fast'], check=True, capture_output=True, text=True).stdout)
+    mine = json.load(open(f'{w}/cv/fold-{k}/result.json'))['val']['balanced_accuracy_se_lesions']
+    ok = ok and abs(mine - ev['balanced_accuracy_se_lesions']) < 1e-9
+print('ok' if ok else 'mismatch', rep, se, boot, len(rows))" "$work" "$C" "$E" "$data" 2>&1)
 case "$lesion_check" in
   ok*) echo "ok: val_predictions.csv = evaluate --predictions per fold; pooled error over lesions: $lesion_check" ;;
   *) echo "FAIL: val_predictions.csv or the pooled error over lesions: $lesion_check"; fail=1 ;;
 esac
 grep -q "over the [0-9]* lesions" "$work/cv.out" || { echo "FAIL: repeat --folds printed no error over lesions"; fail=1; }
-# A fold's file that is not its run's (a row gone) is refused; without the file the binomial error stands alone.
+# A fold's file that is not its run's (a row gone; one image's decision changed) or no file: a
+# warning naming it, and the pooled figure with the binomial error alone.
 rm -rf "$work/cv-cut" && cp -r "$work/cv" "$work/cv-cut"
 sed -i '$d' "$work/cv-cut/fold-1/val_predictions.csv"
-expect 2 "rows, but the run's result.json validated" -- $R --summarize "$work/cv-cut/fold-0" "$work/cv-cut/fold-1"
+expect 0 "fold-1/val_predictions.csv: its decisions are not those of the run's result.json" -- \
+  $R --summarize "$work/cv-cut/fold-0" "$work/cv-cut/fold-1"
+grep -q "no error over lesions (see the warning)" "$work/out" || { echo "FAIL: a foreign val_predictions.csv still gave an error over lesions"; fail=1; }
+cp "$work/cv/fold-1/val_predictions.csv" "$work/cv-cut/fold-1/"
+/usr/bin/env python3 -c "
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+p = [i for i, h in enumerate(rows[0]) if h.startswith('p_')]
+top = max(p, key=lambda i: float(rows[1][i]))
+rows[1][top] = '0'  # the first image's top class is no longer its argmax
+csv.writer(open(sys.argv[1], 'w', newline='')).writerows(rows)" "$work/cv-cut/fold-1/val_predictions.csv"
+expect 0 "its decisions are not those of the run's result.json" -- $R --summarize "$work/cv-cut/fold-0" "$work/cv-cut/fold-1"
 rm "$work/cv-cut/fold-1/val_predictions.csv"
-expect 0 "no error over lesions: a run has no val_predictions.csv" -- $R --summarize "$work/cv-cut/fold-0" "$work/cv-cut/fold-1"
+expect 0 "warning: no standard error over lesions: $work/cv-cut/fold-1 has no val_predictions.csv" -- \
+  $R --summarize "$work/cv-cut/fold-0" "$work/cv-cut/fold-1"
+grep -q "^pooled over the 2 folds" "$work/out" || { echo "FAIL: no pooled figure without a fold's val_predictions.csv"; fail=1; }
 # repeat --summarize pools the folds when their validation sides split one set of images with each
 # image once (checked in their split.csv files), and says why not otherwise: a fold missing or given
 # twice, a fold of another fold seed, a fold trained on other images.

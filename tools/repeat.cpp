@@ -163,47 +163,55 @@ json::Object summarize(const std::vector<RunResult>& rs) {
 
 // A run's val_predictions.csv (train writes it beside result.json; runs of older versions have
 // none): every validation image's label, lesion and probabilities, appended to labels, probs and
-// lesions. False when the run has no such file.
-bool read_val_predictions(const RunResult& r, std::vector<int>& labels, std::vector<float>& probs,
-                          std::vector<std::string>& lesions, std::vector<std::string>& classes) {
+// lesions. Empty when they were read; else why not (no file, or a file whose decisions are not
+// those of the run's result.json: another checkpoint's or another run's).
+std::string read_val_predictions(const RunResult& r, std::vector<int>& labels, std::vector<float>& probs,
+                                 std::vector<std::string>& lesions, std::vector<std::string>& classes) {
   const std::string path = (fs::path(r.dir) / "val_predictions.csv").string();
-  if (!fs::exists(path)) return false;
+  if (!fs::exists(path)) return fmt::format("{} has no val_predictions.csv (a run of an older version)", r.dir);
   const datasets::CsvTable t = datasets::read_csv(path);
   const int lesion = t.column("lesion_id"), label = t.column("label");
   std::vector<std::string> names;
   std::vector<int> pcol;
   for (size_t c = 0; c < t.header.size(); ++c)
     if (t.header[c].rfind("p_", 0) == 0) names.push_back(t.header[c].substr(2)), pcol.push_back(static_cast<int>(c));
-  DERMIS_CHECK(lesion >= 0 && label >= 0 && names.size() >= 2,
-               "{}:{}: not a val_predictions.csv of train (it needs lesion_id, label and p_<class> columns)", path,
-               t.header_line);
+  if (lesion < 0 || label < 0 || names.size() != r.val_confusion.size())
+    return fmt::format("{}:{}: not a val_predictions.csv of train with the run's {} classes (it needs lesion_id, "
+                       "label and one p_<class> column per class)",
+                       path, t.header_line, r.val_confusion.size());
   if (classes.empty()) classes = names;
-  DERMIS_CHECK(names == classes, "{}: its classes differ from the first fold's", path);
-  int64_t rows = 0;
+  if (names != classes) return fmt::format("{}: its classes differ from the first fold's", path);
+  const size_t K = names.size(), first = labels.size();
+  std::vector<std::vector<int64_t>> confusion(K, std::vector<int64_t>(K, 0));
   for (const auto& row : t.rows) {
     const auto it = std::find(names.begin(), names.end(), row.fields[static_cast<size_t>(label)]);
-    DERMIS_CHECK(it != names.end(), "{}:{}: label '{}' is not one of the file's classes", path, row.line,
-                 row.fields[static_cast<size_t>(label)]);
-    labels.push_back(static_cast<int>(it - names.begin()));
-    lesions.push_back(row.fields[static_cast<size_t>(lesion)]);
-    for (const int c : pcol) {
-      const std::string& f = row.fields[static_cast<size_t>(c)];
+    if (it == names.end())
+      return fmt::format("{}:{}: label '{}' is not one of the file's classes", path, row.line,
+                         row.fields[static_cast<size_t>(label)]);
+    const size_t y = static_cast<size_t>(it - names.begin());
+    const size_t base = probs.size();
+    size_t top = 0;
+    for (size_t k = 0; k < K; ++k) {
+      const std::string& f = row.fields[static_cast<size_t>(pcol[k])];
       char* end = nullptr;
       const float v = std::strtof(f.c_str(), &end);
-      DERMIS_CHECK(!f.empty() && *end == '\0' && std::isfinite(v), "{}:{}: '{}' is not a probability", path, row.line,
-                   f);
+      if (f.empty() || *end != '\0' || !std::isfinite(v))
+        return fmt::format("{}:{}: '{}' is not a probability", path, row.line, f);
       probs.push_back(v);
+      if (v > probs[base + top]) top = k;  // the first maximum, as evaluate decides
     }
-    ++rows;
+    confusion[y][top]++;
+    labels.push_back(static_cast<int>(y));
+    lesions.push_back(row.fields[static_cast<size_t>(lesion)]);
   }
-  int64_t images = 0;
-  for (const auto& row : r.val_confusion)
-    for (const int64_t c : row) images += c;
-  DERMIS_CHECK(rows == images,
-               "{}: {} rows, but the run's result.json validated {} images; the file is not this run's (rerun the "
-               "run's last epoch with train --resume, or remove the file to pool without it)",
-               path, rows, images);
-  return true;
+  if (confusion != r.val_confusion) {
+    labels.resize(first), probs.resize(first * K), lesions.resize(first);
+    return fmt::format("{}: its decisions are not those of the run's result.json (another checkpoint's or another "
+                       "run's file); recreate it with train --resume {}/last.safetensors, which trains nothing more "
+                       "and scores the handed-out checkpoint again",
+                       path, r.dir);
+  }
+  return {};
 }
 
 // Cross-validation: the folds validate disjoint images that together are the whole data set, so
@@ -211,7 +219,8 @@ bool read_val_predictions(const RunResult& r, std::vector<int>& labels, std::vec
 // image, with a standard error a single fold's (about 1/K of the images) cannot have. The binomial
 // error treats every image as independent; with every fold's val_predictions.csv the error over
 // lesions (metrics::balanced_accuracy_se_grouped) is given too, the honest one on HAM10000, whose
-// lesions often have several images.
+// lesions often have several images. A missing or foreign file leaves that error out, with a
+// warning, and the pooled figure stands.
 json::Object pooled_out_of_fold(const std::vector<RunResult>& rs) {
   std::vector<std::vector<int64_t>> sum;
   int64_t images = 0;
@@ -227,31 +236,27 @@ json::Object pooled_out_of_fold(const std::vector<RunResult>& rs) {
   std::vector<int> labels;
   std::vector<float> probs;
   std::vector<std::string> lesions, classes;
-  bool all = true;
-  for (auto& r : rs) all = read_val_predictions(r, labels, probs, lesions, classes) && all;
+  std::string why_not;
+  for (auto& r : rs)
+    if (why_not = read_val_predictions(r, labels, probs, lesions, classes); !why_not.empty()) break;
   double se_lesions = NAN;
-  if (all) {
+  std::string lesion_part;
+  if (why_not.empty()) {
     std::map<std::string, int64_t> index;
     std::vector<int64_t> group;
     for (const auto& l : lesions) group.push_back(index.try_emplace(l, static_cast<int64_t>(index.size())).first->second);
-    const int K = static_cast<int>(classes.size());
-    DERMIS_CHECK(static_cast<size_t>(K) == sum.size(), "{}: val_predictions.csv has {} classes, result.json {}",
-                 rs.front().dir, K, sum.size());
-    // The files must give the figure the confusion matrices give: else they are not the runs' own.
-    const double from_files = metrics::evaluate(labels, probs, K).balanced_accuracy;
-    DERMIS_CHECK(std::abs(from_files - bal) < 1e-6,
-                 "the folds' val_predictions.csv give balanced accuracy {:.6f}, their result.json {:.6f}: a file is "
-                 "not its run's",
-                 from_files, bal);
-    se_lesions = metrics::balanced_accuracy_se_grouped(labels, probs, group, K);
+    se_lesions = metrics::balanced_accuracy_se_grouped(labels, probs, group, static_cast<int>(classes.size()));
+    lesion_part = fmt::format("; +- {:.4f} over the {} lesions", se_lesions, index.size());
+  } else {
+    std::fflush(stdout);
+    fmt::print(stderr, "warning: no standard error over lesions: {}\n", why_not);
+    lesion_part = "; no error over lesions (see the warning)";
   }
   fmt::print("pooled over the {} folds ({} validation images, each once): balanced accuracy {:.4f} +- {:.4f} "
              "(binomial standard error){}\n",
-             rs.size(), images, bal, se,
-             all ? fmt::format("; +- {:.4f} over the {} lesions", se_lesions, std::set<std::string>(lesions.begin(), lesions.end()).size())
-                 : std::string("; no error over lesions: a run has no val_predictions.csv (runs of older versions)"));
+             rs.size(), images, bal, se, lesion_part);
   json::Object out{{"balanced_accuracy", bal}, {"balanced_accuracy_se", se}, {"images", images}};
-  out["balanced_accuracy_se_lesions"] = all && std::isfinite(se_lesions) ? json::Value(se_lesions) : json::Value();
+  out["balanced_accuracy_se_lesions"] = std::isfinite(se_lesions) ? json::Value(se_lesions) : json::Value();
   return out;
 }
 

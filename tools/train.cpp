@@ -1,6 +1,7 @@
 // tools/train: trains a CBAM classifier on HAM10000 (or, without --data, on the built-in synthetic
 // dataset, generated on first use), validating every epoch on a lesion-grouped split; writes
-// best/last checkpoints, metrics.jsonl and report.html into the run folder.
+// best/last checkpoints, metrics.jsonl, result.json, val_predictions.csv and report.html into the
+// run folder.
 // (The tool is experiment::train_main, tools/experiment/tools.cpp.)
 #include "tools/experiment/tools.h"
 

@@ -63,8 +63,9 @@ int train_main(int argc, char** argv) {
                vp.balanced_accuracy, vp.accuracy);
     fmt::print("best epoch {}: validation balanced accuracy {:.4f} (picked on the same images: optimistic)\n",
                r.best_epoch, r.best_val.balanced_accuracy);
-    fmt::print("checkpoint: {}\nlast:       {}\nbest:       {}\nreport:     {}\nresult:     {}\nmetrics:    {}/metrics.jsonl\n",
-               r.model_checkpoint, r.last_checkpoint, r.best_checkpoint, r.report, r.result_json, r.out_dir);
+    fmt::print("checkpoint: {}\nlast:       {}\nbest:       {}\nreport:     {}\nresult:     {}\nmetrics:    {}/metrics.jsonl\n"
+               "predictions: {}/val_predictions.csv\n",
+               r.model_checkpoint, r.last_checkpoint, r.best_checkpoint, r.report, r.result_json, r.out_dir, r.out_dir);
     return 0;
   });
 }

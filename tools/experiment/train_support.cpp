@@ -113,7 +113,7 @@ void remove_stale_temporaries(const std::string& dir) {
     // Only train's own files: another program's temporaries in the folder are not ours to remove.
     static const std::set<std::string> ours{"last.safetensors", "best.safetensors", "swa.safetensors",
                                             "model.safetensors", "metrics.jsonl",    "split.csv",
-                                            "result.json",       "report.html"};
+                                            "result.json",       "report.html",      "val_predictions.csv"};
     const std::string pid = n.substr(at + 5);
     if (ours.count(n.substr(0, at)) && !pid.empty() && pid.find_first_not_of("0123456789") == std::string::npos)
       fs::remove(e.path(), ec);

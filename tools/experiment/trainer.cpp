@@ -485,7 +485,8 @@ TrainResult Trainer::result() const {
 }
 
 // Final evaluation of the handed-out checkpoint (--select), its copy as model.safetensors,
-// result.json and the report: rank 0 alone (the other ranks may be on hosts without its files).
+// val_predictions.csv, result.json and the report: rank 0 alone (the other ranks may be on hosts
+// without its files).
 TrainResult Trainer::finish() {
   TrainResult res = result();
   DERMIS_CHECK(fs::exists(best_path_), "no epoch finished within the budget; give --minutes more time");
@@ -514,15 +515,8 @@ TrainResult Trainer::finish() {
   p.probs = decided(std::move(p.probs), c_.decision_prior);
   res.selected_val = metrics::evaluate(p.labels, p.probs, datasets::kNumClasses);
   res.selected_val.loss = p.loss;
-  // val_predictions.csv: the handed-out checkpoint's probabilities on every validation image, as
-  // decided for result.json's "val" (the run's --decision-prior), in evaluate --predictions' format,
-  // so that tools/compare_predictions pairs runs by image (the folds of two recipes, say) and
-  // repeat pools a cross-validation's folds with an error over lesions.
   std::vector<ImageId> ids;
   for (const int64_t item : p.items) ids.push_back(val_ids_.at(static_cast<size_t>(item)));
-  const std::string pred_csv = predictions_csv(ids, p.labels, p.probs, class_list());
-  const std::string pred_path = (fs::path(c_.out) / "val_predictions.csv").string();
-  io::write_file_atomic(pred_path, std::vector<uint8_t>(pred_csv.begin(), pred_csv.end()));
   const double se_lesions =
       metrics::balanced_accuracy_se_grouped(p.labels, p.probs, lesion_groups(ids), datasets::kNumClasses);
   // model.safetensors: the handed-out weights alone (no optimiser state), what users take.
@@ -535,7 +529,7 @@ TrainResult Trainer::finish() {
                    {"checkpoint", res.selected_checkpoint},
                    {"model_checkpoint", res.model_checkpoint},
                    {"val", val_json},
-                   {"val_predictions", pred_path},
+                   {"val_predictions", "val_predictions.csv"},
                    {"val_train_prior", res.selected_val_train_prior.to_json(class_list())},
                    {"best_epoch", res.best_epoch},
                    {"best_val_balanced_accuracy", res.best_val.balanced_accuracy},
@@ -546,6 +540,14 @@ TrainResult Trainer::finish() {
   if (last_report_) out["last_val_balanced_accuracy"] = last_report_->balanced_accuracy;
   if (swa_report_) out["swa_val_balanced_accuracy"] = swa_report_->balanced_accuracy, out["swa_epochs"] = state_.swa_count;
   if (!test_items_.empty()) out["test"] = score_test_set(res, sel, *handed.model);
+  // val_predictions.csv: the handed-out checkpoint's probabilities on every validation image read,
+  // as decided for result.json's "val" (the run's --decision-prior), in evaluate --predictions'
+  // format, so that tools/compare_predictions pairs runs that validated the same images (the same
+  // folds of two recipes, say) and repeat pools a cross-validation's folds with an error over
+  // lesions. Written just before result.json, which it belongs to.
+  const std::string pred_csv = predictions_csv(ids, p.labels, p.probs, class_list());
+  io::write_file_atomic((fs::path(c_.out) / "val_predictions.csv").string(),
+                        std::vector<uint8_t>(pred_csv.begin(), pred_csv.end()));
   const std::string text = json::dump(out);
   io::write_file_atomic(res.result_json, std::vector<uint8_t>(text.begin(), text.end()));
   write_run_report(handed, res, p);

@@ -1,6 +1,7 @@
 // The experiment: train a classifier on HAM10000 (or the built-in synthetic set) with SGD and an LR
 // schedule, validate every epoch on a lesion-grouped split, keep best/last checkpoints, write
-// metrics.jsonl and report.html. tools/train is a thin wrapper around train().
+// metrics.jsonl, result.json, val_predictions.csv and report.html. tools/train is a thin wrapper
+// around train().
 #pragma once
 
 #include <map>
