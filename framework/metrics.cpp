@@ -186,7 +186,7 @@ Report evaluate(const std::vector<int>& labels, const std::vector<float>& probs,
   for (int64_t i = 0; i < n; ++i) {
     DERMIS_CHECK(labels[i] >= 0 && labels[i] < K, "metrics: label {} of image {} is outside [0, {})", labels[i], i, K);
     const float* p = probs.data() + i * K;
-    const int pred = static_cast<int>(std::max_element(p, p + K) - p);
+    const int pred = decide(p, static_cast<size_t>(K));
     r.confusion[labels[i]][pred]++;
     correct += pred == labels[i];
   }
@@ -241,7 +241,7 @@ double balanced_accuracy_se_grouped(const std::vector<int>& labels, const std::v
   for (size_t i = 0; i < labels.size(); ++i) {
     DERMIS_CHECK(labels[i] >= 0 && labels[i] < num_classes, "metrics: label {} outside [0, {})", labels[i], num_classes);
     const float* p = probs.data() + i * K;
-    const int pred = static_cast<int>(std::max_element(p, p + K) - p);  // as evaluate decides
+    const int pred = decide(p, K);
     auto& g = of_class[static_cast<size_t>(labels[i])][group[i]];
     g.first += 1, g.second += pred == labels[i];
   }

@@ -27,6 +27,15 @@ struct Report {
   json::Object to_json(const std::vector<std::string>& class_names) const;
 };
 
+// The decision every tool takes from one image's K class probabilities (or scores): the class of
+// the highest, the first of equals.
+inline int decide(const float* probs, size_t num_classes) {
+  size_t top = 0;
+  for (size_t k = 1; k < num_classes; ++k)
+    if (probs[k] > probs[top]) top = k;
+  return static_cast<int>(top);
+}
+
 // labels: N true classes; probs: N x K row-major class probabilities (or scores).
 // Undefined per-class values (a class absent from labels, or never predicted for precision) are
 // NaN and left out of the means; balanced accuracy averages over the classes present.

@@ -151,6 +151,16 @@ BOOST_AUTO_TEST_CASE(balanced_accuracy_se_over_lesions_by_hand) {
                {"1 labels, 4 scores and 1 groups"});
 }
 
+// The one decision rule (metrics::decide) every tool uses: the highest score, the first of equals.
+BOOST_AUTO_TEST_CASE(decide_takes_the_first_highest_score) {
+  const float a[] = {0.1f, 0.5f, 0.4f}, tie[] = {0.2f, 0.4f, 0.4f}, first[] = {0.9f, 0.05f, 0.05f}, last[] = {0, 0, 1};
+  BOOST_TEST(metrics::decide(a, 3) == 1);
+  BOOST_TEST(metrics::decide(tie, 3) == 1);
+  BOOST_TEST(metrics::decide(first, 3) == 0);
+  BOOST_TEST(metrics::decide(last, 3) == 2);
+  BOOST_TEST(metrics::decide(last, 2) == 0);  // only the first two classes looked at
+}
+
 BOOST_AUTO_TEST_CASE(metrics_against_hand_computed_matrices) {
   // 3 classes; labels and argmax predictions:
   //   true 0: pred 0, 0, 1      true 1: pred 1, 2      true 2: pred 2, 2, 2, 0

@@ -190,7 +190,6 @@ std::string read_val_predictions(const RunResult& r, std::vector<int>& labels, s
                          row.fields[static_cast<size_t>(label)]);
     const size_t y = static_cast<size_t>(it - names.begin());
     const size_t base = probs.size();
-    size_t top = 0;
     for (size_t k = 0; k < K; ++k) {
       const std::string& f = row.fields[static_cast<size_t>(pcol[k])];
       char* end = nullptr;
@@ -198,9 +197,8 @@ std::string read_val_predictions(const RunResult& r, std::vector<int>& labels, s
       if (f.empty() || *end != '\0' || !std::isfinite(v))
         return fmt::format("{}:{}: '{}' is not a probability", path, row.line, f);
       probs.push_back(v);
-      if (v > probs[base + top]) top = k;  // the first maximum, as evaluate decides
     }
-    confusion[y][top]++;
+    confusion[y][static_cast<size_t>(metrics::decide(&probs[base], K))]++;
     labels.push_back(static_cast<int>(y));
     lesions.push_back(row.fields[static_cast<size_t>(lesion)]);
   }

@@ -78,7 +78,7 @@ ClinicalReport clinical_report(const std::vector<int>& labels, const std::vector
     int64_t mal = 0, ben = 0, mal_hit = 0, ben_hit = 0;
     for (size_t i = 0; i < n; ++i) {
       const float* p = probs.data() + i * K;
-      const bool pred_malignant = malignant[std::max_element(p, p + K) - p];
+      const bool pred_malignant = malignant[static_cast<size_t>(metrics::decide(p, static_cast<size_t>(K)))];
       double s = 0;
       for (int k : r.malignant_classes) s += p[k];
       score[i] = static_cast<float>(s);

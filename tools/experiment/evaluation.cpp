@@ -7,6 +7,7 @@
 #include <cmath>
 #include <map>
 
+#include "framework/metrics.h"
 #include "framework/ops.h"
 #include "models/classifier.h"
 
@@ -126,7 +127,7 @@ std::string predictions_csv(const std::vector<ImageId>& ids, const std::vector<i
   csv += '\n';
   for (size_t i = 0; i < labels.size(); ++i) {
     const float* p = &probs[i * K];
-    const size_t top = static_cast<size_t>(std::max_element(p, p + K) - p);
+    const size_t top = static_cast<size_t>(metrics::decide(p, K));
     csv += fmt::format("{},{},{},{}", ids[i].image_id, ids[i].lesion_id, classes.at(static_cast<size_t>(labels[i])),
                        classes[top]);
     for (size_t k = 0; k < K; ++k) csv += fmt::format(",{:.9g}", p[k]);

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "evaluation.h"
+#include "framework/metrics.h"
 #include "framework/ops.h"
 
 namespace dermis::experiment {
@@ -63,7 +64,7 @@ Heatmap attention_heatmap(models::Classifier& model, const Tensor& x, const data
     f.retain_grad();
     Var logits = model.head(f);
     out.probs = softmax_rows(logits.value());
-    const int top = static_cast<int>(std::max_element(out.probs.begin(), out.probs.end()) - out.probs.begin());
+    const int top = metrics::decide(out.probs.data(), out.probs.size());
     Tensor seed = Tensor::zeros(logits.shape());
     seed.data()[top] = 1.f;
     logits.backward(seed);

@@ -280,7 +280,7 @@ void write_report(const std::string& path, const ReportInput& in) {
              : "<h2>Validation images: attention heatmaps and predictions</h2><p>Red marks where the model's last "
                "CBAM spatial attention map is highest.</p><div class='grid2'>";
     for (auto& im : in.images) {
-      const int pred = static_cast<int>(std::max_element(im.probs.begin(), im.probs.end()) - im.probs.begin());
+      const int pred = metrics::decide(im.probs.data(), im.probs.size());
       const bool ok = pred == im.label;
       h += "<figure><img alt='" + html_escape(im.name) + "' src='data:image/jpeg;base64," + base64(im.jpeg) + "'>";
       h += fmt::format("<figcaption>{}<br>true <b>{}</b>, predicted <b class='{}'>{}</b> ({:.0f}%)</figcaption></figure>",
