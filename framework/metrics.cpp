@@ -229,6 +229,15 @@ std::pair<double, double> balanced_accuracy_from_confusion(const std::vector<std
   return {sum / present, std::sqrt(var) / present};
 }
 
+std::vector<int64_t> group_numbers(const std::vector<std::string>& names) {
+  std::map<std::string, int64_t> index;
+  std::vector<int64_t> group;
+  group.reserve(names.size());
+  for (const std::string& name : names)
+    group.push_back(index.try_emplace(name, static_cast<int64_t>(index.size())).first->second);
+  return group;
+}
+
 double balanced_accuracy_se_grouped(const std::vector<int>& labels, const std::vector<float>& probs,
                                     const std::vector<int64_t>& group, int num_classes) {
   DERMIS_CHECK(num_classes > 0, "metrics: num_classes {} must be positive", num_classes);

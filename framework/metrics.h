@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -57,6 +58,10 @@ std::pair<double, double> balanced_accuracy_from_confusion(const std::vector<std
 // argmax decision); NaN without images.
 double balanced_accuracy_se_grouped(const std::vector<int>& labels, const std::vector<float>& probs,
                                     const std::vector<int64_t>& group, int num_classes);
+
+// Group numbers for balanced_accuracy_se_grouped from each image's group name (HAM10000's
+// lesion_id): 0, 1, ... in order of first appearance, equal names equal numbers.
+std::vector<int64_t> group_numbers(const std::vector<std::string>& names);
 
 // ROC AUC of scores for the positive class (Mann-Whitney U, ties counted as half); NaN without
 // both positives and negatives.

@@ -117,6 +117,13 @@ BOOST_AUTO_TEST_CASE(plateau_follows_pytorch) {
   expect_error([&] { optim::Schedule bad(nm); }, "milestones");
 }
 
+BOOST_AUTO_TEST_CASE(group_numbers_follow_first_appearance) {
+  BOOST_TEST(metrics::group_numbers({"HAM_b", "HAM_a", "HAM_b", "HAM_c", "HAM_a"}) ==
+                 (std::vector<int64_t>{0, 1, 0, 2, 1}),
+             boost::test_tools::per_element());
+  BOOST_TEST(metrics::group_numbers({}).empty());
+}
+
 BOOST_AUTO_TEST_CASE(balanced_accuracy_se_over_lesions_by_hand) {
   // Scores whose argmax is `predicted` (0.8 on it, 0.1 elsewhere).
   const auto scores = [](const std::vector<int>& predicted, int K) {

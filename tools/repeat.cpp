@@ -240,11 +240,10 @@ json::Object pooled_out_of_fold(const std::vector<RunResult>& rs) {
   double se_lesions = NAN;
   std::string lesion_part;
   if (why_not.empty()) {
-    std::map<std::string, int64_t> index;
-    std::vector<int64_t> group;
-    for (const auto& l : lesions) group.push_back(index.try_emplace(l, static_cast<int64_t>(index.size())).first->second);
+    const std::vector<int64_t> group = metrics::group_numbers(lesions);
+    const int64_t num_lesions = group.empty() ? 0 : *std::max_element(group.begin(), group.end()) + 1;
     se_lesions = metrics::balanced_accuracy_se_grouped(labels, probs, group, static_cast<int>(classes.size()));
-    lesion_part = fmt::format("; +- {:.4f} over the {} lesions", se_lesions, index.size());
+    lesion_part = fmt::format("; +- {:.4f} over the {} lesions", se_lesions, num_lesions);
   } else {
     std::fflush(stdout);
     fmt::print(stderr, "warning: no standard error over lesions: {}\n", why_not);

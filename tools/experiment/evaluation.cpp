@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
 
 #include "framework/metrics.h"
 #include "framework/ops.h"
@@ -137,12 +136,10 @@ std::string predictions_csv(const std::vector<ImageId>& ids, const std::vector<i
 }
 
 std::vector<int64_t> lesion_groups(const std::vector<ImageId>& ids) {
-  std::map<std::string, int64_t> index;
-  std::vector<int64_t> group;
-  group.reserve(ids.size());
-  for (const ImageId& id : ids)
-    group.push_back(index.try_emplace(id.lesion_id, static_cast<int64_t>(index.size())).first->second);
-  return group;
+  std::vector<std::string> lesions;
+  lesions.reserve(ids.size());
+  for (const ImageId& id : ids) lesions.push_back(id.lesion_id);
+  return metrics::group_numbers(lesions);
 }
 
 }  // namespace dermis::experiment

@@ -71,7 +71,7 @@ struct ImageId {
 std::string predictions_csv(const std::vector<ImageId>& ids, const std::vector<int>& labels,
                             const std::vector<float>& probs, const std::vector<std::string>& classes);
 
-// Each image's lesion as a group number (0, 1, ... in order of first appearance), the grouping
+// Each image's lesion as a group number (metrics::group_numbers of the lesion ids), the grouping
 // metrics::balanced_accuracy_se_grouped takes.
 std::vector<int64_t> lesion_groups(const std::vector<ImageId>& ids);
 
